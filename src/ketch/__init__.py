@@ -1,1 +1,42 @@
-"""ketch."""
+"""ketch: a self-hosted serverless platform for Python with Modal's programming model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ketch import exception
+from ketch._partial import batched, concurrent
+from ketch.app import App
+from ketch.cls import Cls, enter, exit, method, parameter
+from ketch.functions import Function, FunctionCall
+from ketch.image import Image
+from ketch.retries import Retries
+from ketch.secret import Secret
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Cls",
+    "Function",
+    "FunctionCall",
+    "Image",
+    "Retries",
+    "Secret",
+    "batched",
+    "concurrent",
+    "enter",
+    "exception",
+    "exit",
+    "method",
+    "parameter",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Stub":
+        from ketch.exception import deprecation_warning
+
+        deprecation_warning((2024, 4, 29), "ketch.Stub is deprecated; use ketch.App")
+        return App
+    raise AttributeError(f"module 'ketch' has no attribute {name!r}")

@@ -1,0 +1,250 @@
+"""The SDK side of the call protocol: one connection per process, shared by every handle.
+
+Calls in flight survive a dropped connection: on reconnect (starting the server again if
+needed) the client re-sends them under the same input ids, and the server runs each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ketch._client.discovery import ServerInfo, ensure_server, from_container_env
+from ketch._utils import payload
+from ketch._utils.ids import new_id
+from ketch._utils.wire import Channel, ChannelClosed, open_channel
+from ketch.config import Config
+from ketch.exception import ConnectionError as KetchConnectionError
+
+log = logging.getLogger("ketch.client")
+
+# How long a client keeps trying to get back to its server before failing the calls.
+RECONNECT_FOR = 120.0
+
+
+class _Pending:
+    __slots__ = ("msg", "on_message")
+
+    def __init__(self, msg: dict[str, Any], on_message: Callable[[dict[str, Any]], None]) -> None:
+        self.msg = msg
+        self.on_message = on_message
+
+
+class Client:
+    _current: Client | None = None
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.client_id = new_id("cl")
+        self.channel: Channel | None = None
+        self.info: ServerInfo | None = None
+        self.pending: dict[str, _Pending] = {}
+        self.requests: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self.log_subscriptions: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.leases: set[str] = set()
+        self._rids = itertools.count(1)
+        self._connected = asyncio.Event()
+        self._connect_lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self.broken: BaseException | None = None
+
+    @classmethod
+    async def current(cls) -> Client:
+        """The process-wide client, connected (runs on the SDK loop)."""
+        if cls._current is None or cls._current._closed:
+            cls._current = Client(Config.load())
+        client = cls._current
+        if not client._connected.is_set():
+            await client.connect()
+        return client
+
+    @classmethod
+    def reset(cls) -> None:
+        cls._current = None
+
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self._connected.is_set():
+                return
+            await self._open()
+
+    async def _open(self) -> None:
+        info = from_container_env() or await asyncio.to_thread(ensure_server, self.config)
+        ch = await open_channel(info.host, info.call_port)
+        ch.send({"t": "hello", "role": "client", "token": info.token, "client_id": self.client_id})
+        reply = (await asyncio.wait_for(ch.recv(), 30))[0]
+        if reply.get("t") != "welcome":
+            ch.close()
+            raise KetchConnectionError(f"the ketch server refused the connection: {reply}")
+        self.info, self.channel = info, ch
+        self._reader = asyncio.ensure_future(self._read(ch))
+        self._connected.set()
+
+    async def _read(self, ch: Channel) -> None:
+        try:
+            while True:
+                for msg in await ch.recv():
+                    self._dispatch(msg)
+        except ChannelClosed:
+            pass
+        if self._closed:
+            return
+        self._connected.clear()
+        await self._reconnect()
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        if t in ("res", "item"):
+            pending = self.pending.get(msg["iid"])
+            if pending is not None:
+                if t == "res":
+                    del self.pending[msg["iid"]]
+                pending.on_message(msg)
+        elif t == "reply":
+            entry = self.requests.pop(msg["rid"], None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(msg)
+        elif t == "log":
+            handler = self.log_subscriptions.get(msg["app_id"])
+            if handler is not None:
+                handler(msg)
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECONNECT_FOR
+        delay = 0.05
+        while not self._closed:
+            try:
+                await self._open()
+            except (OSError, KetchConnectionError, TimeoutError, ChannelClosed) as exc:
+                if loop.time() > deadline:
+                    self._fail_all(KetchConnectionError(f"lost the ketch server: {exc}"))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            break
+        assert self.channel is not None
+        for app_id in self.log_subscriptions:
+            self.channel.send({"t": "logs", "app_id": app_id})
+        for app_id in self.leases:
+            self.channel.send({"t": "lease", "app_id": app_id})
+        for pending in list(self.pending.values()):
+            self.channel.send(pending.msg)
+        for msg, _ in list(self.requests.values()):
+            self.channel.send(msg)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self.broken = exc
+        err = {"exc": None, "repr": repr(exc), "tb": ""}
+        for iid, pending in list(self.pending.items()):
+            del self.pending[iid]
+            pending.on_message({"t": "res", "iid": iid, "ok": False, "error": err,
+                                "local_error": exc})
+        for _, fut in self.requests.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.requests.clear()
+
+    async def _channel(self) -> Channel:
+        if not self._connected.is_set():
+            if self.broken is not None:
+                raise self.broken
+            await asyncio.wait_for(self._connected.wait(), RECONNECT_FOR + 5)
+        assert self.channel is not None
+        return self.channel
+
+    # -- operations ---------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.channel is not None and self._connected.is_set():
+            self.channel.send(msg)
+        # else: re-sent by _reconnect from self.pending / self.requests
+
+    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A request/reply exchange (spawn, get, lookup, cancel); raises remote errors."""
+        await self._channel()
+        rid = next(self._rids)
+        msg = {**msg, "rid": rid}
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.requests[rid] = (msg, fut)
+        self.send(msg)
+        try:
+            reply = await fut
+        finally:
+            self.requests.pop(rid, None)
+        if not reply.get("ok"):
+            raise payload.rebuild_exception(reply["error"])
+        return reply
+
+    def submit(
+        self, fid: str, req: dict[str, Any], kind: str,
+        on_message: Callable[[dict[str, Any]], None], iid: str | None = None,
+    ) -> str:
+        iid = iid or new_id("in")
+        msg = {"t": "call", "iid": iid, "fid": fid, "req": req, "kind": kind}
+        self.pending[iid] = _Pending(msg, on_message)
+        self.send(msg)
+        return iid
+
+    async def call(self, fid: str, req: dict[str, Any]) -> Any:
+        await self._channel()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def done(msg: dict[str, Any]) -> None:
+            if not fut.done():
+                fut.set_result(msg)
+
+        self.submit(fid, req, "call", done)
+        return result_of(await fut)
+
+    async def call_gen(self, fid: str, req: dict[str, Any]) -> AsyncIterator[Any]:
+        await self._channel()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        iid = self.submit(fid, req, "gen", queue.put_nowait)
+        try:
+            while True:
+                msg = await queue.get()
+                if msg["t"] == "item":
+                    yield payload.loads(msg["payload"])
+                else:
+                    result_of(msg)
+                    return
+        finally:
+            self.pending.pop(iid, None)
+
+    def subscribe_logs(self, app_id: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        self.log_subscriptions[app_id] = handler
+        self.send({"t": "logs", "app_id": app_id})
+
+    def lease(self, app_id: str) -> None:
+        self.leases.add(app_id)
+        self.send({"t": "lease", "app_id": app_id})
+
+    def release(self, app_id: str) -> None:
+        self.leases.discard(app_id)
+        self.log_subscriptions.pop(app_id, None)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self.channel is not None:
+            self.channel.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+def result_of(msg: dict[str, Any]) -> Any:
+    """The value of a 'res' message, or its exception raised with the original type."""
+    if msg.get("ok"):
+        data = msg.get("payload")
+        return None if data is None else payload.loads(data)
+    local = msg.get("local_error")
+    if local is not None:
+        raise local
+    raise payload.rebuild_exception(msg["error"])

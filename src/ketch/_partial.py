@@ -1,0 +1,59 @@
+"""Decorators that annotate a function before `@app.function` / `@app.cls` takes it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ketch._utils.options import validate_batched, validate_concurrent
+from ketch.exception import InvalidError
+
+
+class PartialFunction:
+    """A raw function plus the flags of the decorators stacked under `@app.function`."""
+
+    def __init__(self, raw_f: Callable[..., Any], flags: dict[str, Any]) -> None:
+        self.raw_f = raw_f
+        self.flags = flags
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.raw_f(*args, **kwargs)
+
+
+def wrap(target: Any, decorator: str, **flags: Any) -> PartialFunction:
+    from ketch.cls import Cls
+    from ketch.functions import Function
+
+    if isinstance(target, Function | Cls):
+        raise InvalidError(
+            f"@{decorator} must sit below @app.function / @app.cls, not above it: "
+            f"write @app.function() first, then @{decorator}(...) on the next line"
+        )
+    if isinstance(target, PartialFunction):
+        clash = set(flags) & set(target.flags)
+        if clash:
+            raise InvalidError(f"@{decorator} is applied twice ({', '.join(sorted(clash))})")
+        return PartialFunction(target.raw_f, {**target.flags, **flags})
+    if not callable(target):
+        raise InvalidError(f"@{decorator} decorates a function or class, not {target!r}")
+    return PartialFunction(target, flags)
+
+
+def concurrent(
+    _warn_parentheses_missing: Any = None, *, max_inputs: int, target_inputs: int | None = None
+) -> Callable[[Any], PartialFunction]:
+    """Let one container run up to `max_inputs` inputs at once (aiming at `target_inputs`)."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("@concurrent takes keyword arguments: @concurrent(max_inputs=N)")
+    values = validate_concurrent(max_inputs, target_inputs)
+    return lambda f: wrap(f, "concurrent", concurrent=values)
+
+
+def batched(
+    _warn_parentheses_missing: Any = None, *, max_batch_size: int, wait_ms: int
+) -> Callable[[Any], PartialFunction]:
+    """Group inputs into lists of up to `max_batch_size`, waiting at most `wait_ms`."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("@batched takes keyword arguments: @batched(max_batch_size=, wait_ms=)")
+    values = validate_batched(max_batch_size, wait_ms)
+    return lambda f: wrap(f, "batched", batched=values)

@@ -1,0 +1,175 @@
+"""The container runtime: connect back to the server, load the user's code, run inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import os
+import signal
+import sys
+from typing import Any
+
+from ketch._runtime.loader import Target, add_sys_path
+from ketch._utils import payload
+from ketch._utils.wire import Channel, ChannelClosed, open_channel
+
+
+class Runtime:
+    def __init__(self, channel: Channel, init: dict[str, Any]) -> None:
+        self.ch = channel
+        self.init = init
+        self.spec: dict[str, Any] = init["function"]
+        max_inputs = int(self.spec["options"].get("max_inputs") or 1)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, max_inputs), thread_name_prefix="ketch-input"
+        )
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.sync_running: set[str] = set()
+        self.target: Target | None = None
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            add_sys_path(self.init.get("sys_path", []))
+            from ketch.compat.shim import install_modal_alias
+
+            install_modal_alias()
+            target = await loop.run_in_executor(
+                self.pool, Target, self.spec, self.init.get("params")
+            )
+            for hook in target.enter():
+                result = await loop.run_in_executor(self.pool, hook)
+                if inspect.isawaitable(result):
+                    await result
+            self.target = target
+        except BaseException as exc:
+            module = sys.modules.get(self.spec.get("module") or "")
+            await self.ch.send_and_drain({
+                "t": "startup_failed", "error": payload.exception_payload(exc, module),
+            })
+            return False
+        await self.ch.send_and_drain({"t": "ready"})
+        return True
+
+    async def serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                batch = await self.ch.recv()
+            except ChannelClosed:
+                return
+            for msg in batch:
+                t = msg["t"]
+                if t == "input":
+                    self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
+                elif t == "cancel":
+                    self.cancel(msg["iid"])
+                elif t == "stop":
+                    self.stopping.set()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()))
+
+    def cancel(self, iid: str) -> None:
+        if iid in self.sync_running:
+            # Threads cannot be interrupted: the server replaces this container instead.
+            self.ch.send({"t": "stuck", "iid": iid})
+            return
+        task = self.tasks.get(iid)
+        if task is not None:
+            task.cancel()
+
+    async def run_input(self, msg: dict[str, Any]) -> None:
+        iid = msg["iid"]
+        assert self.target is not None
+        loop = asyncio.get_running_loop()
+        try:
+            args, kwargs = payload.loads(msg["args"])
+            fn = self.target.resolve(msg.get("method"))
+            if msg["kind"] == "gen":
+                await self._run_gen(iid, fn, args, kwargs)
+                out: dict[str, Any] = {"t": "out", "iid": iid, "ok": True, "payload": None}
+            else:
+                if inspect.iscoroutinefunction(fn):
+                    result = await fn(*args, **kwargs)
+                else:
+                    self.sync_running.add(iid)
+                    try:
+                        result = await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+                    finally:
+                        self.sync_running.discard(iid)
+                    if inspect.isawaitable(result):
+                        result = await result
+                out = {"t": "out", "iid": iid, "ok": True, "payload": payload.dumps(result)}
+        except asyncio.CancelledError:
+            return  # the server has already answered the caller (timeout or cancel)
+        except BaseException as exc:
+            out = {"t": "out", "iid": iid, "ok": False, "error": self._error(exc)}
+        finally:
+            self.tasks.pop(iid, None)
+        self.ch.send(out)
+
+    async def _run_gen(self, iid: str, fn: Any, args: Any, kwargs: Any) -> None:
+        loop = asyncio.get_running_loop()
+        gen = fn(*args, **kwargs)
+        if inspect.isasyncgen(gen):
+            async for item in gen:
+                self.ch.send({"t": "item", "iid": iid, "payload": payload.dumps(item)})
+            return
+        done = object()
+        self.sync_running.add(iid)
+        try:
+            while True:
+                item = await loop.run_in_executor(self.pool, next, gen, done)
+                if item is done:
+                    return
+                self.ch.send({"t": "item", "iid": iid, "payload": payload.dumps(item)})
+        finally:
+            self.sync_running.discard(iid)
+
+    def _error(self, exc: BaseException) -> dict[str, Any]:
+        module = self.target.module if self.target is not None else None
+        return payload.exception_payload(exc, module)
+
+    async def shutdown(self) -> None:
+        if self.target is not None:
+            for hook in self.target.exit_hooks():
+                with contextlib.suppress(Exception):
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _main() -> int:
+    host, _, port = os.environ["KETCH_CALL_ADDR"].rpartition(":")
+    ch = await open_channel(host, int(port))
+    ch.send({
+        "t": "hello", "role": "container", "cid": os.environ["KETCH_CONTAINER_ID"],
+        "token": os.environ["KETCH_TOKEN"],
+    })
+    first = (await ch.recv())[0]
+    if first["t"] != "init":
+        return 0
+    rt = Runtime(ch, first)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, rt.stopping.set)
+    if not await rt.start():
+        return 1
+    serve = asyncio.ensure_future(rt.serve())
+    stop = asyncio.ensure_future(rt.stopping.wait())
+    await asyncio.wait([serve, stop], return_when=asyncio.FIRST_COMPLETED)
+    if rt.tasks:
+        await asyncio.wait(list(rt.tasks.values()))
+    await rt.shutdown()
+    ch.close()
+    return 0
+
+
+def main() -> None:
+    code = asyncio.run(_main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: user threads must not keep a finished container alive.
+    os._exit(code)

@@ -1,0 +1,98 @@
+"""Finding the user's function or class inside a container, from the spec the server sent."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import inspect
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+
+class Target:
+    """What a container runs: a plain function, or an instance of a user class."""
+
+    def __init__(self, spec: dict[str, Any], params: bytes | None) -> None:
+        self.spec = spec
+        self.module: types.ModuleType | None = None
+        self.instance: Any = None
+        if spec.get("serialized"):
+            obj = cloudpickle.loads(base64.b64decode(spec["serialized"]))
+        else:
+            self.module = importlib.import_module(spec["module"])
+            obj = _find(self.module, spec)
+        self.obj = obj
+        if spec.get("kind") == "cls":
+            self.instance = _instantiate(obj, cloudpickle.loads(params) if params else {})
+
+    def enter(self) -> list[Callable[[], Any]]:
+        """The @enter hooks of a class, in definition order (snap=True ones first)."""
+        return _hooks(self.instance, "_ketch_enter") if self.instance is not None else []
+
+    def exit_hooks(self) -> list[Callable[[], Any]]:
+        return _hooks(self.instance, "_ketch_exit") if self.instance is not None else []
+
+    def resolve(self, method: str | None) -> Callable[..., Any]:
+        if self.instance is None:
+            fn: Callable[..., Any] = self.obj
+            return fn
+        if not method:
+            raise AttributeError("a class call needs a method name")
+        bound: Callable[..., Any] = getattr(self.instance, method)
+        return bound
+
+
+def _find(module: types.ModuleType, spec: dict[str, Any]) -> Any:
+    from ketch.app import App
+
+    tag = spec["tag"]
+    for app in App._instances():
+        raw = app._raw_objects().get(tag)
+        if raw is not None:
+            return raw
+    # A function defined on an app that lives in another module of the same package.
+    for value in list(vars(module).values()):
+        if isinstance(value, App) and tag in value._raw_objects():
+            return value._raw_objects()[tag]
+    raise LookupError(f"{spec['module']} defines no function {tag!r} on a ketch App")
+
+
+def _instantiate(cls: type, params: dict[str, Any]) -> Any:
+    from ketch.cls import declared_parameters
+
+    obj = cls.__new__(cls)
+    for name, default in declared_parameters(cls).items():
+        if name in params:
+            setattr(obj, name, params[name])
+        elif default is not inspect.Parameter.empty:
+            setattr(obj, name, default)
+    init = cls.__dict__.get("__init__")
+    if init is not None:
+        init(obj)
+    return obj
+
+
+def _hooks(instance: Any, marker: str) -> list[Callable[[], Any]]:
+    found = []
+    for klass in reversed(type(instance).__mro__):
+        for name, value in vars(klass).items():
+            info = getattr(value, marker, None)
+            if info is not None:
+                found.append((0 if info.get("snap") else 1, name))
+    seen: set[str] = set()
+    hooks = []
+    for _, name in sorted(found, key=lambda x: x[0]):
+        if name not in seen:
+            seen.add(name)
+            hooks.append(getattr(instance, name))
+    return hooks
+
+
+def add_sys_path(entries: list[str]) -> None:
+    for entry in reversed(entries):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)

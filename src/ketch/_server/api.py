@@ -1,0 +1,176 @@
+"""The management API: HTTP + JSON (with an OpenAPI document) for deploys, apps and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from ketch.exception import AlreadyExistsError, Error, InvalidError, NotFoundError
+
+if TYPE_CHECKING:
+    from ketch._server.main import Server
+
+_STATUS = {InvalidError: 400, NotFoundError: 404, AlreadyExistsError: 409}
+
+
+class SecretIn(BaseModel):
+    name: str
+    values: dict[str, str]
+    environment: str = "main"
+    force: bool = False
+
+
+def _error_body(exc: Error) -> dict[str, Any]:
+    return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+def build_api(server: Server) -> FastAPI:
+    app = FastAPI(title="ketch management API", version="1")
+
+    def auth(authorization: str = Header(default="")) -> None:
+        given = authorization.removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given, server.token):
+            raise HTTPException(401, "missing or wrong server token")
+
+    @app.exception_handler(Error)
+    async def on_error(request: Request, exc: Error) -> JSONResponse:
+        code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
+        return JSONResponse(_error_body(exc), status_code=code)
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid(), "started": server.started}
+
+    @app.get("/v1/status", dependencies=[Depends(auth)])
+    async def status() -> dict[str, Any]:
+        sched = server.scheduler
+        return {
+            "pid": os.getpid(),
+            "uptime": time.time() - server.started,
+            "apps": len(server.apps.apps),
+            "containers": {
+                cid: {"state": c.state, "function": c.pool.function.tag,
+                      "app_id": c.pool.function.app_id, "inflight": len(c.inflight)}
+                for cid, c in sched.containers.items()
+            },
+            "queued": sum(len(p.queue) for p in sched.pools.values()),
+            "counters": dict(sched.counters),
+        }
+
+    @app.put("/v1/blobs/{sha}", dependencies=[Depends(auth)])
+    async def put_blob(sha: str, request: Request) -> dict[str, Any]:
+        path = server.apps.blob_path(sha)
+        if path.exists():
+            return {"sha": sha, "existed": True}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{sha}.{os.getpid()}.{time.monotonic_ns()}.part")
+        digest = hashlib.sha256()
+        try:
+            with tmp.open("wb") as fh:
+                async for chunk in request.stream():
+                    digest.update(chunk)
+                    fh.write(chunk)
+            if digest.hexdigest() != sha:
+                raise InvalidError("uploaded blob does not match its sha256")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"sha": sha, "existed": False}
+
+    @app.post("/v1/apps/deploy", dependencies=[Depends(auth)])
+    async def deploy(request: Request) -> StreamingResponse:
+        spec = await request.json()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def run() -> None:
+            try:
+                result = await server.apps.deploy(spec, lambda line: queue.put_nowait({"log": line}))
+                queue.put_nowait({"result": result})
+            except Error as exc:
+                queue.put_nowait(_error_body(exc))
+            except Exception as exc:
+                queue.put_nowait({"error": {"type": "Error", "message": repr(exc)}})
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.ensure_future(run())
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                while (item := await queue.get()) is not None:
+                    yield json.dumps(item).encode() + b"\n"
+            finally:
+                # The deploy goes on even if the client leaves; it must not be half-done.
+                await asyncio.shield(task)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/v1/apps", dependencies=[Depends(auth)])
+    async def list_apps() -> list[dict[str, Any]]:
+        live = server.apps.apps
+        out = []
+        for row in server.store.list_apps():
+            info = live.get(row["app_id"])
+            containers = sum(
+                1 for c in server.scheduler.containers.values()
+                if c.pool.function.app_id == row["app_id"]
+            )
+            out.append({**row, "running": info is not None, "containers": containers,
+                        "functions": sorted((info or {}).get("functions", {}))})
+        return out
+
+    @app.post("/v1/apps/{name}/stop", dependencies=[Depends(auth)])
+    async def stop_app(name: str, environment: str = "main") -> dict[str, Any]:
+        app_ = server.apps.find(environment, name)
+        if app_ is None:
+            app_id = name if name in server.apps.apps else None
+            if app_id is None:
+                raise NotFoundError(f"app {name!r} is not running in environment {environment!r}")
+        else:
+            app_id = app_["app_id"]
+        server.apps.stop(app_id)
+        return {"stopped": app_id}
+
+    @app.get("/v1/apps/{name}/logs", dependencies=[Depends(auth)])
+    async def app_logs(
+        name: str, environment: str = "main", tail: int | None = None, since: float | None = None
+    ) -> dict[str, Any]:
+        app_id = _resolve_app_id(server, environment, name)
+        return {"app_id": app_id, "lines": server.logs.read(app_id, tail=tail, since=since)}
+
+    @app.post("/v1/secrets", dependencies=[Depends(auth)])
+    async def create_secret(body: SecretIn) -> dict[str, Any]:
+        server.apps.put_secret(body.environment, body.name, body.values, body.force)
+        return {"name": body.name, "keys": sorted(body.values)}
+
+    @app.get("/v1/secrets", dependencies=[Depends(auth)])
+    async def list_secrets(environment: str = "main") -> list[dict[str, Any]]:
+        return server.store.list_secrets(environment)
+
+    @app.delete("/v1/secrets/{name}", dependencies=[Depends(auth)])
+    async def delete_secret(name: str, environment: str = "main") -> dict[str, Any]:
+        if not server.store.delete_secret(environment, name):
+            raise NotFoundError(f"secret {name!r} not found in environment {environment!r}")
+        return {"deleted": name}
+
+    return app
+
+
+def _resolve_app_id(server: Server, environment: str, name: str) -> str:
+    app_ = server.apps.find(environment, name)
+    if app_ is not None:
+        return str(app_["app_id"])
+    for row in reversed(server.store.list_apps()):
+        if row["app_id"] == name or (row["name"] == name and row["environment"] == environment):
+            return str(row["app_id"])
+    raise NotFoundError(f"no app named {name!r} in environment {environment!r}")

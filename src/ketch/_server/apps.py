@@ -1,0 +1,242 @@
+"""Deploying, stopping and looking up apps: validation, secrets, image builds, persistence."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ketch._server.crypto import SecretBox
+from ketch._server.images import ImageBuilder, mount_files
+from ketch._server.model import FunctionDef
+from ketch._server.scheduler import Scheduler
+from ketch._server.store import Store
+from ketch._utils.ids import new_id, stable_id
+from ketch.exception import AlreadyExistsError, InvalidError, NotFoundError
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+_TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+
+Log = Callable[[str], None]
+
+
+def validate_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidError(
+            f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+
+
+class AppManager:
+    def __init__(
+        self, home: Path, store: Store, scheduler: Scheduler, builder: ImageBuilder,
+        box: SecretBox,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.scheduler = scheduler
+        self.builder = builder
+        self.box = box
+        self.apps: dict[str, dict[str, Any]] = {}  # app_id -> {name, environment, state, ...}
+
+    # -- blobs --------------------------------------------------------------------------
+    def blob_path(self, sha: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise InvalidError("blob ids are sha256 hex digests")
+        return self.home / "blobs" / sha
+
+    def _source_dir(self, sha: str) -> Path:
+        dest = self.home / "sources" / sha
+        if (dest / ".ok").exists():
+            return dest
+        blob = self.blob_path(sha)
+        if not blob.exists():
+            raise NotFoundError(f"source blob {sha[:12]} was not uploaded")
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with tarfile.open(blob) as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / ".ok").touch()
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        return dest
+
+    # -- secrets ------------------------------------------------------------------------
+    def put_secret(self, environment: str, name: str, values: dict[str, str], force: bool) -> None:
+        validate_name("secret", name)
+        if not values or not all(isinstance(k, str) and isinstance(v, str)
+                                  for k, v in values.items()):
+            raise InvalidError("a secret needs at least one KEY=VALUE pair of strings")
+        for key in values:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise InvalidError(f"secret key {key!r} is not a valid environment variable name")
+        data = self.box.encrypt(json.dumps(values).encode())
+        if not self.store.put_secret(environment, name, data, overwrite=force):
+            raise AlreadyExistsError(f"secret {name!r} already exists; use --force to replace it")
+
+    def secret_values(self, environment: str, name: str) -> dict[str, str]:
+        data = self.store.get_secret(environment, name)
+        if data is None:
+            raise NotFoundError(f"secret {name!r} not found in environment {environment!r}")
+        values: dict[str, str] = json.loads(self.box.decrypt(data))
+        return values
+
+    def _check_secret(self, environment: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Validate one secret reference and seal inline values; returns what is stored."""
+        if spec.get("kind") == "inline":
+            sealed = self.box.encrypt(json.dumps(spec.get("values", {})).encode())
+            return {"kind": "sealed", "data": base64.b64encode(sealed).decode()}
+        if spec.get("kind") == "named":
+            env = spec.get("environment") or environment
+            values = self.secret_values(env, spec["name"])
+            missing = [k for k in spec.get("required_keys", []) if k not in values]
+            if missing:
+                raise NotFoundError(
+                    f"secret {spec['name']!r} is missing required keys: {', '.join(missing)}"
+                )
+            return {"kind": "named", "name": spec["name"], "environment": env}
+        raise InvalidError(f"unknown secret reference {spec!r}")
+
+    def function_env(self, fdef: FunctionDef) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for ref in fdef.spec.get("secrets", []):
+            if ref["kind"] == "sealed":
+                env.update(json.loads(self.box.decrypt(base64.b64decode(ref["data"]))))
+            else:
+                env.update(self.secret_values(ref["environment"], ref["name"]))
+        return env
+
+    # -- deploy -------------------------------------------------------------------------
+    async def deploy(self, spec: dict[str, Any], log: Log) -> dict[str, Any]:
+        """Validate everything, build images, then (and only then) persist and go live."""
+        name = spec.get("name")
+        environment = spec.get("environment") or "main"
+        ephemeral = bool(spec.get("ephemeral"))
+        validate_name("app", name)  # type: ignore[arg-type]
+        validate_name("environment", environment)
+        functions = spec.get("functions")
+        if not isinstance(functions, dict) or not functions:
+            raise InvalidError(f"app {name!r} has no functions to deploy")
+        for tag in functions:
+            if not _TAG.match(tag):
+                raise InvalidError(f"invalid function name {tag!r}")
+        source_dir = None
+        if spec.get("source"):
+            source_dir = str(self._source_dir(spec["source"]["blob"]))
+        stored_functions: dict[str, dict[str, Any]] = {}
+        for tag, fspec in functions.items():
+            secrets = [self._check_secret(environment, s) for s in fspec.get("secrets", [])]
+            stored_functions[tag] = {**fspec, "secrets": secrets}
+        built = {}
+        for tag, fspec in stored_functions.items():
+            img = fspec["image"]
+            log(f"image for {tag}: checking")
+            built[tag] = await self.builder.build(img, log)
+            if img.get("files"):
+                mount_files(img, self.home / "mounts" / built[tag].hash)
+        if ephemeral:
+            app_id = spec.get("app_id") or new_id("ap")
+            if spec.get("app_id") and spec["app_id"] not in self.apps:
+                raise NotFoundError(f"ephemeral app {spec['app_id']} is not running")
+        else:
+            existing = self.store.find_deployed_app(environment, name)  # type: ignore[arg-type]
+            app_id = existing["app_id"] if existing else new_id("ap")
+        stored = {
+            "name": name, "environment": environment, "source": spec.get("source"),
+            "functions": stored_functions,
+        }
+        version = self.store.save_app_version(
+            app_id, name, environment, "ephemeral" if ephemeral else "deployed", stored  # type: ignore[arg-type]
+        )
+        ids = self._activate(app_id, stored, version, "ephemeral" if ephemeral else "deployed",
+                             source_dir, built)
+        return {"app_id": app_id, "version": version, "functions": ids}
+
+    def _activate(
+        self, app_id: str, stored: dict[str, Any], version: int, state: str,
+        source_dir: str | None, built: dict[str, Any],
+    ) -> dict[str, str]:
+        ids: dict[str, str] = {}
+        old = self.apps.get(app_id)
+        for tag, fspec in stored["functions"].items():
+            fid = stable_id("fu", app_id, tag)
+            mount = self.home / "mounts" / built[tag].hash
+            fdef = FunctionDef(
+                function_id=fid, app_id=app_id, app_name=stored["name"],
+                environment=stored["environment"], version=version, tag=tag, spec=fspec,
+                image=built[tag], source_dir=source_dir,
+                mount_dir=str(mount / "root") if (mount / "root").exists() else None,
+            )
+            self.scheduler.register(fdef)
+            ids[tag] = fid
+        if old is not None:
+            for fid in set(old["functions"].values()) - set(ids.values()):
+                self.scheduler.functions.pop(fid, None)
+        self.apps[app_id] = {
+            "app_id": app_id, "name": stored["name"], "environment": stored["environment"],
+            "state": state, "version": version, "functions": ids,
+        }
+        return ids
+
+    async def restore(self, log: Log) -> int:
+        """Bring deployed apps back after a server start."""
+        self.store.mark_ephemeral_stopped()
+        n = 0
+        for app, stored in self.store.live_apps():
+            built = {tag: await self.builder.build(f["image"], log)
+                     for tag, f in stored["functions"].items()}
+            source_dir = None
+            if stored.get("source"):
+                source_dir = str(self._source_dir(stored["source"]["blob"]))
+            self._activate(app["app_id"], stored, app["version"], "deployed", source_dir, built)
+            n += 1
+        return n
+
+    def stop(self, app_id: str) -> None:
+        app = self.apps.pop(app_id, None)
+        if app is None:
+            raise NotFoundError(f"app {app_id} is not running")
+        self.store.set_app_state(app_id, "stopped")
+        self.scheduler.unregister_app(app_id)
+
+    def find(self, environment: str, name: str) -> dict[str, Any] | None:
+        for app in self.apps.values():
+            if app["environment"] == environment and app["name"] == name \
+                    and app["state"] == "deployed":
+                return app
+        return None
+
+    def lookup(self, environment: str, app_name: str, tag: str) -> dict[str, Any]:
+        app = self.find(environment, app_name)
+        if app is None:
+            raise NotFoundError(
+                f"app {app_name!r} is not deployed in environment {environment!r}"
+            )
+        fid = app["functions"].get(tag)
+        if fid is None:
+            raise NotFoundError(f"app {app_name!r} has no function {tag!r}")
+        fdef = self.scheduler.functions[fid]
+        return {
+            "function_id": fid, "app_id": app["app_id"], "tag": tag,
+            "kind": fdef.spec.get("kind", "function"),
+            "is_generator": bool(fdef.spec.get("is_generator")),
+            "web_url": fdef.spec.get("web_url"),
+            "methods": fdef.spec.get("methods", {}),
+            "params": fdef.spec.get("params", []),
+        }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,449 @@
+"""The server's image builder: turns an image spec into a cached uv environment."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import uv
+
+from ketch.exception import Error, InvalidError
+from ketch.image import hash_build_spec, hash_file, hash_file_set, iter_local_files
+
+__all__ = ["BuiltImage", "ImageBuildError", "ImageBuilder", "mount_files"]
+
+_TAIL_LINES = 20
+_READ_CHUNK = 1 << 16
+_OK = ".ok"
+
+_UNSUPPORTED_STEPS = {
+    "run_commands": "Image.run_commands",
+    "apt_install": "Image.apt_install",
+}
+
+
+class ImageBuildError(Error):
+    """An image build step failed; names the step and carries the tail of its log."""
+
+    def __init__(self, step: str, log_tail: str, detail: str = "") -> None:
+        # All fields go through args so that the error survives pickling (cls(*args)).
+        super().__init__(step, log_tail, detail)
+        self.step = step
+        self.log_tail = log_tail
+        self.detail = detail
+
+    def __str__(self) -> str:
+        msg = f"image build failed at step {self.step}"
+        if self.detail:
+            msg += f": {self.detail}"
+        if self.log_tail:
+            msg += f"\n--- last lines of its log ---\n{self.log_tail}"
+        return msg
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A ready image environment: its interpreter, env vars, workdir and root directory."""
+
+    hash: str
+    python: Path
+    env: dict[str, str]
+    workdir: str | None
+    root: Path
+
+
+LogFn = Callable[[str], None]
+
+
+def _describe_call(name: str, args: Iterable[object], kwargs: Mapping[str, object]) -> str:
+    # json.dumps gives double-quoted strings, which read like the user's own source.
+    parts = [json.dumps(a) for a in args]
+    parts += [f"{k}={json.dumps(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def _describe_step(step: Mapping[str, Any]) -> str:
+    kind = str(step.get("type"))
+    if kind in ("pip_install", "uv_pip_install"):
+        kwargs: dict[str, object] = {}
+        if step.get("requirements"):
+            kwargs["requirements"] = [r["path"] for r in step["requirements"]]
+        for key in ("index_url", "extra_index_url", "find_links"):
+            if step.get(key):
+                kwargs[key] = step[key]
+        if step.get("pre"):
+            kwargs["pre"] = True
+        if step.get("extra_options"):
+            kwargs["extra_options"] = step["extra_options"]
+        return _describe_call(kind, step.get("packages", []), kwargs)
+    if kind == "run_commands":
+        return _describe_call(kind, step.get("commands", []), {})
+    if kind == "apt_install":
+        return _describe_call(kind, step.get("packages", []), {})
+    if kind == "env":
+        return _describe_call(kind, [step.get("vars", {})], {})
+    if kind == "workdir":
+        return _describe_call(kind, [step.get("path")], {})
+    return kind
+
+
+def _describe_files(entry: Mapping[str, Any]) -> str:
+    name = "add_local_dir" if entry["kind"] == "dir" else "add_local_file"
+    if entry.get("python_module"):
+        name = "add_local_python_source"
+        return _describe_call(name, [entry["python_module"]], {"copy": entry["copy"]})
+    return _describe_call(
+        name, [entry["local_path"], entry["remote_path"]], {"copy": entry["copy"]}
+    )
+
+
+def _dest_for(files_root: Path, remote_path: str) -> Path:
+    pure = PurePosixPath(remote_path)
+    # The spec comes over the wire; never let a remote path escape the image's root.
+    if not pure.is_absolute() or ".." in pure.parts:
+        raise InvalidError(f"invalid remote path in image spec: {remote_path!r}")
+    rel = pure.relative_to("/")
+    return files_root.joinpath(*rel.parts)
+
+
+def _copy_entry(entry: Mapping[str, Any], files_root: Path) -> None:
+    """Copy one local file/dir entry of a spec under `files_root`, checking its hash."""
+    src = Path(entry["local_path"])
+    dest = _dest_for(files_root, entry["remote_path"])
+    try:
+        if entry["kind"] == "file":
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+            digest = hash_file(dest)
+        else:
+            copied: list[tuple[str, Path]] = []
+            dest.mkdir(parents=True, exist_ok=True)
+            for rel, path in iter_local_files(src, entry.get("ignore", ())):
+                target = dest.joinpath(*rel.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                copied.append((rel, target))
+            digest = hash_file_set(copied)
+    except OSError as exc:
+        raise ImageBuildError(_describe_files(entry), "", f"cannot copy {src}: {exc}") from exc
+    if digest != entry["sha256"]:
+        raise ImageBuildError(
+            _describe_files(entry),
+            "",
+            f"{src} changed after the image was defined (its content hash no longer matches); "
+            "deploy or run the app again to pick up the new content",
+        )
+
+
+def _mounts_key(entries: list[Mapping[str, Any]]) -> str:
+    payload = [[e["remote_path"], e["kind"], e["sha256"]] for e in entries]
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _replace_dir(tmp: Path, dest: Path, marker_content: str | None) -> None:
+    """Rename `tmp` to `dest`; if `dest` exists and is not complete, replace it."""
+    try:
+        os.rename(tmp, dest)
+        return
+    except OSError:
+        if not dest.exists():
+            raise
+    marker = dest / _OK
+    if marker.is_file() and (
+        marker_content is None or marker.read_text(encoding="utf-8") == marker_content
+    ):
+        # Someone else (another process) finished the same work first; theirs is as good.
+        return
+    trash = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(dest, trash)
+    os.rename(tmp, dest)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def mount_files(spec: Mapping[str, Any], dest: Path) -> None:
+    """Copy the copy=False files of `spec` into `dest/<remote path>` (used at container start).
+
+    Does nothing when `dest/.ok` records the same set of file hashes. `dest` should belong
+    to this set of files: a `dest` holding anything else is replaced as a whole.
+    """
+    entries = [f for f in spec.get("files", []) if not f["copy"]]
+    key = _mounts_key(entries)
+    marker = dest / _OK
+    if marker.is_file() and marker.read_text(encoding="utf-8") == key:
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    # mkdtemp makes the directory private; containers may run under another user.
+    os.chmod(tmp, 0o755)
+    try:
+        for entry in entries:
+            _copy_entry(entry, tmp)
+        (tmp / _OK).write_text(key, encoding="utf-8")
+        _replace_dir(tmp, dest, key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Broadcast:
+    """Fans build log lines out to every caller waiting on one shared build."""
+
+    def __init__(self) -> None:
+        self.listeners: list[LogFn] = []
+
+    def __call__(self, line: str) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(line)
+            except Exception:
+                # A broken listener (a gone client) must not fail a build others wait on.
+                self.listeners.remove(listener)
+
+
+class ImageBuilder:
+    """Builds image specs into uv virtual environments cached under `cache_dir/<hash>`."""
+
+    def __init__(self, cache_dir: Path, runtime_path: Path) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.runtime_path = Path(runtime_path).resolve()
+        self._uv = str(uv.find_uv_bin())
+        self._cloudpickle_version = importlib.metadata.version("cloudpickle")
+        self._inflight: dict[str, tuple[asyncio.Task[BuiltImage], _Broadcast]] = {}
+
+    async def build(self, spec: Mapping[str, Any], log: LogFn) -> BuiltImage:
+        """Return the built image for `spec`, building it first unless it is already cached.
+
+        Log lines of the build are passed to `log` as they are produced. Concurrent calls
+        for the same image share a single build.
+        """
+        self._check_supported(spec)
+        image_hash = hash_build_spec(spec)
+        root = self.cache_dir / image_hash
+        if (root / _OK).is_file():
+            return self._built(image_hash, root, spec)
+
+        inflight = self._inflight.get(image_hash)
+        if inflight is None:
+            broadcast = _Broadcast()
+            task = asyncio.create_task(self._build_once(image_hash, spec, broadcast))
+            inflight = (task, broadcast)
+            self._inflight[image_hash] = inflight
+            task.add_done_callback(lambda t: self._forget(image_hash, t))
+        task, broadcast = inflight
+        broadcast.listeners.append(log)
+        try:
+            # Shielded: one caller giving up must not cancel a build others wait on.
+            return await asyncio.shield(task)
+        finally:
+            with contextlib.suppress(ValueError):
+                broadcast.listeners.remove(log)
+
+    def _forget(self, image_hash: str, task: asyncio.Task[BuiltImage]) -> None:
+        current = self._inflight.get(image_hash)
+        if current is not None and current[0] is task:
+            del self._inflight[image_hash]
+        if not task.cancelled():
+            # Marks the exception as retrieved when every waiter was cancelled.
+            task.exception()
+
+    @staticmethod
+    def _check_supported(spec: Mapping[str, Any]) -> None:
+        for step in spec.get("steps", []):
+            kind = step.get("type")
+            if kind in _UNSUPPORTED_STEPS:
+                raise InvalidError(
+                    f"{_UNSUPPORTED_STEPS[kind]} is not supported by the local builder yet: it "
+                    "needs a root filesystem of its own, which this builder does not make. "
+                    f"Refusing step {_describe_step(step)} rather than skipping it; install "
+                    "Python packages with pip_install/uv_pip_install instead."
+                )
+            if kind not in ("pip_install", "uv_pip_install", "env", "workdir"):
+                raise InvalidError(f"unknown image step type {kind!r}")
+
+    def _built(self, image_hash: str, root: Path, spec: Mapping[str, Any]) -> BuiltImage:
+        env: dict[str, str] = {}
+        workdir: str | None = None
+        for step in spec.get("steps", []):
+            if step["type"] == "env":
+                env.update(step["vars"])
+            elif step["type"] == "workdir":
+                workdir = step["path"]
+        return BuiltImage(
+            hash=image_hash,
+            python=root / "venv" / "bin" / "python",
+            env=env,
+            workdir=workdir,
+            root=root,
+        )
+
+    async def _build_once(self, image_hash: str, spec: Mapping[str, Any], log: LogFn) -> BuiltImage:
+        root = self.cache_dir / image_hash
+        if (root / _OK).is_file():
+            return self._built(image_hash, root, spec)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{image_hash[:16]}-", dir=self.cache_dir))
+        # mkdtemp makes the directory private; containers may run under another user.
+        os.chmod(tmp, 0o755)
+        try:
+            await self._build_into(tmp, spec, log)
+            marker = {
+                "hash": image_hash,
+                "python_version": spec["python_version"],
+                "cloudpickle": self._cloudpickle_version,
+                "runtime_path": str(self.runtime_path),
+            }
+            # .ok is written before the rename, so the rename alone publishes the image.
+            (tmp / _OK).write_text(json.dumps(marker), encoding="utf-8")
+            await asyncio.to_thread(_replace_dir, tmp, root, None)
+        finally:
+            if tmp.exists():
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
+        return self._built(image_hash, root, spec)
+
+    def _subprocess_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("VIRTUAL_ENV", None)
+        env.update(UV_PYTHON_DOWNLOADS="never", NO_COLOR="1", UV_NO_PROGRESS="1")
+        return env
+
+    async def _build_into(self, root: Path, spec: Mapping[str, Any], log: LogFn) -> None:
+        version = str(spec["python_version"])
+        interpreter = await self._find_python(version)
+        venv = root / "venv"
+        await self._run(
+            [self._uv, "venv", "--relocatable", "--python", interpreter, str(venv)],
+            _describe_call("debian_slim", [], {"python_version": version}),
+            log,
+        )
+        python = venv / "bin" / "python"
+        site_dirs = sorted((venv / "lib").glob("python*/site-packages"))
+        if len(site_dirs) != 1:
+            raise ImageBuildError(
+                "debian_slim()", "", f"cannot find the site-packages of {venv} ({site_dirs})"
+            )
+        # Every image must import the ketch runtime from the server's own copy.
+        (site_dirs[0] / "ketch_runtime.pth").write_text(f"{self.runtime_path}\n", encoding="utf-8")
+        await self._run(
+            [
+                self._uv,
+                "pip",
+                "install",
+                "--python",
+                str(python),
+                f"cloudpickle=={self._cloudpickle_version}",
+            ],
+            f"install cloudpickle=={self._cloudpickle_version} (ketch runtime)",
+            log,
+        )
+
+        files = list(spec.get("files", []))
+        steps = list(spec.get("steps", []))
+        scratch = root / ".build"
+        for index, step in enumerate([*steps, None]):
+            for entry in files:
+                if entry["copy"] and entry["position"] == index:
+                    log(f"==> {_describe_files(entry)}")
+                    await asyncio.to_thread(_copy_entry, entry, root / "files")
+            if step is not None and step["type"] in ("pip_install", "uv_pip_install"):
+                cmd = self._pip_command(python, step, scratch / f"step-{index}")
+                await self._run(cmd, _describe_step(step), log)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    def _pip_command(self, python: Path, step: Mapping[str, Any], scratch: Path) -> list[str]:
+        cmd = [self._uv, "pip", "install", "--python", str(python)]
+        if step.get("index_url"):
+            cmd += ["--index-url", step["index_url"]]
+        if step.get("extra_index_url"):
+            cmd += ["--extra-index-url", step["extra_index_url"]]
+        if step.get("find_links"):
+            cmd += ["--find-links", step["find_links"]]
+        if step.get("pre"):
+            cmd.append("--prerelease=allow")
+        for i, req in enumerate(step.get("requirements", [])):
+            scratch.mkdir(parents=True, exist_ok=True)
+            req_file = scratch / f"requirements-{i}.txt"
+            req_file.write_text(req["content"], encoding="utf-8")
+            cmd += ["-r", str(req_file)]
+        if step.get("extra_options"):
+            cmd += shlex.split(step["extra_options"])
+        cmd += list(step.get("packages", []))
+        return cmd
+
+    async def _find_python(self, version: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            self._uv,
+            "python",
+            "find",
+            "--system",
+            version,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._subprocess_env(),
+            cwd=self.cache_dir,
+        )
+        out, err = await proc.communicate()
+        found = out.decode(errors="replace").strip()
+        if proc.returncode != 0 or not found:
+            tail = "\n".join(err.decode(errors="replace").splitlines()[-_TAIL_LINES:])
+            raise ImageBuildError(
+                _describe_call("debian_slim", [], {"python_version": version}),
+                tail,
+                f"Python {version} is not installed on this machine, and ketch does not "
+                f"download interpreters; install it (for example `uv python install {version}`)"
+                " or choose a Python version that is installed",
+            )
+        return found
+
+    async def _run(self, cmd: list[str], description: str, log: LogFn) -> None:
+        """Run one build command, streaming its output lines to `log` as they come."""
+        log(f"==> {description}")
+        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+
+        def emit(raw: bytes) -> None:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
+            tail.append(line)
+            log(line)
+
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._subprocess_env(),
+                cwd=self.cache_dir,
+            )
+        except OSError as exc:
+            raise ImageBuildError(description, "", f"cannot run {cmd[0]}: {exc}") from exc
+        assert proc.stdout is not None
+        try:
+            pending = b""
+            while chunk := await proc.stdout.read(_READ_CHUNK):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    emit(raw)
+            if pending:
+                emit(pending)
+            returncode = await proc.wait()
+        except BaseException:
+            # Cancelled or failed while streaming: do not leave the tool running.
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        if returncode != 0:
+            raise ImageBuildError(description, "\n".join(tail), f"exit status {returncode}")

@@ -1,0 +1,195 @@
+"""The ketch server process: call port, management API, scheduler and store in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ketch
+from ketch._backends.base import load_backend
+from ketch._server.apps import AppManager
+from ketch._server.calls import CallServer
+from ketch._server.crypto import SecretBox
+from ketch._server.images import ImageBuilder
+from ketch._server.logs import LogHub
+from ketch._server.scheduler import Scheduler
+from ketch._server.store import Store
+from ketch.config import Config
+
+log = logging.getLogger("ketch.server")
+
+
+def read_or_create_token(home: Path) -> str:
+    path = home / "token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = "kt-" + secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    return token
+
+
+def install_runtime(home: Path) -> Path:
+    """A private copy of the ketch package for containers, so that images see ketch and
+    nothing else of the server's environment."""
+    src = Path(ketch.__file__).parent
+    digest = hashlib.sha256()
+    files = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+    for p in files:
+        digest.update(str(p.relative_to(src)).encode())
+        digest.update(p.read_bytes())
+    dest = home / "runtime" / digest.hexdigest()[:16]
+    if not (dest / ".ok").exists():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in files:
+            target = tmp / "ketch" / p.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+        (tmp / ".ok").touch()
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.home = config.home
+        self.started = time.time()
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self.token = read_or_create_token(self.home)
+        self.store = Store(self.home / "ketch.db")
+        self.logs = LogHub(self.home / "logs")
+        self.box = SecretBox(self.home / "secret.key")
+        self.builder = ImageBuilder(self.home / "images", install_runtime(self.home))
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        cfg = self.config
+        call_sock = _bind(cfg.server_host, cfg.call_port)
+        api_sock = _bind(cfg.server_host, cfg.api_port)
+        call_port = call_sock.getsockname()[1]
+        api_port = api_sock.getsockname()[1]
+        self.scheduler = Scheduler(
+            backend=load_backend(os.environ.get("KETCH_BACKEND", "local")),
+            store=self.store,
+            logs=self.logs,
+            call_addr=f"{cfg.server_host}:{call_port}",
+            token=self.token,
+            result_ttl=cfg.result_ttl,
+            secret_env=lambda fdef: self.apps.function_env(fdef),
+            stop_grace=cfg.stop_grace,
+        )
+        self.apps = AppManager(self.home, self.store, self.scheduler, self.builder, self.box)
+        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token)
+        call_server = await asyncio.start_server(self.calls.handle, sock=call_sock, limit=2**20)
+
+        import uvicorn
+
+        from ketch._server.api import build_api
+
+        uv_config = uvicorn.Config(
+            build_api(self), log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        api = uvicorn.Server(uv_config)
+        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        api_task = asyncio.ensure_future(api.serve(sockets=[api_sock]))
+
+        restored = await self.apps.restore(lambda line: log.info("%s", line))
+        resumed = self.scheduler.resume_pending_calls()
+        info = {
+            "pid": os.getpid(),
+            "host": cfg.server_host,
+            "api_port": api_port,
+            "call_port": call_port,
+            "started": self.started,
+            "version": ketch.__version__,
+        }
+        _write_json_atomic(cfg.server_file, info)
+        log.info("ketch server up: api %s, calls %s, %d apps restored, %d calls resumed",
+                 api_port, call_port, restored, resumed)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            await self._stopping.wait()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                if json.loads(cfg.server_file.read_text()).get("pid") == os.getpid():
+                    cfg.server_file.unlink()
+            await self.scheduler.shutdown()
+            call_server.close()
+            api.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(api_task, 3)
+            self.store.close()
+
+    async def _tick(self) -> None:
+        last_expiry = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.scheduler.tick()
+                if time.time() - last_expiry > 300:
+                    last_expiry = time.time()
+                    self.store.expire_results(time.time())
+            except Exception:
+                log.exception("periodic work failed")
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = Config.load()
+    config.home.mkdir(parents=True, exist_ok=True)
+    # One server per state directory: the lock is held for the life of the process.
+    lock = (config.home / "server.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"ketch: a server is already running for {config.home}", file=sys.stderr)
+        sys.exit(3)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(Server(config).run())

@@ -1,0 +1,94 @@
+"""In-memory records the server works with: functions, inputs, containers and pools."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ketch._backends.base import ContainerHandle
+    from ketch._server.images import BuiltImage
+    from ketch._utils.wire import Channel
+
+
+@dataclass
+class FunctionDef:
+    function_id: str
+    app_id: str
+    app_name: str
+    environment: str
+    version: int
+    tag: str
+    spec: dict[str, Any]  # the function part of the app spec, as the client sent it
+    image: BuiltImage
+    source_dir: str | None
+    mount_dir: str | None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = self.spec["options"]
+        return opts
+
+    @property
+    def max_inputs(self) -> int:
+        return int(self.options.get("max_inputs") or 1)
+
+
+@dataclass(eq=False)
+class Input:
+    iid: str
+    function: FunctionDef
+    pool_key: str
+    request: dict[str, Any]  # args, method, params (pickled bytes where needed)
+    kind: str  # "call" | "gen"
+    client_id: str | None  # who waits for the result; None for spawned calls nobody awaits
+    spawned: bool = False
+    attempts: int = 0  # attempts used from the retry budget (user failures, timeouts)
+    crashes: int = 0  # runs lost to container deaths (not charged to the budget)
+    container: Container | None = None
+    started: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Container:
+    cid: str
+    pool: Pool
+    started: float = field(default_factory=time.monotonic)
+    state: str = "starting"  # starting | ready | draining | dead
+    handle: ContainerHandle | None = None
+    channel: Channel | None = None
+    inflight: dict[str, Input] = field(default_factory=dict)
+    idle_since: float = field(default_factory=time.monotonic)
+    startup_error: dict[str, Any] | None = None
+    log_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=40)
+    )
+    stop_reason: str | None = None  # set when ketch itself stops or kills it
+
+    @property
+    def free_slots(self) -> int:
+        return self.pool.function.max_inputs - len(self.inflight)
+
+
+@dataclass(eq=False)
+class Pool:
+    key: str
+    function: FunctionDef
+    params: bytes | None
+    queue: collections.deque[Input] = field(default_factory=collections.deque)
+    containers: dict[str, Container] = field(default_factory=dict)
+    crash_times: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=32)
+    )
+    retired: bool = False  # an old version: drain, start nothing new
+
+    def live(self) -> list[Container]:
+        return [c for c in self.containers.values() if c.state in ("starting", "ready")]
+
+    def running_inputs(self) -> int:
+        return sum(len(c.inflight) for c in self.containers.values())

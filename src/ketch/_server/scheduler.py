@@ -1,0 +1,569 @@
+"""Routes inputs to containers: per-pool FIFO queues, dispatch to free slots, container
+lifecycle (start, ready, crash, timeout, scale-down), retries, and spawned-call results."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ketch._backends.base import Backend, ContainerSpec
+from ketch._server.autoscaling import PoolView, containers_to_retire, desired_containers
+from ketch._server.errors import error_payload
+from ketch._server.logs import LogHub
+from ketch._server.model import Container, FunctionDef, Input, Pool
+from ketch._server.store import Store
+from ketch._utils.ids import new_id
+from ketch._utils.wire import Channel
+from ketch.exception import ExecutionError, FunctionTimeoutError, InputCancellation, NotFoundError
+
+log = logging.getLogger("ketch.scheduler")
+
+# A run lost to container deaths is repeated this many times before the input fails.
+MAX_CRASH_RERUNS = 3
+# Undelivered results for a disconnected client are kept this long for its return.
+UNDELIVERED_TTL = 600.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        store: Store,
+        logs: LogHub,
+        call_addr: str,
+        token: str,
+        result_ttl: float,
+        secret_env: Callable[[FunctionDef], dict[str, str]],
+        stop_grace: float = 5.0,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.logs = logs
+        self.call_addr = call_addr
+        self.token = token
+        self.result_ttl = result_ttl
+        self.secret_env = secret_env
+        self.stop_grace = stop_grace
+        self.functions: dict[str, FunctionDef] = {}
+        self.pools: dict[str, Pool] = {}
+        self.containers: dict[str, Container] = {}
+        self.inputs: dict[str, Input] = {}
+        self.clients: dict[str, Channel] = {}
+        self.undelivered: dict[str, dict[str, tuple[float, list[dict[str, Any]]]]] = (
+            collections.defaultdict(dict)
+        )
+        self.call_waiters: dict[str, list[asyncio.Future[None]]] = collections.defaultdict(list)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    # -- functions ----------------------------------------------------------------------
+    def register(self, fdef: FunctionDef) -> None:
+        """Make `fdef` the live version of its function; older pools drain and go."""
+        self.functions[fdef.function_id] = fdef
+        for pool in self.pools.values():
+            if pool.function.function_id == fdef.function_id and pool.function is not fdef:
+                self._retire_pool(pool)
+
+    def unregister_app(self, app_id: str) -> None:
+        for fid in [f for f, d in self.functions.items() if d.app_id == app_id]:
+            del self.functions[fid]
+        for pool in list(self.pools.values()):
+            if pool.function.app_id == app_id:
+                err = error_payload(ExecutionError(f"app {pool.function.app_name!r} was stopped"))
+                while pool.queue:
+                    self._finish(pool.queue.popleft(), ok=False, error=err)
+                for c in list(pool.containers.values()):
+                    for inp in list(c.inflight.values()):
+                        self._finish(inp, ok=False, error=err)
+                self._retire_pool(pool)
+
+    def _retire_pool(self, pool: Pool) -> None:
+        pool.retired = True
+        # Inputs still queued for the old version move to the new one.
+        newer = self.functions.get(pool.function.function_id)
+        while pool.queue and newer is not None and newer is not pool.function:
+            inp = pool.queue.popleft()
+            inp.function = newer
+            inp.pool_key = self._pool_for(newer, inp.request.get("params")).key
+            self._enqueue(inp)
+        for c in list(pool.containers.values()):
+            if not c.inflight:
+                self._stop_container(c, "retired")
+
+    def _pool_for(self, fdef: FunctionDef, params: bytes | None) -> Pool:
+        digest = hashlib.sha256(params or b"").hexdigest()[:16]
+        key = f"{fdef.function_id}:{fdef.version}:{digest}"
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Pool(key=key, function=fdef, params=params)
+        return pool
+
+    # -- inputs -------------------------------------------------------------------------
+    def submit(
+        self,
+        function_id: str,
+        iid: str,
+        request: dict[str, Any],
+        kind: str,
+        client_id: str | None,
+        *,
+        spawned: bool = False,
+    ) -> None:
+        existing = self.inputs.get(iid)
+        if existing is not None:
+            # A client re-sending after a reconnect: the input already runs; just re-attach.
+            existing.client_id = client_id or existing.client_id
+            return
+        if client_id is not None and iid in self.undelivered.get(client_id, {}):
+            self._flush_undelivered(client_id, only=iid)
+            return
+        fdef = self.functions.get(function_id)
+        if fdef is None:
+            inp = Input(iid, _missing(function_id), "", request, kind, client_id, spawned)
+            self._finish(
+                inp, ok=False,
+                error=error_payload(NotFoundError(f"function {function_id} is not deployed")),
+            )
+            return
+        pool = self._pool_for(fdef, request.get("params"))
+        inp = Input(iid, fdef, pool.key, request, kind, client_id, spawned)
+        self.inputs[iid] = inp
+        self.counters["inputs"] += 1
+        self._enqueue(inp)
+
+    def _enqueue(self, inp: Input, *, front: bool = False) -> None:
+        if inp.done:
+            return
+        pool = self.pools.get(inp.pool_key)
+        if pool is None or pool.retired:
+            fdef = self.functions.get(inp.function.function_id)
+            if fdef is None:
+                self._finish(
+                    inp, ok=False,
+                    error=error_payload(ExecutionError("the function's app is stopped")),
+                )
+                return
+            inp.function = fdef
+            pool = self._pool_for(fdef, inp.request.get("params"))
+            inp.pool_key = pool.key
+        if front:
+            pool.queue.appendleft(inp)
+        else:
+            pool.queue.append(inp)
+        self._dispatch(pool)
+
+    def _dispatch(self, pool: Pool) -> None:
+        while pool.queue:
+            ready = [c for c in pool.containers.values() if c.state == "ready" and c.free_slots]
+            if not ready:
+                break
+            c = max(ready, key=lambda c: c.free_slots)
+            while pool.queue and c.free_slots > 0:
+                self._assign(pool.queue.popleft(), c)
+        self._reconcile(pool)
+
+    def _assign(self, inp: Input, c: Container) -> None:
+        assert c.channel is not None
+        inp.container = c
+        inp.started = time.monotonic()
+        c.inflight[inp.iid] = inp
+        timeout = float(inp.function.options.get("timeout") or 300)
+        inp.timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, inp)
+        c.channel.send({"t": "input", "iid": inp.iid, "kind": inp.kind, **inp.request})
+
+    def _reconcile(self, pool: Pool) -> None:
+        if pool.retired:
+            return
+        opts = pool.function.options
+        view = PoolView(
+            queued=len(pool.queue),
+            running=pool.running_inputs(),
+            min_containers=int(opts.get("min_containers") or 0) if pool.params is None else 0,
+            max_containers=opts.get("max_containers"),
+            buffer_containers=int(opts.get("buffer_containers") or 0),
+            max_inputs=pool.function.max_inputs,
+            target_inputs=opts.get("target_inputs"),
+        )
+        want = desired_containers(view)
+        live = pool.live()
+        if pool.queue and not live:
+            want = max(want, 1)
+        if time.monotonic() < getattr(pool, "backoff_until", 0.0) and not pool.queue:
+            return
+        for _ in range(want - len(live)):
+            self._spawn_task(self._start_container(pool))
+
+    # -- containers ---------------------------------------------------------------------
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_container(self, pool: Pool) -> None:
+        fdef = pool.function
+        cid = new_id("ta")
+        c = Container(cid=cid, pool=pool)
+        pool.containers[cid] = c
+        self.containers[cid] = c
+        self.counters["cold_starts"] += 1
+        try:
+            env = dict(fdef.image.env)
+            env.update(self.secret_env(fdef))
+        except Exception as exc:
+            self._startup_failed(c, error_payload(exc))
+            self._forget(c)
+            return
+        env.update({
+            "KETCH_CONTAINER_ID": cid,
+            "KETCH_CALL_ADDR": self.call_addr,
+            "KETCH_TOKEN": self.token,
+            "KETCH_APP_ID": fdef.app_id,
+            "KETCH_APP_NAME": fdef.app_name,
+            "KETCH_ENVIRONMENT": fdef.environment,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+        })
+        cwd = Path(fdef.image.workdir or fdef.source_dir or fdef.image.root)
+        spec = ContainerSpec(container_id=cid, python=fdef.image.python, env=env, cwd=cwd)
+
+        def sink(stream: str, line: str) -> None:
+            c.log_tail.append(line)
+            self.logs.emit(fdef.app_id, fdef.tag, cid, stream, line)
+
+        try:
+            c.handle = await self.backend.start(spec, sink)
+        except Exception as exc:
+            self._startup_failed(c, error_payload(ExecutionError(f"container failed to start: {exc}")))
+            self._forget(c)
+            return
+        startup = float(fdef.options.get("startup_timeout") or fdef.options.get("timeout") or 300)
+        asyncio.get_running_loop().call_later(startup, self._check_started, c, startup)
+        reason, code = await c.handle.wait()
+        self._container_exited(c, reason, code)
+
+    def _check_started(self, c: Container, limit: float) -> None:
+        if c.state == "starting" and c.handle is not None:
+            c.startup_error = error_payload(
+                ExecutionError(f"container did not start within startup_timeout={limit:g}s")
+            )
+            c.stop_reason = "startup_timeout"
+            c.handle.kill()
+
+    def container_hello(self, cid: str, channel: Channel) -> dict[str, Any] | None:
+        c = self.containers.get(cid)
+        if c is None or c.state != "starting":
+            return None
+        c.channel = channel
+        fdef = c.pool.function
+        return {
+            "t": "init",
+            "function": fdef.spec,
+            "params": c.pool.params,
+            "sys_path": [p for p in (fdef.source_dir, fdef.mount_dir) if p],
+            "app_name": fdef.app_name,
+            "app_id": fdef.app_id,
+        }
+
+    def container_message(self, cid: str, msg: dict[str, Any]) -> None:
+        c = self.containers.get(cid)
+        if c is None:
+            return
+        t = msg["t"]
+        if t == "out":
+            inp = c.inflight.pop(msg["iid"], None)
+            if inp is None:
+                return  # an input we already timed out or cancelled
+            if not c.inflight:
+                c.idle_since = time.monotonic()
+            if msg["ok"]:
+                self._finish(inp, ok=True, payload=msg["payload"])
+            else:
+                self._attempt_failed(inp, msg["error"])
+            if c.state == "ready":
+                self._dispatch(c.pool)
+            elif c.state == "draining" and not c.inflight:
+                self._stop_container(c, c.stop_reason or "drained")
+        elif t == "item":
+            inp = c.inflight.get(msg["iid"])
+            if inp is not None:
+                self._to_client(inp, {"t": "item", "iid": inp.iid, "payload": msg["payload"]})
+        elif t == "ready":
+            c.state = "ready"
+            c.idle_since = time.monotonic()
+            if c.pool.retired:
+                self._stop_container(c, "retired")
+            else:
+                self._dispatch(c.pool)
+        elif t == "startup_failed":
+            c.startup_error = msg["error"]
+            c.stop_reason = "startup_failed"
+        elif t == "stuck":
+            # Sync code that ignores cancellation: the container goes, its other inputs rerun.
+            c.stop_reason = "uninterruptible"
+            if c.handle is not None:
+                c.handle.kill()
+
+    def container_disconnected(self, cid: str) -> None:
+        c = self.containers.get(cid)
+        if c is not None and c.handle is not None and c.state != "dead":
+            c.handle.kill()
+
+    def _container_exited(self, c: Container, reason: str, code: int | None) -> None:
+        was = c.state
+        c.state = "dead"
+        pool = c.pool
+        self._forget(c)
+        if was == "starting":
+            err = c.startup_error or error_payload(
+                ExecutionError(
+                    f"container exited with code {code} while starting"
+                    + (":\n" + "\n".join(c.log_tail) if c.log_tail else "")
+                )
+            )
+            self._startup_failed(c, err)
+            return
+        if c.inflight:
+            deliberate = c.stop_reason in ("uninterruptible",)
+            if not deliberate:
+                self.counters["crashes"] += 1
+                pool.crash_times.append(time.monotonic())
+            for inp in list(c.inflight.values()):
+                c.inflight.pop(inp.iid)
+                self._cancel_timer(inp)
+                inp.container = None
+                if not deliberate:
+                    inp.crashes += 1
+                if inp.crashes > MAX_CRASH_RERUNS:
+                    msg = (
+                        f"{inp.function.tag}: its container crashed {inp.crashes} times while "
+                        f"running this input (last exit: {reason}, code {code}); giving up"
+                    )
+                    tail = "\n".join(list(c.log_tail)[-10:])
+                    self._finish(inp, ok=False, error=error_payload(ExecutionError(msg), tail))
+                else:
+                    self._enqueue(inp, front=True)
+        self._dispatch(pool)
+
+    def _startup_failed(self, c: Container, err: dict[str, Any]) -> None:
+        pool = c.pool
+        # R5: waiting inputs fail at once with the start-up error; no restart loop.
+        waiting = list(pool.queue)
+        pool.queue.clear()
+        for inp in waiting:
+            self._finish(inp, ok=False, error=err)
+        pool.backoff_until = time.monotonic() + 10.0  # type: ignore[attr-defined]
+
+    def _forget(self, c: Container) -> None:
+        c.state = "dead"
+        c.pool.containers.pop(c.cid, None)
+        self.containers.pop(c.cid, None)
+        if c.pool.retired and not c.pool.containers and not c.pool.queue:
+            self.pools.pop(c.pool.key, None)
+
+    def _stop_container(self, c: Container, reason: str) -> None:
+        if c.state in ("draining", "dead") and c.inflight:
+            return
+        c.stop_reason = reason
+        if c.inflight:
+            c.state = "draining"
+            return
+        c.state = "draining"
+        if c.channel is not None:
+            c.channel.send({"t": "stop"})
+        if c.handle is not None:
+            self._spawn_task(c.handle.stop(self.stop_grace))
+
+    # -- outcomes -----------------------------------------------------------------------
+    def _cancel_timer(self, inp: Input) -> None:
+        if inp.timer is not None:
+            inp.timer.cancel()
+            inp.timer = None
+
+    def _on_timeout(self, inp: Input) -> None:
+        c = inp.container
+        if inp.done or c is None:
+            return
+        c.inflight.pop(inp.iid, None)
+        inp.container = None
+        if c.channel is not None:
+            c.channel.send({"t": "cancel", "iid": inp.iid, "reason": "timeout"})
+        self.counters["timeouts"] += 1
+        limit = inp.function.options.get("timeout") or 300
+        err = error_payload(
+            FunctionTimeoutError(f"{inp.function.tag} timed out after {limit}s")
+        )
+        self._attempt_failed(inp, err)
+        if c.state == "ready":
+            self._dispatch(c.pool)
+
+    def _attempt_failed(self, inp: Input, error: dict[str, Any]) -> None:
+        self._cancel_timer(inp)
+        retries = inp.function.options.get("retries")
+        if retries and inp.attempts < int(retries["max_retries"]):
+            inp.attempts += 1
+            k = inp.attempts
+            delay = min(
+                float(retries["initial_delay"]) * float(retries["backoff_coefficient"]) ** (k - 1),
+                float(retries["max_delay"]),
+            )
+            self.counters["retries"] += 1
+            inp.container = None
+            asyncio.get_running_loop().call_later(delay, self._enqueue, inp)
+            return
+        self._finish(inp, ok=False, error=error)
+
+    def _finish(
+        self,
+        inp: Input,
+        *,
+        ok: bool,
+        payload: bytes | None = None,
+        error: dict[str, Any] | None = None,
+        status: str | None = None,
+    ) -> None:
+        if inp.done:
+            return
+        inp.done = True
+        self._cancel_timer(inp)
+        self.inputs.pop(inp.iid, None)
+        if inp.container is not None:
+            inp.container.inflight.pop(inp.iid, None)
+        msg = {"t": "res", "iid": inp.iid, "ok": ok, "payload": payload, "error": error}
+        if inp.spawned:
+            st = status or ("ok" if ok else "error")
+            record = pickle.dumps({"ok": ok, "payload": payload, "error": error})
+            self.store.finish_call(inp.iid, st, record, inp.attempts + 1, self.result_ttl)
+            for fut in self.call_waiters.pop(inp.iid, []):
+                if not fut.done():
+                    fut.set_result(None)
+        if inp.client_id is not None:
+            self._to_client(inp, msg)
+
+    def _to_client(self, inp: Input, msg: dict[str, Any]) -> None:
+        assert inp.client_id is not None
+        ch = self.clients.get(inp.client_id)
+        if ch is not None and not ch.closed:
+            ch.send(msg)
+            return
+        # Keep it for the client's return (a .remote() across a reconnect runs once).
+        entry = self.undelivered[inp.client_id].setdefault(
+            inp.iid, (time.monotonic() + UNDELIVERED_TTL, [])
+        )
+        entry[1].append(msg)
+
+    def client_connected(self, client_id: str, channel: Channel) -> None:
+        self.clients[client_id] = channel
+
+    def client_disconnected(self, client_id: str, channel: Channel) -> None:
+        if self.clients.get(client_id) is channel:
+            del self.clients[client_id]
+
+    def _flush_undelivered(self, client_id: str, only: str | None = None) -> None:
+        ch = self.clients.get(client_id)
+        pending = self.undelivered.get(client_id)
+        if ch is None or not pending:
+            return
+        for iid in [only] if only else list(pending):
+            entry = pending.pop(iid, None)
+            if entry:
+                for msg in entry[1]:
+                    ch.send(msg)
+
+    # -- spawned calls ------------------------------------------------------------------
+    def spawn(self, function_id: str, call_id: str, request: dict[str, Any]) -> None:
+        fdef = self.functions.get(function_id)
+        if fdef is None:
+            raise NotFoundError(f"function {function_id} is not deployed")
+        self.store.insert_call(call_id, function_id, fdef.app_id, pickle.dumps(request))
+        self.submit(function_id, call_id, request, "call", None, spawned=True)
+
+    async def wait_call(self, call_id: str, timeout: float | None) -> dict[str, Any] | None:
+        row = self.store.get_call(call_id)
+        if row is None or row["status"] != "pending" or timeout == 0:
+            return row
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.call_waiters[call_id].append(fut)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout)
+        return self.store.get_call(call_id)
+
+    def cancel_call(self, call_id: str) -> bool:
+        inp = self.inputs.get(call_id)
+        if inp is None:
+            return False
+        pool = self.pools.get(inp.pool_key)
+        if pool is not None and inp in pool.queue:
+            pool.queue.remove(inp)
+        c = inp.container
+        if c is not None and c.channel is not None:
+            c.inflight.pop(inp.iid, None)
+            c.channel.send({"t": "cancel", "iid": inp.iid, "reason": "cancelled"})
+        self._finish(
+            inp, ok=False, error=error_payload(InputCancellation("the call was cancelled")),
+            status="cancelled",
+        )
+        return True
+
+    def resume_pending_calls(self) -> int:
+        """Re-queue spawned calls that had not finished when the server last stopped."""
+        n = 0
+        for call_id, fid, _app_id, request in self.store.pending_calls():
+            if fid in self.functions:
+                self.submit(fid, call_id, pickle.loads(request), "call", None, spawned=True)
+            else:
+                err = pickle.dumps({
+                    "ok": False, "payload": None,
+                    "error": error_payload(ExecutionError("the function's app is not deployed")),
+                })
+                self.store.finish_call(call_id, "error", err, 0, self.result_ttl)
+            n += 1
+        return n
+
+    # -- periodic -----------------------------------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        for pool in list(self.pools.values()):
+            if pool.retired:
+                continue
+            opts = pool.function.options
+            view = PoolView(
+                queued=len(pool.queue), running=pool.running_inputs(),
+                min_containers=int(opts.get("min_containers") or 0) if pool.params is None else 0,
+                max_containers=opts.get("max_containers"),
+                buffer_containers=int(opts.get("buffer_containers") or 0),
+                max_inputs=pool.function.max_inputs, target_inputs=opts.get("target_inputs"),
+            )
+            live = pool.live()
+            idle = {c.cid: c.idle_since for c in live if c.state == "ready" and not c.inflight}
+            window = float(opts.get("scaledown_window") or 60)
+            for cid in containers_to_retire(idle, len(live), desired_containers(view), now, window):
+                self._stop_container(pool.containers[cid], "scaledown")
+            self._reconcile(pool)
+        for client_id, pending in list(self.undelivered.items()):
+            for iid, (expiry, _) in list(pending.items()):
+                if expiry < now:
+                    del pending[iid]
+            if not pending:
+                del self.undelivered[client_id]
+
+    async def shutdown(self) -> None:
+        for c in list(self.containers.values()):
+            if c.handle is not None:
+                c.handle.kill()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _missing(function_id: str) -> FunctionDef:
+    from ketch._server.images import BuiltImage
+
+    img = BuiltImage(hash="", python=Path(), env={}, workdir=None, root=Path())
+    return FunctionDef(function_id, "", "", "", 0, function_id, {"options": {}}, img, None, None)

@@ -1,0 +1,248 @@
+"""The server's durable state: one SQLite file in WAL mode, with versioned migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Each entry moves the schema one version up; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE apps (
+        app_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        state TEXT NOT NULL,            -- deployed | ephemeral | stopped
+        version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX apps_live_name ON apps(environment, name) WHERE state = 'deployed';
+    CREATE TABLE app_versions (
+        app_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (app_id, version)
+    );
+    CREATE TABLE secrets (
+        environment TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (environment, name)
+    );
+    CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        function_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        status TEXT NOT NULL,           -- pending | ok | error | cancelled
+        request BLOB NOT NULL,          -- pickled input description (args, method, params)
+        result BLOB,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        finished REAL,
+        expires REAL
+    );
+    CREATE INDEX calls_pending ON calls(status) WHERE status = 'pending';
+    """,
+]
+
+
+class Store:
+    """Thin typed access to the SQLite file. One connection, used from the server's loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.tx():
+                for stmt in script.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute(f"PRAGMA user_version = {i}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- apps ---------------------------------------------------------------------------
+    def find_deployed_app(self, environment: str, name: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT app_id, name, environment, state, version FROM apps"
+            " WHERE environment = ? AND name = ? AND state = 'deployed'",
+            (environment, name),
+        ).fetchone()
+        return _app_row(row)
+
+    def save_app_version(
+        self, app_id: str, name: str, environment: str, state: str, spec: dict[str, Any]
+    ) -> int:
+        now = time.time()
+        with self.tx() as db:
+            row = db.execute("SELECT version FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+            version = 1 if row is None else int(row[0]) + 1
+            if row is None:
+                db.execute(
+                    "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (app_id, name, environment, state, version, now, now),
+                )
+            else:
+                db.execute(
+                    "UPDATE apps SET state = ?, version = ?, updated = ? WHERE app_id = ?",
+                    (state, version, now, app_id),
+                )
+            db.execute(
+                "INSERT INTO app_versions VALUES (?, ?, ?, ?)",
+                (app_id, version, json.dumps(spec), now),
+            )
+        return version
+
+    def set_app_state(self, app_id: str, state: str) -> None:
+        with self.tx() as db:
+            db.execute(
+                "UPDATE apps SET state = ?, updated = ? WHERE app_id = ?",
+                (state, time.time(), app_id),
+            )
+
+    def live_apps(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Deployed apps with the spec of their current version."""
+        rows = self._db.execute(
+            "SELECT a.app_id, a.name, a.environment, a.state, a.version, v.spec"
+            " FROM apps a JOIN app_versions v ON v.app_id = a.app_id AND v.version = a.version"
+            " WHERE a.state = 'deployed'"
+        ).fetchall()
+        return [(_app_row(r[:5]) or {}, json.loads(r[5])) for r in rows]
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT app_id, name, environment, state, version, created, updated FROM apps"
+            " ORDER BY created"
+        ).fetchall()
+        return [
+            {**(_app_row(r[:5]) or {}), "created": r[5], "updated": r[6]} for r in rows
+        ]
+
+    def mark_ephemeral_stopped(self) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE apps SET state = 'stopped' WHERE state = 'ephemeral'")
+
+    # -- secrets ------------------------------------------------------------------------
+    def put_secret(self, environment: str, name: str, data: bytes, *, overwrite: bool) -> bool:
+        now = time.time()
+        with self.tx() as db:
+            exists = db.execute(
+                "SELECT 1 FROM secrets WHERE environment = ? AND name = ?", (environment, name)
+            ).fetchone()
+            if exists and not overwrite:
+                return False
+            db.execute(
+                "INSERT INTO secrets VALUES (?, ?, ?, ?, ?) ON CONFLICT(environment, name)"
+                " DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                (environment, name, data, now, now),
+            )
+        return True
+
+    def get_secret(self, environment: str, name: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT data FROM secrets WHERE environment = ? AND name = ?", (environment, name)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def list_secrets(self, environment: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT name, created, updated FROM secrets WHERE environment = ? ORDER BY name",
+            (environment,),
+        ).fetchall()
+        return [{"name": r[0], "created": r[1], "updated": r[2]} for r in rows]
+
+    def delete_secret(self, environment: str, name: str) -> bool:
+        with self.tx() as db:
+            cur = db.execute(
+                "DELETE FROM secrets WHERE environment = ? AND name = ?", (environment, name)
+            )
+        return cur.rowcount > 0
+
+    # -- spawned calls ------------------------------------------------------------------
+    def insert_call(self, call_id: str, function_id: str, app_id: str, request: bytes) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO calls (call_id, function_id, app_id, status, request, created)"
+                " VALUES (?, ?, ?, 'pending', ?, ?)",
+                (call_id, function_id, app_id, request, time.time()),
+            )
+
+    def finish_call(
+        self, call_id: str, status: str, result: bytes | None, attempts: int, ttl: float
+    ) -> None:
+        now = time.time()
+        with self.tx() as db:
+            db.execute(
+                "UPDATE calls SET status = ?, result = ?, attempts = ?, finished = ?,"
+                " expires = ? WHERE call_id = ?",
+                (status, result, attempts, now, now + ttl, call_id),
+            )
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT call_id, function_id, app_id, status, result, attempts, created, finished,"
+            " expires FROM calls WHERE call_id = ?",
+            (call_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("call_id", "function_id", "app_id", "status", "result", "attempts", "created",
+                "finished", "expires")
+        return dict(zip(keys, row, strict=True))
+
+    def pending_calls(self) -> list[tuple[str, str, str, bytes]]:
+        rows = self._db.execute(
+            "SELECT call_id, function_id, app_id, request FROM calls WHERE status = 'pending'"
+            " ORDER BY created"
+        ).fetchall()
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def expire_results(self, now: float) -> int:
+        """Drop result payloads past their expiry, keeping the row so get() can say so."""
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE calls SET result = NULL, status = 'expired'"
+                " WHERE expires IS NOT NULL AND expires < ? AND status != 'expired'",
+                (now,),
+            )
+        return cur.rowcount
+
+
+def _app_row(row: Any) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "app_id": row[0], "name": row[1], "environment": row[2], "state": row[3],
+        "version": row[4],
+    }

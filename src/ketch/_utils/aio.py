@@ -1,0 +1,176 @@
+"""One background event loop per process, so that the async SDK core also has a blocking face.
+
+Every SDK operation is written once, as a coroutine. Blocking calls submit it to the loop
+thread and wait; `.aio` forms hand the coroutine to the caller's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process-wide SDK loop, started on first use in a daemon thread."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or not _loop.is_running() or _thread is None or not _thread.is_alive():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            _thread = threading.Thread(target=run, name="ketch-sdk-loop", daemon=True)
+            _thread.start()
+            ready.wait()
+            _loop = loop
+            atexit.register(_shutdown, loop)
+        return _loop
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the SDK's background tasks at exit, so nothing is torn down mid-flight."""
+
+    async def cancel_all() -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    if loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(2.0)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def in_background_thread() -> bool:
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an SDK coroutine to completion from blocking code."""
+    if in_background_thread():
+        coro.close()
+        raise RuntimeError("blocking ketch call made from ketch's own event loop; use .aio")
+    fut = asyncio.run_coroutine_threadsafe(coro, background_loop())
+    try:
+        return fut.result()
+    except KeyboardInterrupt:
+        fut.cancel()
+        raise
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an SDK coroutine on the SDK loop from another event loop, without blocking it."""
+    loop = background_loop()
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+def iter_sync(agen: AsyncIterator[T]) -> Iterator[T]:
+    """Drive an async iterator living on the SDK loop from blocking code."""
+    loop = background_loop()
+    try:
+        while True:
+            fut = asyncio.run_coroutine_threadsafe(_anext(agen), loop)
+            try:
+                done, item = fut.result()
+            except KeyboardInterrupt:
+                fut.cancel()
+                raise
+            if done:
+                return
+            yield item
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            asyncio.run_coroutine_threadsafe(aclose(), loop)
+
+
+async def iter_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Drive an async iterator living on the SDK loop from another event loop."""
+    loop = background_loop()
+    if asyncio.get_running_loop() is loop:
+        async for item in agen:
+            yield item
+        return
+    try:
+        while True:
+            done, item = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(_anext(agen), loop)
+            )
+            if done:
+                return
+            yield item
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            asyncio.run_coroutine_threadsafe(aclose(), loop)
+
+
+async def _anext(agen: AsyncIterator[T]) -> tuple[bool, Any]:
+    try:
+        return False, await agen.__anext__()
+    except StopAsyncIteration:
+        return True, None
+
+
+class Aio(Generic[T]):
+    """A blocking callable with an `.aio` twin, both built from one coroutine function."""
+
+    def __init__(self, afn: Callable[..., Awaitable[T]], name: str = "") -> None:
+        self._afn = afn
+        self.__name__ = name or getattr(afn, "__name__", "call")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> T:
+        return run_sync(_as_coro(self._afn(*args, **kwargs)))
+
+    async def aio(self, *args: Any, **kwargs: Any) -> T:
+        return await run_async(_as_coro(self._afn(*args, **kwargs)))
+
+
+class AioIter(Generic[T]):
+    """A blocking iterator factory with an `.aio` twin, from one async-generator function."""
+
+    def __init__(self, agen_fn: Callable[..., AsyncIterator[T]], name: str = "") -> None:
+        self._agen_fn = agen_fn
+        self.__name__ = name or getattr(agen_fn, "__name__", "iter")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[T]:
+        return iter_sync(self._agen_fn(*args, **kwargs))
+
+    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[T]:
+        return iter_async(self._agen_fn(*args, **kwargs))
+
+
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def _as_coro(aw: Awaitable[T]) -> Coroutine[Any, Any, T]:
+    if asyncio.iscoroutine(aw):
+        return aw
+    return _await(aw)

@@ -1,0 +1,80 @@
+"""`ketch server start | stop | status`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from ketch.cli import cli
+from ketch.config import Config
+
+
+@cli.group()
+def server() -> None:
+    """Manage the ketch server for this state directory (KETCH_HOME)."""
+
+
+@server.command()
+@click.option("--daemon", is_flag=True, help="Start in the background and return.")
+def start(daemon: bool) -> None:
+    """Start the server (in the foreground unless --daemon).
+
+    \b
+    Example:
+      ketch server start --daemon
+    """
+    from ketch._client.discovery import ensure_server, read_server
+
+    cfg = Config.load()
+    running = read_server(cfg)
+    if running is not None:
+        click.echo(f"ketch server already running (pid {running.pid}) at {running.api_url}")
+        return
+    if daemon:
+        info = ensure_server(cfg)
+        click.echo(f"ketch server started (pid {info.pid}) at {info.api_url}")
+        return
+    os.environ["KETCH_HOME"] = str(cfg.home)
+    os.execv(sys.executable, [sys.executable, "-m", "ketch._server"])
+
+
+@server.command()
+def stop() -> None:
+    """Stop the server."""
+    from ketch._client.discovery import stop_server
+
+    if stop_server(Config.load()):
+        click.echo("ketch server stopped")
+    else:
+        click.echo("no ketch server was running")
+
+
+@server.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show whether the server runs, with its addresses and containers."""
+    from ketch._client.deploy import ApiClient
+    from ketch._client.discovery import read_server
+    from ketch._utils.aio import run_sync
+
+    cfg = Config.load()
+    info = read_server(cfg)
+    if info is None:
+        if as_json:
+            click.echo(json.dumps({"running": False}))
+        else:
+            click.echo(f"no ketch server is running for {cfg.home}")
+        sys.exit(1)
+    st = run_sync(ApiClient(cfg).call("GET", "/v1/status"))
+    if as_json:
+        click.echo(json.dumps({"running": True, "api": info.api_url, **st}))
+        return
+    click.echo(f"ketch server pid {info.pid}, up {time.strftime('%H:%M:%S', time.gmtime(st['uptime']))}")
+    click.echo(f"  api:   {info.api_url}")
+    click.echo(f"  calls: {info.host}:{info.call_port}")
+    click.echo(f"  home:  {cfg.home}")
+    click.echo(f"  apps: {st['apps']}  containers: {len(st['containers'])}  queued: {st['queued']}")

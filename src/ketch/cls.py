@@ -1,0 +1,220 @@
+"""Classes as functions: `@app.cls`, `parameter()`, `@enter`, `@exit` and `@method`."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pickle
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ketch._utils.aio import Aio
+from ketch._utils.options import FunctionOptions
+from ketch.exception import InvalidError
+from ketch.functions import Function
+
+if TYPE_CHECKING:
+    from ketch.app import App
+
+_EMPTY = inspect.Parameter.empty
+_PARAM_TYPES = (str, int, bool, bytes)
+
+
+class _Parameter:
+    def __init__(self, default: Any, init: bool) -> None:
+        self.default = default
+        self.init = init
+
+    def __repr__(self) -> str:
+        return f"parameter(default={self.default!r})"
+
+
+def parameter(*, default: Any = _EMPTY, init: bool = True) -> Any:
+    """Declare a class field that callers set per instance: `x: int = ketch.parameter()`."""
+    if default is not _EMPTY and not isinstance(default, _PARAM_TYPES):
+        raise InvalidError(
+            f"parameter default {default!r} has type {type(default).__name__}; "
+            "parameters may be str, int, bool or bytes"
+        )
+    return _Parameter(default, init)
+
+
+def declared_parameters(user_cls: type) -> dict[str, Any]:
+    """Parameter names of a class with their defaults (`inspect.Parameter.empty` if none)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, _Parameter):
+                out[name] = value.default
+    return out
+
+
+def _parameter_types(user_cls: type) -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    for klass in reversed(user_cls.__mro__):
+        hints.update(getattr(klass, "__annotations__", {}))
+    return hints
+
+
+def _mark(marker: str, info: dict[str, Any], what: str) -> Callable[[Any], Any]:
+    def deco(f: Any) -> Any:
+        if not callable(f):
+            raise InvalidError(f"@{what} decorates a method, not {f!r}")
+        setattr(f, marker, info)
+        return f
+
+    return deco
+
+
+def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Callable[[Any], Any]:
+    """Run this method once when a container of the class starts (before any input)."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("did you forget parentheses? write @enter()")
+    return _mark("_ketch_enter", {"snap": snap}, "enter")
+
+
+def exit(_warn_parentheses_missing: Any = None) -> Callable[[Any], Any]:  # noqa: A001
+    """Run this method when a container of the class shuts down."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("did you forget parentheses? write @exit()")
+    return _mark("_ketch_exit", {}, "exit")
+
+
+def method(
+    _warn_parentheses_missing: Any = None, *, is_generator: bool | None = None
+) -> Callable[[Any], Any]:
+    """Expose this method for remote calls: `Model().predict.remote(...)`."""
+    if _warn_parentheses_missing is not None:
+        raise InvalidError("did you forget parentheses? write @method()")
+    return _mark("_ketch_method", {"is_generator": is_generator}, "method")
+
+
+def class_methods(user_cls: type) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, value in vars(klass).items():
+            info = getattr(value, "_ketch_method", None)
+            if info is not None:
+                gen = info.get("is_generator")
+                if gen is None:
+                    gen = inspect.isgeneratorfunction(value) or inspect.isasyncgenfunction(value)
+                out[name] = {"is_generator": bool(gen)}
+    return out
+
+
+def encode_params(params: dict[str, Any]) -> bytes | None:
+    """A stable encoding: equal parameter sets give equal bytes, hence one pool."""
+    if not params:
+        return None
+    return pickle.dumps(tuple(sorted(params.items())), protocol=5)
+
+
+class Cls:
+    """A handle on a class registered with `@app.cls`; call it to bind parameters."""
+
+    def __init__(
+        self, *, tag: str, user_cls: type | None, options: FunctionOptions, app: App | None,
+        lookup: tuple[str, str, str | None] | None = None,
+    ) -> None:
+        self._tag = tag
+        self._user_cls = user_cls
+        self._options = options
+        self._app = app
+        self._lookup = lookup
+        self._methods = class_methods(user_cls) if user_cls is not None else {}
+        self._params = declared_parameters(user_cls) if user_cls is not None else {}
+        self._types = _parameter_types(user_cls) if user_cls is not None else {}
+        self._function = Function(tag=tag, raw_f=None, options=options, app=app, lookup=lookup)
+
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    def __repr__(self) -> str:
+        return f"Cls({self._tag!r})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Obj:
+        if args:
+            raise InvalidError(f"{self._tag}(...) takes its parameters by keyword only")
+        if self._user_cls is not None:
+            unknown = set(kwargs) - set(self._params)
+            if unknown:
+                raise InvalidError(
+                    f"{self._tag} has no parameter {', '.join(sorted(unknown))}; declare it "
+                    "as a class field: `name: str = ketch.parameter()`"
+                )
+            missing = [n for n, d in self._params.items() if d is _EMPTY and n not in kwargs]
+            if missing:
+                raise InvalidError(f"{self._tag} needs a value for {', '.join(missing)}")
+            for name, value in kwargs.items():
+                want = self._types.get(name)
+                if isinstance(want, type) and want in _PARAM_TYPES and \
+                        (type(value) is not want and not (want is int and type(value) is bool)):
+                    raise InvalidError(
+                        f"{self._tag}.{name} is declared {want.__name__}, got "
+                        f"{type(value).__name__} {value!r}"
+                    )
+                if not isinstance(value, _PARAM_TYPES):
+                    raise InvalidError(
+                        f"parameter {name}={value!r}: parameters may be str, int, bool or bytes"
+                    )
+        return Obj(self, kwargs)
+
+    async def _hydrate(self) -> Cls:
+        await self._function._hydrate()
+        info = self._function._info
+        if info:
+            self._methods = info.get("methods", {})
+        return self
+
+    def hydrate(self) -> Cls:
+        return Aio(self._hydrate)()
+
+
+class Obj:
+    """An instance of a registered class with its parameters bound."""
+
+    def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
+        self._cls = cls
+        self._params = params
+        self._blob = encode_params(params)
+        self._local: Any = None
+
+    def _local_instance(self) -> Any:
+        if self._local is None:
+            from ketch._runtime.loader import _hooks, _instantiate
+
+            user_cls = self._cls._user_cls
+            if user_cls is None:
+                raise InvalidError(f"{self._cls.tag} was looked up by name; its code is not here")
+            obj = _instantiate(user_cls, self._params)
+            for hook in _hooks(obj, "_ketch_enter"):
+                hook()
+            self._local = obj
+        return self._local
+
+    def __getattr__(self, name: str) -> Function:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        cls = self._cls
+        if cls._user_cls is not None and name not in cls._methods:
+            raise AttributeError(f"{cls.tag} has no @method() named {name!r}")
+        info = cls._methods.get(name, {})
+        base = cls._function
+        if cls._app is not None and base._function_id is None:
+            base._function_id = cls._app._function_ids.get(cls.tag)
+        fn = base._bind(name, self._blob, lambda: getattr(self._local_instance(), name))
+        fn._options = dataclasses.replace(
+            base._options, is_generator=bool(info.get("is_generator"))
+        )
+        return fn
+
+
+def cls_from_name(app_name: str, name: str, *, environment_name: str | None = None) -> Cls:
+    if not isinstance(app_name, str) or not isinstance(name, str):
+        raise InvalidError("Cls.from_name(app_name, name) takes two strings")
+    return Cls(tag=name, user_cls=None, options=FunctionOptions(), app=None,
+               lookup=(app_name, name, environment_name))
+
+
+Cls.from_name = staticmethod(cls_from_name)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Running scripts written for Modal on ketch."""

@@ -1,0 +1,389 @@
+"""Function handles (`.remote`, `.map`, `.spawn`, ...) and `FunctionCall`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ketch._client.client import Client, result_of
+from ketch._utils import payload
+from ketch._utils.aio import Aio, AioIter, in_running_loop, iter_async, iter_sync
+from ketch._utils.ids import new_id, stable_id
+from ketch._utils.options import FunctionOptions
+from ketch.exception import ExecutionError, InvalidError
+
+if TYPE_CHECKING:
+    from ketch.app import App
+
+# How many `.map` inputs may be in flight (sent, result not yet consumed) at once: this is
+# what keeps a map over a huge generator in bounded memory.
+MAP_WINDOW = 1000
+
+
+class Function:
+    """A handle on a ketch function: call it remotely, locally, in bulk, or in background."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        raw_f: Callable[..., Any] | None,
+        options: FunctionOptions,
+        app: App | None,
+        method: str | None = None,
+        params: bytes | None = None,
+        local_target: Callable[[], Callable[..., Any]] | None = None,
+        lookup: tuple[str, str, str | None] | None = None,
+    ) -> None:
+        self._tag = tag
+        self._raw_f = raw_f
+        self._options = options
+        self._app = app
+        self._method = method
+        self._params = params
+        self._local_target = local_target
+        self._lookup = lookup
+        self._function_id: str | None = None
+        self._info: dict[str, Any] = {}
+        self._web_url: str | None = None
+        self.remote = Aio(self._remote, "remote")
+        self.remote_gen = AioIter(self._remote_gen, "remote_gen")
+        self.spawn = Aio(self._spawn, "spawn")
+        self.map = _MapAio(self._map, "map")
+        self.starmap = _MapAio(self._starmap, "starmap")
+        self.for_each = Aio(self._for_each, "for_each")
+        self.spawn_map = Aio(self._spawn_map, "spawn_map")
+        self.__doc__ = getattr(raw_f, "__doc__", None)
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    @property
+    def object_id(self) -> str | None:
+        return self._function_id
+
+    @property
+    def is_generator(self) -> bool:
+        return self._options.is_generator
+
+    def get_raw_f(self) -> Callable[..., Any]:
+        if self._raw_f is None:
+            raise InvalidError(f"{self._tag} was looked up by name; its code is not here")
+        return self._raw_f
+
+    def get_web_url(self) -> str | None:
+        return self._web_url
+
+    async def _hydrate(self) -> Function:
+        """Resolve a looked-up handle against the server (NotFoundError if it is not there)."""
+        if self._lookup is None or self._function_id is not None:
+            return self
+        app_name, tag, env = self._lookup
+        client = await Client.current()
+        reply = await client.request({"t": "lookup", "app": app_name, "name": tag,
+                                      "environment": env or client.config.environment})
+        info: dict[str, Any] = reply["info"]
+        self._web_url = info.get("web_url")
+        self._options = FunctionOptions(is_generator=bool(info["is_generator"]),
+                                        is_web=bool(info.get("web_url")))
+        self._info = info
+        self._function_id = info["function_id"]
+        return self
+
+    def hydrate(self) -> Function:
+        """Resolve now rather than on first use."""
+        return Aio(self._hydrate)()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise InvalidError(
+            f"{self._tag} is a ketch Function and cannot be called directly: use "
+            f"{self._tag}.remote(...) to run it in a container, or {self._tag}.local(...) "
+            "to run it here"
+        )
+
+    def __repr__(self) -> str:
+        return f"Function({self._tag!r})"
+
+    def _bind(self, method: str, params: bytes | None,
+              local_target: Callable[[], Callable[..., Any]] | None) -> Function:
+        twin = Function(tag=self._tag, raw_f=self._raw_f, options=self._options, app=self._app,
+                        method=method, params=params, local_target=local_target,
+                        lookup=self._lookup)
+        twin._function_id = self._function_id
+        return twin
+
+    async def _resolve(self) -> str:
+        if self._function_id is not None:
+            return self._function_id
+        if self._lookup is not None:
+            await self._hydrate()
+            assert self._function_id is not None
+            return self._function_id
+        app_id = os.environ.get("KETCH_APP_ID")
+        if app_id and self._app is not None and self._app._in_container():
+            # Inside a container of the same app: ids are derived, no lookup needed.
+            self._function_id = stable_id("fu", app_id, self._tag)
+            return self._function_id
+        if self._app is not None and self._app._app_id is not None:
+            fid = self._app._function_ids.get(self._tag)
+            if fid is not None:
+                self._function_id = fid
+                return fid
+        raise ExecutionError(
+            f"{self._tag} is not running anywhere: run it under `ketch run`, inside "
+            "`with app.run():`, or deploy the app and use Function.from_name"
+        )
+
+    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {"args": payload.dumps((args, kwargs)), "method": self._method,
+                "params": self._params}
+
+    def _refuse(self, how: str, *, generator_ok: bool = False) -> None:
+        if self._options.is_web:
+            raise InvalidError(
+                f"{self._tag} is a web endpoint and cannot be called with .{how}(); send it an "
+                f"HTTP request instead (its URL: {self._web_url or 'see get_web_url()'})"
+            )
+        if self._options.is_generator and not generator_ok:
+            raise InvalidError(
+                f"{self._tag} is a generator function: call it with .remote_gen(), not .{how}()"
+            )
+
+    # -- calls --------------------------------------------------------------------------
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function in this process."""
+        target = self._local_target() if self._local_target else self.get_raw_f()
+        return target(*args, **kwargs)
+
+    async def _remote(self, *args: Any, **kwargs: Any) -> Any:
+        fid = await self._resolve()
+        self._refuse("remote")
+        client = await Client.current()
+        return await client.call(fid, self._request(args, kwargs))
+
+    async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        await self._resolve()
+        if self._options.is_web:
+            self._refuse("remote_gen")
+        if not self._options.is_generator:
+            raise InvalidError(f"{self._tag} is not a generator: use .remote()")
+        fid = await self._resolve()
+        client = await Client.current()
+        async for item in client.call_gen(fid, self._request(args, kwargs)):
+            yield item
+
+    async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        fid = await self._resolve()
+        self._refuse("spawn")
+        client = await Client.current()
+        call_id = new_id("fc")
+        await client.request({"t": "spawn", "fid": fid, "iid": call_id,
+                              "req": self._request(args, kwargs)})
+        return FunctionCall(call_id)
+
+    async def _map(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True, return_exceptions: bool = False,
+        wrap_returned_exceptions: bool = True,
+    ) -> AsyncIterator[Any]:
+        await self._resolve()
+        self._refuse("map")
+        if not iterables:
+            raise InvalidError(f"{self._tag}.map() needs at least one iterable of inputs")
+        inputs = _zip_inputs(iterables)
+        async for item in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
+            yield item
+
+    async def _starmap(
+        self, input_iterator: Iterable[Iterable[Any]], *, kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True, return_exceptions: bool = False,
+        wrap_returned_exceptions: bool = True,
+    ) -> AsyncIterator[Any]:
+        await self._resolve()
+        self._refuse("starmap")
+        inputs = (tuple(args) for args in input_iterator)
+        async for item in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
+            yield item
+
+    async def _for_each(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
+    ) -> None:
+        async for _ in self._map(*iterables, kwargs=kwargs, order_outputs=False,
+                                 return_exceptions=ignore_exceptions):
+            pass
+
+    async def _spawn_map(self, *iterables: Iterable[Any],
+                         kwargs: dict[str, Any] | None = None) -> None:
+        self._refuse("spawn_map")
+        for args in _zip_inputs(iterables):
+            await self._spawn(*args, **(kwargs or {}))
+
+    async def _run_many(
+        self, inputs: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
+        kwargs: dict[str, Any], ordered: bool, return_exceptions: bool,
+    ) -> AsyncIterator[Any]:
+        fid = await self._resolve()
+        client = await Client.current()
+        done: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        buffered: dict[int, dict[str, Any]] = {}
+        sent = 0
+        next_out = 0
+        exhausted = False
+        iids: list[str] = []
+        try:
+            while True:
+                while not exhausted and sent - next_out < MAP_WINDOW:
+                    try:
+                        args = await _next_input(inputs)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    index = sent
+
+                    def on_msg(msg: dict[str, Any], index: int = index) -> None:
+                        done.put_nowait((index, msg))
+
+                    iids.append(client.submit(fid, self._request(args, kwargs), "call", on_msg))
+                    sent += 1
+                if exhausted and next_out == sent:
+                    return
+                index, msg = await done.get()
+                if ordered:
+                    buffered[index] = msg
+                    while next_out in buffered:
+                        out = buffered.pop(next_out)
+                        next_out += 1
+                        yield _outcome(out, return_exceptions)
+                else:
+                    next_out += 1
+                    yield _outcome(msg, return_exceptions)
+        finally:
+            for iid in iids:
+                client.pending.pop(iid, None)
+
+
+def _outcome(msg: dict[str, Any], return_exceptions: bool) -> Any:
+    try:
+        return result_of(msg)
+    except Exception as exc:
+        if return_exceptions:
+            return exc
+        raise
+
+
+def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
+    if all(hasattr(it, "__aiter__") for it in iterables):
+        return _azip(*iterables)  # type: ignore[arg-type]
+    return zip(*iterables, strict=False)
+
+
+async def _azip(*iterables: AsyncIterator[Any]) -> AsyncIterator[tuple[Any, ...]]:
+    its = [it.__aiter__() for it in iterables]
+    while True:
+        try:
+            yield tuple([await it.__anext__() for it in its])
+        except StopAsyncIteration:
+            return
+
+
+async def _next_input(inputs: Iterator[Any] | AsyncIterator[Any]) -> Any:
+    if isinstance(inputs, Iterator):
+        try:
+            return next(inputs)
+        except StopIteration:
+            raise StopAsyncIteration from None
+    return await inputs.__anext__()
+
+
+class _MapAio(AioIter[Any]):
+    """`.map(...)` for plain loops, `.map.aio(...)` for async ones."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        if in_running_loop():
+            raise InvalidError(
+                f"a plain `for x in f.{self.__name__}(...)` would block the running event loop; "
+                f"use `async for x in f.{self.__name__}.aio(...)` inside async code"
+            )
+        return iter_sync(self._agen_fn(*args, **kwargs))
+
+    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return iter_async(self._agen_fn(*args, **kwargs))
+
+
+class FunctionCall:
+    """A spawned call: poll or wait for its result from any process, or cancel it."""
+
+    def __init__(self, call_id: str) -> None:
+        if not isinstance(call_id, str) or not call_id.startswith("fc-"):
+            raise InvalidError(f"{call_id!r} is not a function call id (they start with 'fc-')")
+        self.object_id = call_id
+        self.get = Aio(self._get, "get")
+        self.cancel = Aio(self._cancel, "cancel")
+
+    def __repr__(self) -> str:
+        return f"FunctionCall({self.object_id!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FunctionCall, (self.object_id,))
+
+    @staticmethod
+    def from_id(function_call_id: str) -> FunctionCall:
+        return FunctionCall(function_call_id)
+
+    async def _get(self, timeout: float | None = None) -> Any:
+        client = await Client.current()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+        while True:
+            # Wait in slices, so that a server restart only costs one slice.
+            left = 50.0 if deadline is None else max(0.0, min(50.0, deadline - loop.time()))
+            reply = await client.request({"t": "get", "call_id": self.object_id, "timeout": left})
+            if not reply.get("pending"):
+                return result_of(reply["result"])
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"{self.object_id} has not finished yet")
+
+    async def _cancel(self, terminate_containers: bool = False) -> None:
+        client = await Client.current()
+        await client.request({"t": "cancel", "call_id": self.object_id})
+
+    @staticmethod
+    async def _gather(*calls: FunctionCall) -> list[Any]:
+        return list(await asyncio.gather(*(c._get() for c in calls)))
+
+    gather = Aio(_gather, "gather")
+
+
+def function_from_name(
+    app_name: str, name: str, *, environment_name: str | None = None
+) -> Function:
+    """A lazy handle on a deployed function; resolved (and checked) on first use."""
+    if not isinstance(app_name, str) or not isinstance(name, str):
+        raise InvalidError("Function.from_name(app_name, name) takes two strings")
+    if "." in name:
+        raise InvalidError(
+            f"{name!r} looks like a class method: use Cls.from_name({app_name!r}, "
+            f"{name.split('.')[0]!r}) and call the method on an instance"
+        )
+    return Function(tag=name, raw_f=None, options=FunctionOptions(), app=None,
+                    lookup=(app_name, name, environment_name))
+
+
+def _deprecated_lookup(
+    app_name: str, name: str, *, environment_name: str | None = None
+) -> Function:
+    from ketch.exception import deprecation_warning
+
+    deprecation_warning((2025, 1, 27), "Function.lookup is deprecated; use Function.from_name")
+    fn = function_from_name(app_name, name, environment_name=environment_name)
+    fn.hydrate()
+    return fn
+
+
+Function.from_name = staticmethod(function_from_name)  # type: ignore[attr-defined]
+Function.lookup = staticmethod(_deprecated_lookup)  # type: ignore[attr-defined]

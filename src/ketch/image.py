@@ -1,0 +1,484 @@
+"""The public `Image` class: an immutable, content-addressed recipe for a container environment."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeAlias
+
+from ketch.exception import InvalidError
+
+__all__ = [
+    "Image",
+    "hash_build_spec",
+    "hash_file",
+    "hash_file_set",
+    "hash_local_entry",
+    "iter_local_files",
+]
+
+# Bumped whenever the meaning of a spec changes for the builder, so old cache entries
+# are not mistaken for images built under different rules.
+_SPEC_FORMAT = 1
+
+# Steps that change the built environment. They cannot come after a copy=False file,
+# because such files are only mounted when a container starts, after the build is over.
+_BUILD_STEP_KINDS = frozenset({"pip_install", "uv_pip_install", "run_commands", "apt_install"})
+
+_PYTHON_VERSION_RE = re.compile(r"3\.\d+")
+_ALWAYS_SKIPPED_DIRS = frozenset({"__pycache__"})
+_ALWAYS_SKIPPED_SUFFIXES = (".pyc",)
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Step:
+    # Stored as canonical JSON so that an Image can never be mutated through a shared dict.
+    kind: str
+    params_json: str
+
+    def to_dict(self) -> dict[str, Any]:
+        params: dict[str, Any] = json.loads(self.params_json)
+        return {"type": self.kind, **params}
+
+
+@dataclass(frozen=True)
+class _LocalFiles:
+    local_path: str
+    remote_path: str
+    is_dir: bool
+    copy: bool
+    ignore: tuple[str, ...]
+    python_module: str | None
+
+
+_Layer = _Step | _LocalFiles
+
+# Package and command arguments: strings, or (nested) lists and tuples of strings.
+StrArgs: TypeAlias = "str | list[StrArgs] | tuple[StrArgs, ...]"
+
+
+def _canonical_json(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _flatten_strings(args: Iterable[object], what: str) -> list[str]:
+    out: list[str] = []
+    for arg in args:
+        if isinstance(arg, str):
+            out.append(arg)
+        elif isinstance(arg, list | tuple):
+            out.extend(_flatten_strings(arg, what))
+        else:
+            raise InvalidError(f"{what} expects strings or lists of strings, got {arg!r}")
+    return out
+
+
+def _optional_str(value: object, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidError(f"{name} must be a string or None, got {value!r}")
+    return value
+
+
+def _check_remote_path(remote_path: object, method: str) -> str:
+    if not isinstance(remote_path, str) or not remote_path:
+        raise InvalidError(f"Image.{method}: remote_path must be a non-empty string")
+    pure = PurePosixPath(remote_path)
+    if not pure.is_absolute():
+        raise InvalidError(
+            f"Image.{method}: remote_path must be absolute (start with '/'), got {remote_path!r}"
+        )
+    if ".." in pure.parts:
+        raise InvalidError(f"Image.{method}: remote_path may not contain '..': {remote_path!r}")
+    return remote_path
+
+
+def _is_ignored(rel_parts: Sequence[str], patterns: Sequence[str]) -> bool:
+    # A pattern matches a relative path, or (when it has no '/') any single path component;
+    # a match on a directory excludes everything under it.
+    for i, name in enumerate(rel_parts):
+        prefix = "/".join(rel_parts[: i + 1])
+        for pattern in patterns:
+            pat = pattern.strip("/")
+            if fnmatch.fnmatchcase(prefix, pat):
+                return True
+            if "/" not in pat and fnmatch.fnmatchcase(name, pat):
+                return True
+    return False
+
+
+def iter_local_files(root: Path, ignore: Sequence[str] = ()) -> Iterator[tuple[str, Path]]:
+    """Yield (relative posix path, absolute path) for every file under `root`, sorted.
+
+    Skips `__pycache__` directories, `.pyc` files and anything matching an `ignore`
+    glob. The image hash and the builder both use this, so they always agree on the set.
+    """
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).parts
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d not in _ALWAYS_SKIPPED_DIRS and not _is_ignored((*rel_dir, d), ignore)
+        ]
+        for name in filenames:
+            if name.endswith(_ALWAYS_SKIPPED_SUFFIXES):
+                continue
+            parts = (*rel_dir, name)
+            if _is_ignored(parts, ignore):
+                continue
+            found.append(("/".join(parts), Path(dirpath, name)))
+    found.sort(key=lambda item: item[0])
+    yield from found
+
+
+def _file_digest(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.digest()
+
+
+def hash_file(path: Path) -> str:
+    """Return the sha256 hex of a file's bytes."""
+    return _file_digest(path).hex()
+
+
+def hash_file_set(files: Iterable[tuple[str, Path]]) -> str:
+    """Return the sha256 hex of (relative path, file) pairs, taken in the order given."""
+    h = hashlib.sha256()
+    for rel, abs_path in files:
+        # Hash each file's digest rather than its raw bytes, so that path/content
+        # boundaries are unambiguous.
+        h.update(rel.encode("utf-8"))
+        h.update(b"\0")
+        h.update(_file_digest(abs_path))
+    return h.hexdigest()
+
+
+def hash_local_entry(path: Path, is_dir: bool, ignore: Sequence[str] = ()) -> str:
+    """Return the sha256 hex of a file's bytes, or of a directory's sorted paths and contents."""
+    if not is_dir:
+        return hash_file(path)
+    return hash_file_set(iter_local_files(path, ignore))
+
+
+def hash_build_spec(spec: Mapping[str, Any]) -> str:
+    """Return the content address of the part of an image spec that the builder turns into files.
+
+    copy=False files are left out: they are mounted when a container starts and never
+    change the built environment.
+    """
+    copied = [
+        {
+            "remote_path": f["remote_path"],
+            "kind": f["kind"],
+            "sha256": f["sha256"],
+            "position": f["position"],
+        }
+        for f in spec.get("files", [])
+        if f["copy"]
+    ]
+    payload = {
+        "format": _SPEC_FORMAT,
+        "python_version": spec["python_version"],
+        "steps": spec.get("steps", []),
+        "copied_files": copied,
+    }
+    return hashlib.sha256(_canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+class Image:
+    """An immutable description of a container environment: a Python version plus steps.
+
+    Every method returns a new Image. Create one with `Image.debian_slim()`.
+    """
+
+    __slots__ = ("_layers", "_python_version")
+
+    def __init__(self, python_version: str, layers: tuple[_Layer, ...] = ()) -> None:
+        self._python_version = python_version
+        self._layers = layers
+
+    def __repr__(self) -> str:
+        return f"Image(python_version={self._python_version!r}, layers={len(self._layers)})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, name):
+            raise AttributeError(f"Image is immutable; {name} cannot be changed")
+        object.__setattr__(self, name, value)
+
+    @property
+    def python_version(self) -> str:
+        """The image's Python version as "3.X"."""
+        return self._python_version
+
+    @classmethod
+    def debian_slim(cls, python_version: str | None = None) -> Image:
+        """Start an image from a slim base with the given Python ("3.X"; default: the local one)."""
+        if python_version is None:
+            python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if not isinstance(python_version, str) or not _PYTHON_VERSION_RE.fullmatch(python_version):
+            raise InvalidError(
+                f'python_version must look like "3.X" (for example "3.11"), got {python_version!r}'
+            )
+        return cls(python_version)
+
+    # -- building blocks -------------------------------------------------------------
+
+    def _has_mounted_files(self) -> bool:
+        return any(isinstance(layer, _LocalFiles) and not layer.copy for layer in self._layers)
+
+    def _with(self, layer: _Layer) -> Image:
+        return Image(self._python_version, (*self._layers, layer))
+
+    def _with_step(self, kind: str, params: Mapping[str, Any]) -> Image:
+        if kind in _BUILD_STEP_KINDS and self._has_mounted_files():
+            raise InvalidError(
+                f"Image.{kind} cannot come after an add_local_*(copy=False) step: those files "
+                "are only mounted when a container starts, after the image is built. "
+                "Pass copy=True to the add_local_* call, or move it after the build steps."
+            )
+        return self._with(_Step(kind, _canonical_json(dict(params))))
+
+    def _with_files(self, files: _LocalFiles, method: str) -> Image:
+        if files.copy and self._has_mounted_files():
+            raise InvalidError(
+                f"Image.{method}(copy=True) cannot come after an add_local_*(copy=False) step: "
+                "copying is a build step and mounted files only appear when a container starts. "
+                "Move the copy=True call before the copy=False ones."
+            )
+        return self._with(files)
+
+    @staticmethod
+    def _pip_options(
+        index_url: object,
+        extra_index_url: object,
+        find_links: object,
+        pre: object,
+        extra_options: object,
+    ) -> dict[str, Any]:
+        if not isinstance(pre, bool):
+            raise InvalidError(f"pre must be a bool, got {pre!r}")
+        if not isinstance(extra_options, str):
+            raise InvalidError(f"extra_options must be a string, got {extra_options!r}")
+        return {
+            "index_url": _optional_str(index_url, "index_url"),
+            "extra_index_url": _optional_str(extra_index_url, "extra_index_url"),
+            "find_links": _optional_str(find_links, "find_links"),
+            "pre": pre,
+            "extra_options": extra_options,
+        }
+
+    # -- public steps ----------------------------------------------------------------
+
+    def pip_install(
+        self,
+        *packages: StrArgs,
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        find_links: str | None = None,
+        pre: bool = False,
+        extra_options: str = "",
+    ) -> Image:
+        """Install Python packages (installed with uv; pip-style options are mapped to uv's)."""
+        pkgs = _flatten_strings(packages, "Image.pip_install")
+        options = self._pip_options(index_url, extra_index_url, find_links, pre, extra_options)
+        if not pkgs:
+            return self
+        return self._with_step("pip_install", {"packages": pkgs, **options})
+
+    def uv_pip_install(
+        self,
+        *packages: StrArgs,
+        requirements: list[str] | None = None,
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        find_links: str | None = None,
+        pre: bool = False,
+        extra_options: str = "",
+    ) -> Image:
+        """Install Python packages with uv, optionally from local requirements files.
+
+        The requirements files are read now, so that their content is part of the image hash.
+        """
+        pkgs = _flatten_strings(packages, "Image.uv_pip_install")
+        options = self._pip_options(index_url, extra_index_url, find_links, pre, extra_options)
+        req_paths = _flatten_strings(requirements or [], "Image.uv_pip_install(requirements=)")
+        reqs: list[dict[str, str]] = []
+        for req in req_paths:
+            path = Path(req).expanduser().resolve()
+            try:
+                content = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InvalidError(
+                    f"Image.uv_pip_install: cannot read requirements file {req!r}: {exc}"
+                ) from exc
+            reqs.append({"path": str(path), "content": content})
+        if not pkgs and not reqs:
+            return self
+        return self._with_step(
+            "uv_pip_install", {"packages": pkgs, "requirements": reqs, **options}
+        )
+
+    def env(self, vars: dict[str, str]) -> Image:
+        """Set environment variables in the image's containers."""
+        if not isinstance(vars, Mapping):
+            raise InvalidError(f"Image.env expects a dict of strings, got {vars!r}")
+        for key, value in vars.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidError(
+                    f"Image.env expects string keys and values, got {key!r}: {value!r}"
+                )
+        if not vars:
+            return self
+        return self._with_step("env", {"vars": dict(vars)})
+
+    def workdir(self, path: str) -> Image:
+        """Set the working directory of the image's containers."""
+        if not isinstance(path, str) or not path:
+            raise InvalidError(f"Image.workdir expects a non-empty string, got {path!r}")
+        return self._with_step("workdir", {"path": path})
+
+    def run_commands(self, *commands: StrArgs) -> Image:
+        """Run shell commands at build time (refused by the local builder for now)."""
+        cmds = _flatten_strings(commands, "Image.run_commands")
+        if not cmds:
+            return self
+        return self._with_step("run_commands", {"commands": cmds})
+
+    def apt_install(self, *packages: StrArgs) -> Image:
+        """Install Debian packages at build time (refused by the local builder for now)."""
+        pkgs = _flatten_strings(packages, "Image.apt_install")
+        if not pkgs:
+            return self
+        return self._with_step("apt_install", {"packages": pkgs})
+
+    def add_local_file(
+        self, local_path: str | os.PathLike[str], remote_path: str, *, copy: bool = False
+    ) -> Image:
+        """Add a local file at `remote_path` (a trailing '/' keeps the file's name).
+
+        copy=False mounts it when a container starts; copy=True makes it part of the build.
+        """
+        remote = _check_remote_path(remote_path, "add_local_file")
+        path = Path(local_path).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidError(f"Image.add_local_file: {str(local_path)!r} is not a file")
+        if remote.endswith("/"):
+            remote = remote + path.name
+        files = _LocalFiles(str(path), remote, False, bool(copy), (), None)
+        return self._with_files(files, "add_local_file")
+
+    def add_local_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str,
+        *,
+        copy: bool = False,
+        ignore: Sequence[str] = (),
+    ) -> Image:
+        """Add a local directory at `remote_path`, leaving out files matching `ignore` globs.
+
+        copy=False mounts it when a container starts; copy=True makes it part of the build.
+        """
+        remote = _check_remote_path(remote_path, "add_local_dir")
+        path = Path(local_path).expanduser().resolve()
+        if not path.is_dir():
+            raise InvalidError(f"Image.add_local_dir: {str(local_path)!r} is not a directory")
+        patterns = _flatten_strings([ignore] if isinstance(ignore, str) else ignore, "ignore")
+        files = _LocalFiles(str(path), remote, True, bool(copy), tuple(patterns), None)
+        return self._with_files(files, "add_local_dir")
+
+    def add_local_python_source(self, *module_names: str, copy: bool = False) -> Image:
+        """Add local Python modules or packages, found as this process would import them.
+
+        Each lands under /root (for example /root/pkg/ or /root/mod.py).
+        """
+        image = self
+        for name in _flatten_strings(module_names, "Image.add_local_python_source"):
+            image = image._with_files(
+                _resolve_python_source(name, bool(copy)), "add_local_python_source"
+            )
+        return image
+
+    # -- output ----------------------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description: python_version, build steps and local files.
+
+        Local files carry a sha256 of their current content, computed now.
+        """
+        steps: list[dict[str, Any]] = []
+        files: list[dict[str, Any]] = []
+        for layer in self._layers:
+            if isinstance(layer, _Step):
+                steps.append(layer.to_dict())
+                continue
+            try:
+                digest = hash_local_entry(Path(layer.local_path), layer.is_dir, layer.ignore)
+            except OSError as exc:
+                raise InvalidError(f"cannot read local path {layer.local_path!r}: {exc}") from exc
+            entry: dict[str, Any] = {
+                "local_path": layer.local_path,
+                "remote_path": layer.remote_path,
+                "kind": "dir" if layer.is_dir else "file",
+                "copy": layer.copy,
+                "ignore": list(layer.ignore),
+                "sha256": digest,
+                # Number of build steps before this entry: where a copy sits in the build.
+                "position": len(steps),
+            }
+            if layer.python_module is not None:
+                entry["python_module"] = layer.python_module
+            files.append(entry)
+        return {"python_version": self._python_version, "steps": steps, "files": files}
+
+    def content_hash(self) -> str:
+        """Return the image's build content address (sha256 hex); copy=False files do not count."""
+        return hash_build_spec(self.spec())
+
+
+def _resolve_python_source(module_name: str, copy: bool) -> _LocalFiles:
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise InvalidError(f"Image.add_local_python_source: {module_name!r} is not a module name")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        raise InvalidError(
+            f"Image.add_local_python_source: cannot find module {module_name!r}: {exc}"
+        ) from exc
+    if found is None:
+        raise InvalidError(
+            f"Image.add_local_python_source: module {module_name!r} not found on this "
+            "machine's import path"
+        )
+    remote_base = "/root/" + module_name.replace(".", "/")
+    locations = list(found.submodule_search_locations or [])
+    if locations:
+        if len(locations) != 1:
+            raise InvalidError(
+                f"Image.add_local_python_source: {module_name!r} is a namespace package spread "
+                f"over {len(locations)} directories; add them with add_local_dir instead"
+            )
+        return _LocalFiles(
+            str(Path(locations[0]).resolve()), remote_base, True, copy, (), module_name
+        )
+    origin = found.origin
+    if not found.has_location or origin is None or not origin.endswith(".py"):
+        raise InvalidError(
+            f"Image.add_local_python_source: {module_name!r} is not Python source on disk "
+            f"(origin: {origin!r})"
+        )
+    return _LocalFiles(
+        str(Path(origin).resolve()), remote_base + ".py", False, copy, (), module_name
+    )

@@ -27,6 +27,7 @@ class ContainerSpec:
     cpu: float | None = None
     memory_mb: int | None = None
     gpus: tuple[str, ...] = field(default_factory=tuple)
+    block_network: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 
 from ketch._backends.base import (
@@ -73,12 +74,24 @@ async def _pump(stream: asyncio.StreamReader | None, name: str, log: LogSink) ->
         log(name, line.decode(errors="replace").rstrip("\n"))
 
 
+def _no_network_prefix() -> list[str]:
+    """A new, empty network namespace: only loopback, and that is down. The container still
+    reaches the server through its unix socket, which lives on the filesystem."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise RuntimeError("block_network=True needs the `unshare` command (util-linux)")
+    return [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
+
+
 class LocalBackend(Backend):
     async def start(self, spec: ContainerSpec, log: LogSink) -> LocalContainer:
         env = dict(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
+        argv = [str(spec.python), "-m", "ketch._runtime"]
+        if spec.block_network:
+            argv = [*_no_network_prefix(), *argv]
         proc = await asyncio.create_subprocess_exec(
-            str(spec.python), "-m", "ketch._runtime",
+            *argv,
             env=env,
             cwd=spec.cwd,
             stdin=asyncio.subprocess.DEVNULL,

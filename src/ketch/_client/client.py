@@ -75,7 +75,7 @@ class Client:
 
     async def _open(self) -> None:
         info = from_container_env() or await asyncio.to_thread(ensure_server, self.config)
-        ch = await open_channel(info.host, info.call_port)
+        ch = await open_channel(info.call_addr)
         ch.send({"t": "hello", "role": "client", "token": info.token, "client_id": self.client_id})
         reply = (await asyncio.wait_for(ch.recv(), 30))[0]
         if reply.get("t") != "welcome":

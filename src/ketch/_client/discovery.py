@@ -26,6 +26,13 @@ class ServerInfo:
     pid: int | None = None
 
     @property
+    def call_addr(self) -> str:
+        if self.call_port == 0:
+            return self.host  # "unix:/path" inside containers
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.call_port}"
+
+    @property
     def api_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.api_port}"
@@ -37,6 +44,8 @@ def from_container_env() -> ServerInfo | None:
     token = os.environ.get("KETCH_TOKEN")
     if not addr or not token:
         return None
+    if addr.startswith("unix:"):
+        return ServerInfo(host=addr, api_port=0, call_port=0, token=token)
     host, _, port = addr.rpartition(":")
     return ServerInfo(host=host, api_port=0, call_port=int(port), token=token)
 

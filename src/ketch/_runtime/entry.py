@@ -143,8 +143,7 @@ class Runtime:
 
 
 async def _main() -> int:
-    host, _, port = os.environ["KETCH_CALL_ADDR"].rpartition(":")
-    ch = await open_channel(host, int(port))
+    ch = await open_channel(os.environ["KETCH_CALL_ADDR"])
     ch.send({
         "t": "hello", "role": "container", "cid": os.environ["KETCH_CONTAINER_ID"],
         "token": os.environ["KETCH_TOKEN"],

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,16 @@ def install_runtime(home: Path) -> Path:
     return dest
 
 
+def unix_socket_path(home: Path) -> Path:
+    """The containers' way in. Socket paths are limited to ~107 bytes; deep state
+    directories (test temp dirs) fall back to a short path in /tmp named after the home."""
+    path = home / "call.sock"
+    if len(str(path)) <= 100:
+        return path
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ketch-{digest}.sock"
+
+
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,6 +100,7 @@ class Server:
         self.box = SecretBox(self.home / "secret.key")
         self.builder = ImageBuilder(self.home / "images", install_runtime(self.home))
         self._stopping = asyncio.Event()
+        self.unix_path = unix_socket_path(self.home)
 
     async def run(self) -> None:
         cfg = self.config
@@ -100,7 +112,7 @@ class Server:
             backend=load_backend(os.environ.get("KETCH_BACKEND", "local")),
             store=self.store,
             logs=self.logs,
-            call_addr=f"{cfg.server_host}:{call_port}",
+            call_addr=f"unix:{self.unix_path}",
             token=self.token,
             result_ttl=cfg.result_ttl,
             secret_env=lambda fdef: self.apps.function_env(fdef),
@@ -109,6 +121,9 @@ class Server:
         self.apps = AppManager(self.home, self.store, self.scheduler, self.builder, self.box)
         self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token)
         call_server = await asyncio.start_server(self.calls.handle, sock=call_sock, limit=2**20)
+        unix_server = await asyncio.start_unix_server(
+            self.calls.handle, path=str(self.unix_path), limit=2**20
+        )
 
         import uvicorn
 
@@ -148,6 +163,8 @@ class Server:
                     cfg.server_file.unlink()
             await self.scheduler.shutdown()
             call_server.close()
+            unix_server.close()
+            self.unix_path.unlink(missing_ok=True)
             api.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(api_task, 3)
@@ -189,7 +206,8 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.install()
+        loop_factory = uvloop.new_event_loop
     except ImportError:
-        pass
-    asyncio.run(Server(config).run())
+        loop_factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(Server(config).run())

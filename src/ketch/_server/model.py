@@ -86,6 +86,8 @@ class Pool:
         default_factory=lambda: collections.deque(maxlen=32)
     )
     retired: bool = False  # an old version: drain, start nothing new
+    waiting_reason: str | None = None  # why queued inputs are not being served, for status
+    backoff_until: float = 0.0  # after a start-up failure, no automatic restarts until then
 
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state in ("starting", "ready")]

@@ -195,9 +195,15 @@ class Scheduler:
         )
         want = desired_containers(view)
         live = pool.live()
+        gpu = opts.get("gpu")
+        if gpu and not self.backend.capacity().gpus:
+            # S7: a GPU function never runs without one; its inputs wait, and say why.
+            pool.waiting_reason = f"waiting: no GPU of type {gpu} on this host"
+            return
+        pool.waiting_reason = None
         if pool.queue and not live:
             want = max(want, 1)
-        if time.monotonic() < getattr(pool, "backoff_until", 0.0) and not pool.queue:
+        if time.monotonic() < pool.backoff_until and not pool.queue:
             return
         for _ in range(want - len(live)):
             self._spawn_task(self._start_container(pool))
@@ -231,8 +237,13 @@ class Scheduler:
             "KETCH_ENVIRONMENT": fdef.environment,
             "PATH": "/usr/local/bin:/usr/bin:/bin",
         })
-        cwd = Path(fdef.image.workdir or fdef.source_dir or fdef.image.root)
-        spec = ContainerSpec(container_id=cid, python=fdef.image.python, env=env, cwd=cwd)
+        cwd = Path(fdef.source_dir or fdef.image.root)
+        if fdef.image.workdir and Path(fdef.image.workdir).is_dir():
+            cwd = Path(fdef.image.workdir)
+        spec = ContainerSpec(
+            container_id=cid, python=fdef.image.python, env=env, cwd=cwd,
+            block_network=bool(fdef.options.get("block_network")),
+        )
 
         def sink(stream: str, line: str) -> None:
             c.log_tail.append(line)
@@ -359,7 +370,7 @@ class Scheduler:
         pool.queue.clear()
         for inp in waiting:
             self._finish(inp, ok=False, error=err)
-        pool.backoff_until = time.monotonic() + 10.0  # type: ignore[attr-defined]
+        pool.backoff_until = time.monotonic() + 10.0
 
     def _forget(self, c: Container) -> None:
         c.state = "dead"

@@ -22,26 +22,45 @@ def loads(data: bytes) -> Any:
 def exception_payload(exc: BaseException, by_value: types.ModuleType | None = None) -> dict[str, Any]:
     """Pickle an exception so the caller gets its original type, with the traceback text.
 
-    Classes defined in the user's app module are pickled by value, so that a caller that
-    never imported the module (another process, another machine) can still rebuild them.
+    The class goes by reference (the caller's own class when it has the module, so that
+    `except MyError` works) and, as a fallback for callers that lack the module, by value.
     """
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    registered = False
-    if by_value is not None and by_value.__name__ in sys.modules:
+    tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+    by_ref = _try_dumps(exc)
+    by_val = None
+    if by_value is not None and by_value.__name__ in sys.modules \
+            and type(exc).__module__ == by_value.__name__:
         try:
             cloudpickle.register_pickle_by_value(by_value)
-            registered = True
         except ValueError:
             pass
+        else:
+            try:
+                by_val = _try_dumps(exc)
+            finally:
+                cloudpickle.unregister_pickle_by_value(by_value)
+    return {"exc": by_ref, "exc_by_value": by_val, "repr": repr(exc), "tb": tb}
+
+
+def _try_dumps(exc: BaseException) -> bytes | None:
     try:
-        data: bytes | None = cloudpickle.dumps(exc, protocol=5)
+        data: bytes = cloudpickle.dumps(exc, protocol=5)
         pickle.loads(data)  # the caller will try the same; fail here so we can send text
     except Exception:
-        data = None
-    finally:
-        if registered and by_value is not None:
-            cloudpickle.unregister_pickle_by_value(by_value)
-    return {"exc": data, "repr": repr(exc), "tb": tb}
+        return None
+    return data
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop the runtime's own frames from the top of a traceback."""
+    while tb is not None and any(
+        part in tb.tb_frame.f_code.co_filename for part in _INTERNAL
+    ):
+        tb = tb.tb_next
+    return tb
+
+
+_INTERNAL = ("/ketch/_runtime/", "/concurrent/futures/", "/asyncio/")
 
 
 def rebuild_exception(error: dict[str, Any]) -> BaseException:
@@ -49,11 +68,13 @@ def rebuild_exception(error: dict[str, Any]) -> BaseException:
     from ketch.exception import ExecutionError, attach_remote_traceback
 
     exc: BaseException | None = None
-    if error.get("exc") is not None:
-        try:
-            exc = pickle.loads(error["exc"])
-        except Exception:
-            exc = None
+    for key in ("exc", "exc_by_value"):
+        if error.get(key) is not None:
+            try:
+                exc = pickle.loads(error[key])
+                break
+            except Exception:
+                exc = None
     tb = error.get("tb") or ""
     if not isinstance(exc, BaseException):
         exc = ExecutionError(

@@ -1,0 +1,5 @@
+"""`python -m ketch.cli`."""
+
+from ketch.cli import main
+
+main()

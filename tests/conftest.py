@@ -1,0 +1,160 @@
+"""Shared fixtures: a real ketch server in a temporary state directory.
+
+`ketch_server` is one server for the whole session (fast); `fresh_server` gives a test its
+own state directory and server (for restarts and kill -9). Both stop every process they
+started, containers included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # so `import supports.x` works in tests
+
+
+class ServerHandle:
+    """Helpers around one state directory and its server process."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KETCH_HOME"] = str(self.home)
+        env["PYTHONPATH"] = str(ROOT / "tests") + os.pathsep + env.get("PYTHONPATH", "")
+        return env
+
+    def info(self) -> dict[str, object]:
+        import json
+
+        data: dict[str, object] = json.loads((self.home / "server.json").read_text())
+        return data
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.info()["pid"])  # type: ignore[call-overload]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    def start(self) -> None:
+        from ketch._client.discovery import ensure_server
+        from ketch.config import Config
+
+        ensure_server(Config.load())
+
+    def kill9(self) -> None:
+        """Kill the server the hard way (no cleanup), and wait until it is gone."""
+        pid = self.pid()
+        assert pid is not None, "no server running"
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, 15):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        _kill_containers(self.home)
+
+    def ketch(self, *args: str, timeout: float = 120, check: bool = False,
+              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in a subprocess against this server."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "ketch.cli", *args], env=self.env, cwd=cwd or ROOT,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ketch {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.02)
+    return False
+
+
+def _kill_containers(home: Path) -> None:
+    """Containers left behind by a killed server: every process whose environment names
+    this state directory's server socket, or that still runs from its image cache."""
+    marker = str(home)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"ketch._runtime" in cmdline and marker.encode() in cmdline + environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _use_home(home: Path) -> None:
+    from ketch._client.client import Client
+
+    os.environ["KETCH_HOME"] = str(home)
+    Client.reset()
+
+
+@pytest.fixture(scope="session")
+def ketch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    home = tmp_path_factory.mktemp("ketch-home")
+    previous = os.environ.get("KETCH_HOME")
+    _use_home(home)
+    handle = ServerHandle(home)
+    handle.start()
+    yield handle
+    handle.stop()
+    if previous is None:
+        os.environ.pop("KETCH_HOME", None)
+    else:
+        os.environ["KETCH_HOME"] = previous
+
+
+@pytest.fixture
+def server(ketch_server: ServerHandle) -> Iterator[ServerHandle]:
+    """The session server, made current for this test's SDK calls."""
+    _use_home(ketch_server.home)
+    yield ketch_server
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path, ketch_server: ServerHandle) -> Iterator[ServerHandle]:
+    """A server of this test's own; the session server becomes current again afterwards."""
+    home = tmp_path / "home"
+    _use_home(home)
+    handle = ServerHandle(home)
+    handle.start()
+    yield handle
+    from ketch._client.client import Client
+    from ketch._utils.aio import run_sync
+
+    current = Client._current
+    if current is not None:
+        with contextlib.suppress(Exception):
+            run_sync(current.close())
+    handle.stop()
+    _use_home(ketch_server.home)

@@ -1,0 +1,1 @@
+"""User apps that tests deploy (imported as `supports.<name>`)."""

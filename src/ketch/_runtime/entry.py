@@ -59,7 +59,10 @@ class Runtime:
             try:
                 batch = await self.ch.recv()
             except ChannelClosed:
-                return
+                # The server is gone (crashed or killed). Whatever runs here is re-run by the
+                # next server, so finishing it would only make a second, orphaned run.
+                sys.stderr.flush()
+                os._exit(0)
             for msg in batch:
                 t = msg["t"]
                 if t == "input":

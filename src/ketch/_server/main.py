@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,9 @@ class Server:
             timeout_graceful_shutdown=1,
         )
         api = uvicorn.Server(uv_config)
-        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # The server process owns SIGTERM/SIGINT (it stops containers first); uvicorn must
+        # not take them over.
+        api.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         api_task = asyncio.ensure_future(api.serve(sockets=[api_sock]))
 
         restored = await self.apps.restore(lambda line: log.info("%s", line))
@@ -203,11 +206,12 @@ def main() -> None:
     except BlockingIOError:
         print(f"ketch: a server is already running for {config.home}", file=sys.stderr)
         sys.exit(3)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     except ImportError:
-        loop_factory = asyncio.new_event_loop
+        pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(Server(config).run())

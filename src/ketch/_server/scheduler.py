@@ -252,7 +252,8 @@ class Scheduler:
         try:
             c.handle = await self.backend.start(spec, sink)
         except Exception as exc:
-            self._startup_failed(c, error_payload(ExecutionError(f"container failed to start: {exc}")))
+            err = ExecutionError(f"container failed to start: {exc}")
+            self._startup_failed(c, error_payload(err))
             self._forget(c)
             return
         startup = float(fdef.options.get("startup_timeout") or fdef.options.get("timeout") or 300)

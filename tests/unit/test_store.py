@@ -21,7 +21,9 @@ def test_migrations_apply_once_and_record_version(tmp_path: Path) -> None:
     assert s2._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_new_migration_is_applied_to_old_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_migration_is_applied_to_old_db(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     Store(tmp_path / "k.db").close()
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS,
                                                   "CREATE TABLE extra (x INTEGER)"])

@@ -372,6 +372,8 @@ class Image:
         """
         remote = _check_remote_path(remote_path, "add_local_file")
         path = Path(local_path).expanduser().resolve()
+        if _in_container():
+            return self  # the image was built already; local paths mean nothing here
         if not path.is_file():
             raise InvalidError(f"Image.add_local_file: {str(local_path)!r} is not a file")
         if remote.endswith("/"):
@@ -393,6 +395,8 @@ class Image:
         """
         remote = _check_remote_path(remote_path, "add_local_dir")
         path = Path(local_path).expanduser().resolve()
+        if _in_container():
+            return self
         if not path.is_dir():
             raise InvalidError(f"Image.add_local_dir: {str(local_path)!r} is not a directory")
         patterns = _flatten_strings([ignore] if isinstance(ignore, str) else ignore, "ignore")
@@ -405,6 +409,8 @@ class Image:
         Each lands under /root (for example /root/pkg/ or /root/mod.py).
         """
         image = self
+        if _in_container():
+            return image
         for name in _flatten_strings(module_names, "Image.add_local_python_source"):
             image = image._with_files(
                 _resolve_python_source(name, bool(copy)), "add_local_python_source"
@@ -446,6 +452,12 @@ class Image:
     def content_hash(self) -> str:
         """Return the image's build content address (sha256 hex); copy=False files do not count."""
         return hash_build_spec(self.spec())
+
+
+def _in_container() -> bool:
+    """Inside a container the app module is imported again, image definitions included;
+    they must not look for the client's local files there."""
+    return "KETCH_CONTAINER_ID" in os.environ
 
 
 def _resolve_python_source(module_name: str, copy: bool) -> _LocalFiles:

@@ -19,7 +19,12 @@ from ketch.image import Image
 
 pytestmark = pytest.mark.spec("A9")
 
-RUNTIME_PATH = Path(ketch.__file__).parent.parent
+@pytest.fixture(scope="module")
+def runtime_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What containers get on PYTHONPATH: ketch and cloudpickle, copied from this env."""
+    from ketch._server import runtime_dist
+
+    return runtime_dist.install(tmp_path_factory.mktemp("runtime-home"))[0]
 
 
 class Log:
@@ -45,7 +50,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def builder(cache_dir: Path) -> ImageBuilder:
-    return ImageBuilder(cache_dir, RUNTIME_PATH)
+    return ImageBuilder(cache_dir)
 
 
 def build(
@@ -55,9 +60,15 @@ def build(
     return asyncio.run(builder.build(spec, log if log is not None else Log()))
 
 
-def run_in(built: BuiltImage, code: str) -> str:
+def run_in(built: BuiltImage, code: str, pythonpath: Path | None = None) -> str:
+    import os
+
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     result = subprocess.run(
-        [str(built.python), "-c", code], capture_output=True, text=True, timeout=60
+        [str(built.python), "-c", code], capture_output=True, text=True, timeout=60, env=env
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -67,7 +78,9 @@ def cache_entries(cache_dir: Path) -> set[str]:
     return {p.name for p in cache_dir.iterdir()} if cache_dir.exists() else set()
 
 
-def test_default_image_has_cloudpickle_and_ketch(builder: ImageBuilder) -> None:
+def test_default_image_is_bare_and_gets_ketch_from_the_runtime(
+    builder: ImageBuilder, runtime_core: Path
+) -> None:
     log = Log()
     image = Image.debian_slim()
     built = build(builder, image, log)
@@ -75,14 +88,18 @@ def test_default_image_has_cloudpickle_and_ketch(builder: ImageBuilder) -> None:
     assert built.root == builder.cache_dir / built.hash
     assert (built.root / ".ok").is_file()
     assert "==> debian_slim" in log.text
+    # Nothing of the server's environment leaks into an image...
+    assert run_in(built, "import importlib.util as u; print(u.find_spec('cloudpickle'))") == "None"
+    # ...and containers see ketch's private runtime copy through PYTHONPATH.
     out = run_in(
         built,
         "import sys, cloudpickle, ketch; "
         "print(cloudpickle.__version__, ketch.__file__, sys.prefix)",
+        pythonpath=runtime_core,
     )
     version, ketch_file, prefix = out.split()
     assert version == importlib.metadata.version("cloudpickle")
-    assert Path(ketch_file) == Path(ketch.__file__)
+    assert Path(ketch_file).is_relative_to(runtime_core)
     assert Path(prefix) == built.root / "venv"
     assert built.env == {}
     assert built.workdir is None
@@ -94,7 +111,7 @@ def test_unchanged_image_is_not_rebuilt(builder: ImageBuilder, cache_dir: Path) 
     entries = cache_entries(cache_dir)
 
     log = Log()
-    again = build(ImageBuilder(cache_dir, RUNTIME_PATH), Image.debian_slim(), log)
+    again = build(ImageBuilder(cache_dir), Image.debian_slim(), log)
     assert again == first
     assert log.lines == []
     assert (again.root / ".ok").stat().st_mtime_ns == ok_mtime
@@ -178,7 +195,7 @@ def test_steps_needing_a_root_filesystem_are_refused(
 def test_concurrent_builds_of_one_image_share_one_build(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    builder = ImageBuilder(cache_dir, RUNTIME_PATH)
+    builder = ImageBuilder(cache_dir)
     calls = 0
     original = builder._build_into
 

@@ -94,7 +94,9 @@ def build_api(server: Server) -> FastAPI:
 
         async def run() -> None:
             try:
-                result = await server.apps.deploy(spec, lambda line: queue.put_nowait({"log": line}))
+                result = await server.apps.deploy(
+                    spec, lambda line: queue.put_nowait({"log": line})
+                )
                 queue.put_nowait({"result": result})
             except Error as exc:
                 queue.put_nowait(_error_body(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -68,6 +69,19 @@ class AppManager:
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
         return dest
+
+    def mount_dir(self, image: dict[str, Any]) -> Path | None:
+        """Where an image's copy=False files are materialised, named after those files.
+
+        Not after the image's build hash: copy=False files are left out of that hash, so two
+        apps on one base image would otherwise share (and overwrite) each other's files.
+        """
+        entries = [f for f in image.get("files", []) if not f.get("copy")]
+        if not entries:
+            return None
+        listing = [[f["remote_path"], f["kind"], f["sha256"]] for f in entries]
+        key = hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+        return self.home / "mounts" / key
 
     # -- secrets ------------------------------------------------------------------------
     def put_secret(self, environment: str, name: str, values: dict[str, str], force: bool) -> None:
@@ -140,8 +154,9 @@ class AppManager:
             img = fspec["image"]
             log(f"image for {tag}: checking")
             built[tag] = await self.builder.build(img, log)
-            if img.get("files"):
-                mount_files(img, self.home / "mounts" / built[tag].hash)
+            mount = self.mount_dir(img)
+            if mount is not None:
+                await asyncio.to_thread(mount_files, img, mount)
         if ephemeral:
             app_id = spec.get("app_id") or new_id("ap")
             if spec.get("app_id") and spec["app_id"] not in self.apps:
@@ -168,12 +183,12 @@ class AppManager:
         old = self.apps.get(app_id)
         for tag, fspec in stored["functions"].items():
             fid = stable_id("fu", app_id, tag)
-            mount = self.home / "mounts" / built[tag].hash
+            mount = self.mount_dir(fspec["image"])
             fdef = FunctionDef(
                 function_id=fid, app_id=app_id, app_name=stored["name"],
                 environment=stored["environment"], version=version, tag=tag, spec=fspec,
                 image=built[tag], source_dir=source_dir,
-                mount_dir=str(mount / "root") if (mount / "root").exists() else None,
+                mount_dir=str(mount / "root") if mount and (mount / "root").exists() else None,
             )
             self.scheduler.register(fdef)
             ids[tag] = fid
@@ -191,11 +206,22 @@ class AppManager:
         self.store.mark_ephemeral_stopped()
         n = 0
         for app, stored in self.store.live_apps():
-            built = {tag: await self.builder.build(f["image"], log)
-                     for tag, f in stored["functions"].items()}
-            source_dir = None
-            if stored.get("source"):
-                source_dir = str(self._source_dir(stored["source"]["blob"]))
+            try:
+                built = {}
+                for tag, f in stored["functions"].items():
+                    built[tag] = await self.builder.build(f["image"], log)
+                    mount = self.mount_dir(f["image"])
+                    if mount is not None and not (mount / ".ok").exists():
+                        # Made by an older server under another name, or removed by hand.
+                        await asyncio.to_thread(mount_files, f["image"], mount)
+                source_dir = None
+                if stored.get("source"):
+                    source_dir = str(self._source_dir(stored["source"]["blob"]))
+            except Exception as exc:
+                # One app that cannot come back must not keep the server (and the others)
+                # down; it stays recorded and a redeploy brings it back.
+                log(f"app {stored.get('name')!r} ({app['app_id']}) not restored: {exc}")
+                continue
             self._activate(app["app_id"], stored, app["version"], "deployed", source_dir, built)
             n += 1
         return n
@@ -218,11 +244,15 @@ class AppManager:
         app = self.find(environment, app_name)
         if app is None:
             raise NotFoundError(
-                f"app {app_name!r} is not deployed in environment {environment!r}"
+                f"cannot find function {tag!r}: app {app_name!r} is not deployed in "
+                f"environment {environment!r}"
             )
         fid = app["functions"].get(tag)
         if fid is None:
-            raise NotFoundError(f"app {app_name!r} has no function {tag!r}")
+            raise NotFoundError(
+                f"app {app_name!r} has no function {tag!r} (it has: "
+                f"{', '.join(sorted(app['functions'])) or 'none'})"
+            )
         fdef = self.scheduler.functions[fid]
         return {
             "function_id": fid, "app_id": app["app_id"], "tag": tag,

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 import shlex
@@ -215,11 +214,11 @@ class _Broadcast:
 class ImageBuilder:
     """Builds image specs into uv virtual environments cached under `cache_dir/<hash>`."""
 
-    def __init__(self, cache_dir: Path, runtime_path: Path) -> None:
+    def __init__(self, cache_dir: Path) -> None:
+        # ketch's own runtime is not installed into images: containers get it on their
+        # PYTHONPATH (see runtime_dist), so an image stays valid across ketch upgrades.
         self.cache_dir = Path(cache_dir)
-        self.runtime_path = Path(runtime_path).resolve()
         self._uv = str(uv.find_uv_bin())
-        self._cloudpickle_version = importlib.metadata.version("cloudpickle")
         self._inflight: dict[str, tuple[asyncio.Task[BuiltImage], _Broadcast]] = {}
 
     async def build(self, spec: Mapping[str, Any], log: LogFn) -> BuiltImage:
@@ -301,8 +300,6 @@ class ImageBuilder:
             marker = {
                 "hash": image_hash,
                 "python_version": spec["python_version"],
-                "cloudpickle": self._cloudpickle_version,
-                "runtime_path": str(self.runtime_path),
             }
             # .ok is written before the rename, so the rename alone publishes the image.
             (tmp / _OK).write_text(json.dumps(marker), encoding="utf-8")
@@ -328,25 +325,6 @@ class ImageBuilder:
             log,
         )
         python = venv / "bin" / "python"
-        site_dirs = sorted((venv / "lib").glob("python*/site-packages"))
-        if len(site_dirs) != 1:
-            raise ImageBuildError(
-                "debian_slim()", "", f"cannot find the site-packages of {venv} ({site_dirs})"
-            )
-        # Every image must import the ketch runtime from the server's own copy.
-        (site_dirs[0] / "ketch_runtime.pth").write_text(f"{self.runtime_path}\n", encoding="utf-8")
-        await self._run(
-            [
-                self._uv,
-                "pip",
-                "install",
-                "--python",
-                str(python),
-                f"cloudpickle=={self._cloudpickle_version}",
-            ],
-            f"install cloudpickle=={self._cloudpickle_version} (ketch runtime)",
-            log,
-        )
 
         files = list(spec.get("files", []))
         steps = list(spec.get("steps", []))

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import ketch
 from ketch._backends.base import load_backend
+from ketch._server import runtime_dist
 from ketch._server.apps import AppManager
 from ketch._server.calls import CallServer
 from ketch._server.crypto import SecretBox
@@ -44,29 +44,6 @@ def read_or_create_token(home: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
     return token
-
-
-def install_runtime(home: Path) -> Path:
-    """A private copy of the ketch package for containers, so that images see ketch and
-    nothing else of the server's environment."""
-    src = Path(ketch.__file__).parent
-    digest = hashlib.sha256()
-    files = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
-    for p in files:
-        digest.update(str(p.relative_to(src)).encode())
-        digest.update(p.read_bytes())
-    dest = home / "runtime" / digest.hexdigest()[:16]
-    if not (dest / ".ok").exists():
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for p in files:
-            target = tmp / "ketch" / p.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, target)
-        (tmp / ".ok").touch()
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    return dest
 
 
 def unix_socket_path(home: Path) -> Path:
@@ -99,7 +76,8 @@ class Server:
         self.store = Store(self.home / "ketch.db")
         self.logs = LogHub(self.home / "logs")
         self.box = SecretBox(self.home / "secret.key")
-        self.builder = ImageBuilder(self.home / "images", install_runtime(self.home))
+        self.builder = ImageBuilder(self.home / "images")
+        self.runtime_core, self.runtime_web = runtime_dist.install(self.home)
         self._stopping = asyncio.Event()
         self.unix_path = unix_socket_path(self.home)
 
@@ -118,6 +96,7 @@ class Server:
             result_ttl=cfg.result_ttl,
             secret_env=lambda fdef: self.apps.function_env(fdef),
             stop_grace=cfg.stop_grace,
+            runtime_paths=(str(self.runtime_core), str(self.runtime_web)),
         )
         self.apps = AppManager(self.home, self.store, self.scheduler, self.builder, self.box)
         self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token)

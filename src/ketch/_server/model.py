@@ -52,6 +52,8 @@ class Input:
     started: float | None = None
     timer: asyncio.TimerHandle | None = None
     done: bool = False
+    # Web requests are not sent to the container: assignment hands the gateway its address.
+    future: asyncio.Future[str] | None = None
 
 
 @dataclass(eq=False)
@@ -69,6 +71,7 @@ class Container:
         default_factory=lambda: collections.deque(maxlen=40)
     )
     stop_reason: str | None = None  # set when ketch itself stops or kills it
+    web_addr: str | None = None  # where the container serves HTTP, for web functions
 
     @property
     def free_slots(self) -> int:

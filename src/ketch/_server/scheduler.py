@@ -44,6 +44,7 @@ class Scheduler:
         result_ttl: float,
         secret_env: Callable[[FunctionDef], dict[str, str]],
         stop_grace: float = 5.0,
+        runtime_paths: tuple[str, str] = ("", ""),
     ) -> None:
         self.backend = backend
         self.store = store
@@ -53,6 +54,7 @@ class Scheduler:
         self.result_ttl = result_ttl
         self.secret_env = secret_env
         self.stop_grace = stop_grace
+        self.runtime_core, self.runtime_web = runtime_paths
         self.functions: dict[str, FunctionDef] = {}
         self.pools: dict[str, Pool] = {}
         self.containers: dict[str, Container] = {}
@@ -176,6 +178,10 @@ class Scheduler:
         inp.container = c
         inp.started = time.monotonic()
         c.inflight[inp.iid] = inp
+        if inp.future is not None:
+            if not inp.future.done():
+                inp.future.set_result(c.web_addr or "")
+            return
         timeout = float(inp.function.options.get("timeout") or 300)
         inp.timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, inp)
         c.channel.send({"t": "input", "iid": inp.iid, "kind": inp.kind, **inp.request})
@@ -235,7 +241,9 @@ class Scheduler:
             "KETCH_APP_ID": fdef.app_id,
             "KETCH_APP_NAME": fdef.app_name,
             "KETCH_ENVIRONMENT": fdef.environment,
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PATH": f"{fdef.image.python.parent}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONPATH": self.runtime_core,
+            "VIRTUAL_ENV": str(fdef.image.python.parent.parent),
         })
         cwd = Path(fdef.source_dir or fdef.image.root)
         if fdef.image.workdir and Path(fdef.image.workdir).is_dir():
@@ -279,7 +287,8 @@ class Scheduler:
             "t": "init",
             "function": fdef.spec,
             "params": c.pool.params,
-            "sys_path": [p for p in (fdef.source_dir, fdef.mount_dir) if p],
+            "sys_path": [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p],
+            "web_runtime": self.runtime_web,
             "app_name": fdef.app_name,
             "app_id": fdef.app_id,
         }
@@ -308,6 +317,7 @@ class Scheduler:
             if inp is not None:
                 self._to_client(inp, {"t": "item", "iid": inp.iid, "payload": msg["payload"]})
         elif t == "ready":
+            c.web_addr = msg.get("web_addr")
             c.state = "ready"
             c.idle_since = time.monotonic()
             if c.pool.retired:
@@ -351,6 +361,8 @@ class Scheduler:
                 c.inflight.pop(inp.iid)
                 self._cancel_timer(inp)
                 inp.container = None
+                if inp.future is not None:
+                    continue  # a web request: the gateway already saw the connection fail
                 if not deliberate:
                     inp.crashes += 1
                 if inp.crashes > MAX_CRASH_RERUNS:
@@ -443,6 +455,14 @@ class Scheduler:
     ) -> None:
         if inp.done:
             return
+        if inp.future is not None:
+            # A web request that could not get a container: the gateway answers for it.
+            inp.done = True
+            if not inp.future.done():
+                from ketch._utils.payload import rebuild_exception
+
+                inp.future.set_exception(rebuild_exception(error or {}))
+            return
         inp.done = True
         self._cancel_timer(inp)
         self.inputs.pop(inp.iid, None)
@@ -488,6 +508,44 @@ class Scheduler:
             if entry:
                 for msg in entry[1]:
                     ch.send(msg)
+
+    # -- web requests -------------------------------------------------------------------
+    async def acquire_web(self, function_id: str, params: bytes | None = None) -> tuple[Input, str]:
+        """Wait for a container of the function with a free slot (starting one if needed);
+        the request holds that slot until `web_done`."""
+        fdef = self.functions.get(function_id)
+        if fdef is None:
+            raise NotFoundError("the endpoint's app is not running")
+        pool = self._pool_for(fdef, params)
+        inp = Input(new_id("wr"), fdef, pool.key, {"params": params}, "web", None)
+        inp.future = asyncio.get_running_loop().create_future()
+        self.counters["web_requests"] += 1
+        self._enqueue(inp)
+        try:
+            addr = await inp.future
+        except asyncio.CancelledError:
+            self.web_done(inp)
+            raise
+        return inp, addr
+
+    def web_done(self, inp: Input) -> None:
+        if inp.done:
+            return
+        inp.done = True
+        self._cancel_timer(inp)
+        pool = self.pools.get(inp.pool_key)
+        if pool is not None and inp in pool.queue:
+            pool.queue.remove(inp)
+        c = inp.container
+        if c is None:
+            return
+        c.inflight.pop(inp.iid, None)
+        if not c.inflight:
+            c.idle_since = time.monotonic()
+        if c.state == "ready":
+            self._dispatch(c.pool)
+        elif c.state == "draining" and not c.inflight:
+            self._stop_container(c, c.stop_reason or "drained")
 
     # -- spawned calls ------------------------------------------------------------------
     def spawn(self, function_id: str, call_id: str, request: dict[str, Any]) -> None:
@@ -572,6 +630,12 @@ class Scheduler:
                 c.handle.kill()
         for task in list(self._tasks):
             task.cancel()
+
+
+def _copied_root(fdef: FunctionDef) -> str | None:
+    """Files an image copied to /root at build time are importable, as on Modal."""
+    root = fdef.image.root / "files" / "root"
+    return str(root) if root.is_dir() else None
 
 
 def _missing(function_id: str) -> FunctionDef:

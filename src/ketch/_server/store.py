@@ -52,6 +52,22 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX calls_pending ON calls(status) WHERE status = 'pending';
     """,
+    """
+    CREATE TABLE web_ports (
+        host TEXT PRIMARY KEY,          -- the endpoint's host label
+        port INTEGER NOT NULL UNIQUE
+    );
+    CREATE TABLE proxy_tokens (
+        token_id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -237,6 +253,52 @@ class Store:
                 (now,),
             )
         return cur.rowcount
+
+
+    # -- web ----------------------------------------------------------------------------
+    def web_port(self, host: str) -> int | None:
+        row = self._db.execute("SELECT port FROM web_ports WHERE host = ?", (host,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def used_web_ports(self) -> set[int]:
+        return {int(r[0]) for r in self._db.execute("SELECT port FROM web_ports")}
+
+    def set_web_port(self, host: str, port: int) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO web_ports VALUES (?, ?)", (host, port))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def add_token(self, token_id: str, secret_hash: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO proxy_tokens VALUES (?, ?, ?, NULL)",
+                       (token_id, secret_hash, time.time()))
+
+    def live_tokens(self) -> dict[str, str]:
+        rows = self._db.execute(
+            "SELECT token_id, secret_hash FROM proxy_tokens WHERE revoked IS NULL"
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT token_id, created, revoked FROM proxy_tokens ORDER BY created"
+        ).fetchall()
+        return [{"token_id": r[0], "created": r[1], "revoked": r[2]} for r in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE proxy_tokens SET revoked = ? WHERE token_id = ? AND revoked IS NULL",
+                (time.time(), token_id),
+            )
+        return cur.rowcount > 0
 
 
 def _app_row(row: Any) -> dict[str, Any] | None:

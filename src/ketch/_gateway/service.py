@@ -1,0 +1,174 @@
+"""The web side of the server: listeners, the route table, and the resolver that turns a
+request head into a container address (auth, rate limit, cold-start queueing)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ketch._gateway.auth import CREDENTIAL_HEADERS, check, credentials
+from ketch._gateway.proxy import Denied, Gateway, Limits, RequestHead
+from ketch._gateway.ratelimit import TokenBucket
+from ketch._gateway.routes import Endpoint, RouteTable, build_table
+from ketch._server.scheduler import Scheduler
+from ketch._server.store import Store
+from ketch.exception import Error, NotFoundError
+
+log = logging.getLogger("ketch.gateway")
+
+
+@dataclass
+class _Target:
+    address: str
+    remove_headers: frozenset[bytes]
+    on_release: Callable[[], None]
+
+    def release(self, outcome: str) -> None:
+        on_release, self.on_release = self.on_release, _noop
+        on_release()
+
+
+def _noop() -> None:
+    pass
+
+
+class WebService:
+    def __init__(
+        self, scheduler: Scheduler, store: Store, *, host: str, port: int, domain: str,
+        rate: float, burst: float, trusted_proxies: frozenset[str], limits: Limits,
+    ) -> None:
+        self.scheduler = scheduler
+        self.store = store
+        self.host = host
+        self.port = port
+        self.domain = domain
+        self.table = RouteTable()
+        self.bucket = TokenBucket(rate, burst)
+        self.tokens: dict[str, str] = store.live_tokens()
+        self.gateway = Gateway(self.resolve, limits, trusted_proxies)
+        self._listeners: dict[int, Any] = {}
+
+    # -- listeners ----------------------------------------------------------------------
+    async def start(self) -> int:
+        """Bind the main gateway port (host routing); returns the port in use."""
+        wanted = self.port
+        remembered = self.store.get_meta("gateway_port")
+        try:
+            sock = _bind(self.host, wanted)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or wanted == 0:
+                raise
+            fallback = int(remembered) if remembered and int(remembered) != wanted else 0
+            log.warning("gateway port %s is taken; using %s", wanted, fallback or "a free port")
+            try:
+                sock = _bind(self.host, fallback)
+            except OSError:
+                sock = _bind(self.host, 0)
+        self.port = sock.getsockname()[1]
+        self.store.set_meta("gateway_port", str(self.port))
+        self._listeners[self.port] = await self.gateway.serve(sock)
+        return self.port
+
+    def port_for(self, host_label: str) -> int:
+        """The endpoint's own port: the same one every time (persisted), free when new."""
+        port = self.store.web_port(host_label)
+        if port is not None:
+            return port
+        used = self.store.used_web_ports() | {self.port}
+        while True:
+            probe = _bind(self.host, 0)
+            port = probe.getsockname()[1]
+            probe.close()
+            if port not in used:
+                break
+        self.store.set_web_port(host_label, port)
+        return port
+
+    async def update(self, endpoints: list[Endpoint]) -> None:
+        """Swap in a new route table and open/close endpoint ports to match it."""
+        table = build_table(endpoints)
+        wanted = set(table.by_port)
+        for port in wanted - set(self._listeners):
+            try:
+                sock = _bind(self.host, port)
+            except OSError as exc:
+                log.error("cannot listen on endpoint port %s: %s", port, exc)
+                continue
+            self._listeners[port] = await self.gateway.serve(sock)
+        self.table = table
+        for port in set(self._listeners) - wanted - {self.port}:
+            server = self._listeners.pop(port)
+            server.close()
+
+    def check_conflicts(self, endpoints: list[Endpoint], replacing_app: str | None) -> None:
+        """Raise AlreadyExistsError if `endpoints` would take another app's label/domain."""
+        others = [ep for ep in self.table.by_host.values() if ep.app_id != replacing_app]
+        build_table(others + endpoints)
+
+    def url(self, ep: Endpoint) -> str:
+        return f"http://{_url_host(self.host)}:{ep.port}"
+
+    def host_url(self, ep: Endpoint) -> str:
+        return f"http://{ep.host}.{self.domain}:{self.port}"
+
+    def reload_tokens(self) -> None:
+        self.tokens = self.store.live_tokens()
+
+    async def close(self) -> None:
+        for server in self._listeners.values():
+            server.close()
+        self._listeners.clear()
+        await self.gateway.close()
+
+    # -- the resolver -------------------------------------------------------------------
+    async def resolve(self, head: RequestHead) -> _Target | Denied:
+        ep = self.table.lookup(head.host, head.local_port, self.domain)
+        if ep is None:
+            return Denied(404, f"no web endpoint is served at {head.host or 'this address'}")
+        remove = CREDENTIAL_HEADERS
+        if ep.requires_proxy_auth:
+            creds = credentials(head.headers)
+            if creds is None or not check(self.tokens, creds[0], creds[1]):
+                return Denied(401, "this endpoint requires a valid proxy auth token "
+                                   "(Ketch-Key and Ketch-Secret headers)",
+                              [("www-authenticate", 'Bearer realm="ketch"')])
+            if creds[2]:
+                remove = remove | {b"authorization"}
+        wait = self.bucket.take()
+        if wait > 0:
+            return Denied(429, "rate limit exceeded for this workspace; retry later",
+                          [("retry-after", str(max(1, math.ceil(wait))))])
+        try:
+            inp, addr = await self.scheduler.acquire_web(ep.function_id)
+        except NotFoundError:
+            return Denied(503, f"app {ep.app_name!r} is stopped")
+        except Error as exc:
+            return Denied(502, f"{ep.tag} failed to start: {str(exc).splitlines()[0]}")
+        except Exception as exc:
+            return Denied(502, f"{ep.tag} failed to start: {exc!r}")
+        return _Target(addr, remove, lambda: self.scheduler.web_done(inp))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

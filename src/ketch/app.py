@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import sys
 import weakref
 from collections.abc import Callable
@@ -251,21 +252,39 @@ def print_log(entry: dict[str, Any]) -> None:
 
 
 class _RunContext:
-    def __init__(self, app: App, environment: str | None, show_logs: bool) -> None:
+    def __init__(self, app: App, environment: str | None, show_logs: bool,
+                 name_hint: str | None = None) -> None:
         self.app = app
         self.environment = environment
         self.show_logs = show_logs
+        self.name_hint = name_hint
+
+    def _ephemeral_name(self) -> str:
+        """An unnamed App runs under the name of its file: given by `ketch run`, else the
+        module that defines its functions, else the script being run."""
+        if self.app._name:
+            return self.app._name
+        candidates = [self.name_hint]
+        candidates += [getattr(obj, "__module__", None) for obj in self.app._raw.values()]
+        main = sys.modules.get("__main__")
+        candidates.append(os.path.basename(getattr(main, "__file__", "") or ""))
+        for cand in candidates:
+            if not cand or cand == "__main__":
+                continue
+            stem = cand.rpartition(".")[2] if not cand.endswith(".py") else cand[:-3]
+            slug = re.sub(r"[^a-zA-Z0-9._-]+", "-", stem).strip("._-")[:64]
+            if slug:
+                return slug
+        return "app"
 
     async def _start(self, log: Callable[[str], None] | None = None) -> App:
         from ketch._client.client import Client
         from ketch._client.deploy import deploy_app
 
         client = await Client.current()
-        main = sys.modules.get("__main__")
-        stem = os.path.splitext(os.path.basename(getattr(main, "__file__", "") or "app"))[0]
-        name = self.app._name or stem.replace("_", "-") or "app"
         result = await deploy_app(
-            self.app, name=name, environment=self.environment or client.config.environment,
+            self.app, name=self._ephemeral_name(),
+            environment=self.environment or client.config.environment,
             ephemeral=True, log=log or _quiet, config=client.config,
         )
         client.lease(result["app_id"])

@@ -49,11 +49,17 @@ def declared_parameters(user_cls: type) -> dict[str, Any]:
     return out
 
 
+_TYPE_NAMES = {t.__name__: t for t in _PARAM_TYPES}
+
+
 def _parameter_types(user_cls: type) -> dict[str, Any]:
     hints: dict[str, Any] = {}
     for klass in reversed(user_cls.__mro__):
         hints.update(getattr(klass, "__annotations__", {}))
-    return hints
+    # Under `from __future__ import annotations` the hints are strings; the four parameter
+    # types are builtins, so their names are enough to check values against.
+    return {name: _TYPE_NAMES.get(hint, hint) if isinstance(hint, str) else hint
+            for name, hint in hints.items()}
 
 
 def _mark(marker: str, info: dict[str, Any], what: str) -> Callable[[Any], Any]:
@@ -73,7 +79,7 @@ def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Calla
     return _mark("_ketch_enter", {"snap": snap}, "enter")
 
 
-def exit(_warn_parentheses_missing: Any = None) -> Callable[[Any], Any]:  # noqa: A001
+def exit(_warn_parentheses_missing: Any = None) -> Callable[[Any], Any]:
     """Run this method when a container of the class shuts down."""
     if _warn_parentheses_missing is not None:
         raise InvalidError("did you forget parentheses? write @exit()")
@@ -107,6 +113,13 @@ def encode_params(params: dict[str, Any]) -> bytes | None:
     if not params:
         return None
     return pickle.dumps(tuple(sorted(params.items())), protocol=5)
+
+
+def decode_params(blob: bytes | None) -> dict[str, Any]:
+    """The parameter set `encode_params` made (its sorted pairs, back into a dict)."""
+    if not blob:
+        return {}
+    return dict(pickle.loads(blob))
 
 
 class Cls:
@@ -197,10 +210,12 @@ class Obj:
         if name.startswith("_"):
             raise AttributeError(name)
         cls = self._cls
-        if cls._user_cls is not None and name not in cls._methods:
-            raise AttributeError(f"{cls.tag} has no @method() named {name!r}")
-        info = cls._methods.get(name, {})
         base = cls._function
+        # A looked-up class knows its methods once its handle has been resolved.
+        methods = cls._methods or base._info.get("methods") or {}
+        if (cls._user_cls is not None or base._info) and name not in methods:
+            raise AttributeError(f"{cls.tag} has no @method() named {name!r}")
+        info = methods.get(name, {})
         if cls._app is not None and base._function_id is None:
             base._function_id = cls._app._function_ids.get(cls.tag)
         fn = base._bind(name, self._blob, lambda: getattr(self._local_instance(), name))

@@ -41,31 +41,92 @@ class Config:
     @classmethod
     def load(cls, profile: str | None = None) -> Config:
         values: dict[str, Any] = {}
-        path = Path(os.environ.get("KETCH_CONFIG_FILE", "~/.ketch.toml")).expanduser()
+        path = Path(os.environ.get("KETCH_CONFIG_FILE") or "~/.ketch.toml").expanduser()
+        if "KETCH_CONFIG_FILE" in os.environ and os.environ["KETCH_CONFIG_FILE"] \
+                and not path.is_file():
+            raise InvalidError(f"KETCH_CONFIG_FILE={str(path)!r}: no such file")
         if path.is_file():
-            try:
-                doc = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise InvalidError(f"{path}: not valid TOML ({exc})") from exc
-            name = profile or os.environ.get("KETCH_PROFILE") or doc.get("active", "default")
-            section = doc.get(name, {})
-            if not isinstance(section, dict):
-                raise InvalidError(f"{path}: profile {name!r} is not a table")
-            known = {f.name for f in fields(cls)}
-            for key, raw in section.items():
-                if key not in known:
-                    raise InvalidError(f"{path}: unknown setting {key!r} in profile {name!r}")
-                values[key] = raw
+            values.update(_read_profile(path, profile))
         for env_name, (field_name, typ) in _ENV.items():
             raw = os.environ.get(env_name)
             if raw is not None and raw != "":
-                values[field_name] = _parse(env_name, raw, typ)
-        cfg = cls(**{k: _coerce(k, v) for k, v in values.items()})
+                values[field_name] = _check(field_name, _parse(env_name, raw, typ), env_name)
+        cfg = cls(**values)
         return replace(cfg, home=cfg.home.expanduser().resolve())
 
     @property
     def server_file(self) -> Path:
         return self.home / "server.json"
+
+
+def _read_profile(path: Path, profile: str | None) -> dict[str, Any]:
+    """The settings of one profile of a ketch.toml, checked (names and types)."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidError(f"{path}: not valid TOML ({exc})") from exc
+    except OSError as exc:
+        raise InvalidError(f"{path}: cannot read it ({exc})") from exc
+    active = doc.get("active")
+    if active is not None and not isinstance(active, str):
+        raise InvalidError(f"{path}: 'active' must name a profile (a string), got {active!r}")
+    for key, value in doc.items():
+        if key != "active" and not isinstance(value, dict):
+            raise InvalidError(
+                f"{path}: top-level setting {key!r} must sit in a profile table, "
+                "e.g. [default]"
+            )
+    chosen = profile or os.environ.get("KETCH_PROFILE") or active
+    name = chosen or "default"
+    if name not in doc:
+        if chosen:
+            # A profile someone asked for by name must exist; a missing [default] is fine.
+            profiles = ", ".join(sorted(k for k in doc if k != "active")) or "none"
+            raise InvalidError(f"{path}: no profile {name!r} (profiles: {profiles})")
+        return {}
+    section = doc[name]
+    known = {f.name for f in fields(Config)}
+    values: dict[str, Any] = {}
+    for key, raw in section.items():
+        if key not in known:
+            raise InvalidError(
+                f"{path}: unknown setting {key!r} in profile {name!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        values[key] = _check(key, raw, f"{path}: setting {key!r} in profile {name!r}")
+    return values
+
+
+def _kinds(key: str) -> tuple[type, ...]:
+    """The value types a setting accepts, read off its default (so that a new setting
+    needs no entry in a table here)."""
+    default = next(f.default for f in fields(Config) if f.name == key)
+    for kind, accepted in ((bool, (bool,)), (int, (int,)), (float, (int, float)),
+                           (Path, (str, Path)), (str, (str,))):
+        if isinstance(default, kind):
+            return accepted
+    return (object,)
+
+
+def _check(key: str, given: object, where: str) -> Any:
+    """One setting's value with its type and range checked; `where` names it in errors."""
+    kinds = _kinds(key)
+    # bool is an int in Python; a port or a TTL of `true` is a mistake all the same.
+    if not isinstance(given, kinds) or (isinstance(given, bool) and bool not in kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise InvalidError(f"{where}: expected {expected}, got {given!r}")
+    value: Any = given
+    if key.endswith("_port") and not 0 <= value <= 65535:
+        raise InvalidError(f"{where}: a port must be between 0 and 65535, got {value}")
+    if kinds in ((int,), (int, float)) and value < 0:
+        raise InvalidError(f"{where}: must not be negative, got {value}")
+    if kinds in ((str,), (str, Path)) and not str(value):
+        raise InvalidError(f"{where}: must not be empty")
+    if Path in kinds:
+        return Path(value)
+    if float in kinds:
+        return float(value)
+    return value
 
 
 def _parse(name: str, raw: str, typ: type) -> Any:
@@ -79,9 +140,3 @@ def _parse(name: str, raw: str, typ: type) -> Any:
         return typ(raw)
     except ValueError as exc:
         raise InvalidError(f"{name}={raw!r}: expected {typ.__name__}") from exc
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if key == "home":
-        return Path(value)
-    return value

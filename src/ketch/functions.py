@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ketch._client.client import Client, result_of
@@ -12,7 +13,7 @@ from ketch._utils import payload
 from ketch._utils.aio import Aio, AioIter, in_running_loop, iter_async, iter_sync
 from ketch._utils.ids import new_id, stable_id
 from ketch._utils.options import FunctionOptions
-from ketch.exception import ExecutionError, InvalidError
+from ketch.exception import ExecutionError, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
     from ketch.app import App
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 # How many `.map` inputs may be in flight (sent, result not yet consumed) at once: this is
 # what keeps a map over a huge generator in bounded memory.
 MAP_WINDOW = 1000
+# How many `.spawn_map` spawns may wait for the server's acknowledgement at once.
+SPAWN_WINDOW = 64
 
 
 class Function:
@@ -45,6 +48,7 @@ class Function:
         self._params = params
         self._local_target = local_target
         self._lookup = lookup
+        self._parent: Function | None = None
         self._function_id: str | None = None
         self._info: dict[str, Any] = {}
         self._web_url: str | None = None
@@ -53,14 +57,19 @@ class Function:
         self.spawn = Aio(self._spawn, "spawn")
         self.map = _MapAio(self._map, "map")
         self.starmap = _MapAio(self._starmap, "starmap")
-        self.for_each = Aio(self._for_each, "for_each")
-        self.spawn_map = Aio(self._spawn_map, "spawn_map")
+        self.for_each = _InputsAio(self._for_each, "for_each")
+        self.spawn_map = _InputsAio(self._spawn_map, "spawn_map")
         self.__doc__ = getattr(raw_f, "__doc__", None)
 
     # -- identity -----------------------------------------------------------------------
     @property
     def tag(self) -> str:
         return self._tag
+
+    @property
+    def _label(self) -> str:
+        """How messages name this handle: `f`, or `Cls.method` for a bound method."""
+        return f"{self._tag}.{self._method}" if self._method else self._tag
 
     @property
     def object_id(self) -> str | None:
@@ -72,7 +81,7 @@ class Function:
 
     def get_raw_f(self) -> Callable[..., Any]:
         if self._raw_f is None:
-            raise InvalidError(f"{self._tag} was looked up by name; its code is not here")
+            raise InvalidError(f"{self._label} was looked up by name; its code is not here")
         return self._raw_f
 
     def get_web_url(self) -> str | None:
@@ -82,13 +91,27 @@ class Function:
         """Resolve a looked-up handle against the server (NotFoundError if it is not there)."""
         if self._lookup is None or self._function_id is not None:
             return self
-        app_name, tag, env = self._lookup
-        client = await Client.current()
-        reply = await client.request({"t": "lookup", "app": app_name, "name": tag,
-                                      "environment": env or client.config.environment})
-        info: dict[str, Any] = reply["info"]
+        if self._parent is not None:
+            # A method of a looked-up class: one lookup for the class serves every method.
+            await self._parent._hydrate()
+            info = self._parent._info
+        else:
+            app_name, tag, env = self._lookup
+            client = await Client.current()
+            reply = await client.request({"t": "lookup", "app": app_name, "name": tag,
+                                          "environment": env or client.config.environment})
+            info = reply["info"]
+        is_generator = bool(info["is_generator"])
+        if self._method is not None:
+            methods: dict[str, Any] = info.get("methods") or {}
+            if self._method not in methods:
+                raise NotFoundError(
+                    f"class {self._tag!r} of app {self._lookup[0]!r} has no @method() named "
+                    f"{self._method!r} (it has: {', '.join(sorted(methods)) or 'none'})"
+                )
+            is_generator = bool(methods[self._method].get("is_generator"))
         self._web_url = info.get("web_url")
-        self._options = FunctionOptions(is_generator=bool(info["is_generator"]),
+        self._options = FunctionOptions(is_generator=is_generator,
                                         is_web=bool(info.get("web_url")))
         self._info = info
         self._function_id = info["function_id"]
@@ -100,13 +123,13 @@ class Function:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise InvalidError(
-            f"{self._tag} is a ketch Function and cannot be called directly: use "
-            f"{self._tag}.remote(...) to run it in a container, or {self._tag}.local(...) "
+            f"{self._label} is a ketch Function and cannot be called directly: use "
+            f"{self._label}.remote(...) to run it in a container, or {self._label}.local(...) "
             "to run it here"
         )
 
     def __repr__(self) -> str:
-        return f"Function({self._tag!r})"
+        return f"Function({self._label!r})"
 
     def _bind(self, method: str, params: bytes | None,
               local_target: Callable[[], Callable[..., Any]] | None) -> Function:
@@ -114,6 +137,7 @@ class Function:
                         method=method, params=params, local_target=local_target,
                         lookup=self._lookup)
         twin._function_id = self._function_id
+        twin._parent = self
         return twin
 
     async def _resolve(self) -> str:
@@ -134,7 +158,7 @@ class Function:
                 self._function_id = fid
                 return fid
         raise ExecutionError(
-            f"{self._tag} is not running anywhere: run it under `ketch run`, inside "
+            f"{self._label} is not running anywhere: run it under `ketch run`, inside "
             "`with app.run():`, or deploy the app and use Function.from_name"
         )
 
@@ -145,12 +169,12 @@ class Function:
     def _refuse(self, how: str, *, generator_ok: bool = False) -> None:
         if self._options.is_web:
             raise InvalidError(
-                f"{self._tag} is a web endpoint and cannot be called with .{how}(); send it an "
+                f"{self._label} is a web endpoint and cannot be called with .{how}(); send it an "
                 f"HTTP request instead (its URL: {self._web_url or 'see get_web_url()'})"
             )
         if self._options.is_generator and not generator_ok:
             raise InvalidError(
-                f"{self._tag} is a generator function: call it with .remote_gen(), not .{how}()"
+                f"{self._label} is a generator function: call it with .remote_gen(), not .{how}()"
             )
 
     # -- calls --------------------------------------------------------------------------
@@ -170,7 +194,7 @@ class Function:
         if self._options.is_web:
             self._refuse("remote_gen")
         if not self._options.is_generator:
-            raise InvalidError(f"{self._tag} is not a generator: use .remote()")
+            raise InvalidError(f"{self._label} is not a generator: use .remote()")
         fid = await self._resolve()
         client = await Client.current()
         async for item in client.call_gen(fid, self._request(args, kwargs)):
@@ -189,52 +213,88 @@ class Function:
         self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True, return_exceptions: bool = False,
         wrap_returned_exceptions: bool = True,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[list[Any]]:
         await self._resolve()
         self._refuse("map")
         if not iterables:
-            raise InvalidError(f"{self._tag}.map() needs at least one iterable of inputs")
+            raise InvalidError(f"{self._label}.map() needs at least one iterable of inputs")
         inputs = _zip_inputs(iterables)
-        async for item in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
-            yield item
+        async for batch in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
+            yield batch
 
     async def _starmap(
         self, input_iterator: Iterable[Iterable[Any]], *, kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True, return_exceptions: bool = False,
         wrap_returned_exceptions: bool = True,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[list[Any]]:
         await self._resolve()
         self._refuse("starmap")
-        inputs = (tuple(args) for args in input_iterator)
-        async for item in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
-            yield item
+        inputs = _star_inputs(input_iterator)
+        async for batch in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
+            yield batch
 
     async def _for_each(
         self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
     ) -> None:
-        async for _ in self._map(*iterables, kwargs=kwargs, order_outputs=False,
-                                 return_exceptions=ignore_exceptions):
-            pass
+        async for batch in self._map(*iterables, kwargs=kwargs, order_outputs=False,
+                                     return_exceptions=ignore_exceptions):
+            for item in batch:
+                if type(item) is _Raise:
+                    raise item.exc
 
     async def _spawn_map(self, *iterables: Iterable[Any],
                          kwargs: dict[str, Any] | None = None) -> None:
+        await self._resolve()
         self._refuse("spawn_map")
-        for args in _zip_inputs(iterables):
-            await self._spawn(*args, **(kwargs or {}))
+        if not iterables:
+            raise InvalidError(f"{self._label}.spawn_map() needs at least one iterable of inputs")
+        inputs = _zip_inputs(iterables)
+        # Spawns go out SPAWN_WINDOW at a time rather than one round trip after another.
+        flying: set[asyncio.Future[FunctionCall]] = set()
+        try:
+            while True:
+                try:
+                    args = await _next_input(inputs)
+                except StopAsyncIteration:
+                    break
+                flying.add(asyncio.ensure_future(self._spawn(*args, **(kwargs or {}))))
+                if len(flying) >= SPAWN_WINDOW:
+                    done, flying = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                    for fut in done:
+                        fut.result()
+            for fut in asyncio.as_completed(flying):
+                await fut
+        finally:
+            for fut in flying:
+                fut.cancel()
 
     async def _run_many(
         self, inputs: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
         kwargs: dict[str, Any], ordered: bool, return_exceptions: bool,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[list[Any]]:
+        """Outcomes in batches: whatever has arrived each time the loop wakes up.
+
+        Handing out batches rather than items is what keeps a big map cheap: one wake-up
+        (and, for blocking callers, one thread hop) per batch, and refills that go out
+        to the server many inputs to a frame.
+        """
         fid = await self._resolve()
         client = await Client.current()
-        done: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        arrived: collections.deque[dict[str, Any]] = collections.deque()
+        wake = asyncio.Event()
+        # iid -> input index, for the inputs sent whose results have not arrived.
+        index_of: dict[str, int] = {}
         buffered: dict[int, dict[str, Any]] = {}
+        prefix = new_id("in")
         sent = 0
         next_out = 0
         exhausted = False
-        iids: list[str] = []
+
+        def on_msg(msg: dict[str, Any]) -> None:
+            arrived.append(msg)
+            wake.set()
+
         try:
             while True:
                 while not exhausted and sent - next_out < MAP_WINDOW:
@@ -243,52 +303,124 @@ class Function:
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    index = sent
-
-                    def on_msg(msg: dict[str, Any], index: int = index) -> None:
-                        done.put_nowait((index, msg))
-
-                    iids.append(client.submit(fid, self._request(args, kwargs), "call", on_msg))
+                    iid = f"{prefix}.{sent}"
+                    index_of[iid] = sent
+                    client.submit(fid, self._request(args, kwargs), "call", on_msg, iid)
                     sent += 1
                 if exhausted and next_out == sent:
                     return
-                index, msg = await done.get()
-                if ordered:
-                    buffered[index] = msg
-                    while next_out in buffered:
-                        out = buffered.pop(next_out)
+                if not arrived:
+                    wake.clear()
+                    await wake.wait()
+                batch: list[Any] = []
+                while arrived:
+                    msg = arrived.popleft()
+                    index = index_of.pop(msg["iid"])
+                    if ordered:
+                        buffered[index] = msg
+                        while next_out in buffered:
+                            batch.append(_outcome(buffered.pop(next_out), return_exceptions))
+                            next_out += 1
+                    else:
+                        batch.append(_outcome(msg, return_exceptions))
                         next_out += 1
-                        yield _outcome(out, return_exceptions)
-                else:
-                    next_out += 1
-                    yield _outcome(msg, return_exceptions)
+                if batch:
+                    yield batch
         finally:
-            for iid in iids:
+            for iid in index_of:
                 client.pending.pop(iid, None)
+
+
+class _Raise:
+    """A failure in a batch of map outcomes: raised where the caller reaches it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 def _outcome(msg: dict[str, Any], return_exceptions: bool) -> Any:
     try:
         return result_of(msg)
     except Exception as exc:
-        if return_exceptions:
-            return exc
-        raise
+        return exc if return_exceptions else _Raise(exc)
+    except BaseException as exc:  # InputCancellation and friends are never "returned"
+        return _Raise(exc)
 
 
-def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
-    if all(hasattr(it, "__aiter__") for it in iterables):
-        return _azip(*iterables)  # type: ignore[arg-type]
+def _zip_inputs(
+    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
+) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
+    if any(hasattr(it, "__aiter__") for it in iterables):
+        return _azip(*iterables)
     return zip(*iterables, strict=False)
 
 
-async def _azip(*iterables: AsyncIterator[Any]) -> AsyncIterator[tuple[Any, ...]]:
-    its = [it.__aiter__() for it in iterables]
+def _star_inputs(
+    input_iterator: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
+    if hasattr(input_iterator, "__aiter__"):
+        async def star() -> AsyncIterator[tuple[Any, ...]]:
+            async for args in input_iterator:
+                yield tuple(args)
+        return star()
+    return (tuple(args) for args in input_iterator)
+
+
+async def _azip(*iterables: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[Any, ...]]:
+    """zip() over iterables of which some are async; stops at the shortest."""
+    its: list[Iterator[Any] | AsyncIterator[Any]] = [
+        it.__aiter__() if hasattr(it, "__aiter__") else iter(it)
+        for it in iterables
+    ]
     while True:
+        row = []
+        for it in its:
+            try:
+                row.append(await _next_input(it))
+            except StopAsyncIteration:
+                return
+        yield tuple(row)
+
+
+class _CallerLoopIter:
+    """An async iterable of the caller's, stepped on the caller's own loop.
+
+    `.aio` calls run on the SDK's loop; the caller's async generator may await objects
+    bound to its own loop (queues, locks, connections), so each step goes back there.
+    """
+
+    def __init__(self, iterable: AsyncIterable[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._it = iterable.__aiter__()
+        self._loop = loop
+
+    def __aiter__(self) -> _CallerLoopIter:
+        return self
+
+    async def _step(self) -> tuple[bool, Any]:
         try:
-            yield tuple([await it.__anext__() for it in its])
+            return False, await self._it.__anext__()
         except StopAsyncIteration:
-            return
+            return True, None
+
+    async def __anext__(self) -> Any:
+        if asyncio.get_running_loop() is self._loop:
+            return await self._it.__anext__()
+        done, item = await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self._step(), self._loop)
+        )
+        if done:
+            raise StopAsyncIteration
+        return item
+
+
+def _on_caller_loop(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Bind the async iterables among `values` to the running (caller's) loop."""
+    if not any(hasattr(v, "__aiter__") for v in values):
+        return values
+    loop = asyncio.get_running_loop()
+    return tuple(_CallerLoopIter(v, loop) if hasattr(v, "__aiter__") else v for v in values)
 
 
 async def _next_input(inputs: Iterator[Any] | AsyncIterator[Any]) -> Any:
@@ -300,8 +432,38 @@ async def _next_input(inputs: Iterator[Any] | AsyncIterator[Any]) -> Any:
     return await inputs.__anext__()
 
 
-class _MapAio(AioIter[Any]):
+def _flatten_sync(batches: Iterator[list[Any]]) -> Iterator[Any]:
+    try:
+        for batch in batches:
+            for item in batch:
+                if type(item) is _Raise:
+                    raise item.exc
+                yield item
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+async def _flatten_async(batches: AsyncIterator[list[Any]]) -> AsyncIterator[Any]:
+    try:
+        async for batch in batches:
+            for item in batch:
+                if type(item) is _Raise:
+                    raise item.exc
+                yield item
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _MapAio:
     """`.map(...)` for plain loops, `.map.aio(...)` for async ones."""
+
+    def __init__(self, batches_fn: Callable[..., AsyncIterator[list[Any]]], name: str) -> None:
+        self._batches_fn = batches_fn
+        self.__name__ = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         if in_running_loop():
@@ -309,10 +471,18 @@ class _MapAio(AioIter[Any]):
                 f"a plain `for x in f.{self.__name__}(...)` would block the running event loop; "
                 f"use `async for x in f.{self.__name__}.aio(...)` inside async code"
             )
-        return iter_sync(self._agen_fn(*args, **kwargs))
+        return _flatten_sync(iter_sync(self._batches_fn(*args, **kwargs)))
 
     def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        return iter_async(self._agen_fn(*args, **kwargs))
+        return _flatten_async(iter_async(self._batches_fn(*_on_caller_loop(args), **kwargs)))
+
+
+class _InputsAio(Aio[None]):
+    """`for_each` / `spawn_map`: blocking, or `.aio` with async inputs kept on the caller's
+    loop."""
+
+    async def aio(self, *args: Any, **kwargs: Any) -> None:
+        return await super().aio(*_on_caller_loop(args), **kwargs)
 
 
 class FunctionCall:

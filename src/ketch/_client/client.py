@@ -25,6 +25,13 @@ log = logging.getLogger("ketch.client")
 # How long a client keeps trying to get back to its server before failing the calls.
 RECONNECT_FOR = 120.0
 
+# Every open client, referenced until it is closed. A client that is no longer current
+# (after Client.reset()) may still carry leased apps and calls in flight; if it were
+# collected, its connection would close, and the server stops the ephemeral apps leased on
+# a connection when it closes.
+_open_clients: set[Client] = set()
+_closing: set[asyncio.Task[None]] = set()
+
 
 class _Pending:
     __slots__ = ("msg", "on_message")
@@ -52,6 +59,7 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self.broken: BaseException | None = None
+        _open_clients.add(self)
 
     @classmethod
     async def current(cls) -> Client:
@@ -65,7 +73,31 @@ class Client:
 
     @classmethod
     def reset(cls) -> None:
-        cls._current = None
+        """Forget the current client (the next call makes one for the current config).
+
+        The old one is closed once it carries nothing: no leased app, no call in flight.
+        """
+        old, cls._current = cls._current, None
+        if old is not None:
+            old._close_if_idle()
+
+    def _idle(self) -> bool:
+        return not (self.leases or self.pending or self.requests)
+
+    def _close_if_idle(self) -> None:
+        if self._closed or self is Client._current or not self._idle():
+            return
+        from ketch._utils.aio import background_loop
+
+        loop = background_loop()
+
+        def close() -> None:
+            if not self._closed and self is not Client._current and self._idle():
+                task = asyncio.ensure_future(self.close())
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
+
+        loop.call_soon_threadsafe(close)
 
     async def connect(self) -> None:
         async with self._connect_lock:
@@ -74,7 +106,9 @@ class Client:
             await self._open()
 
     async def _open(self) -> None:
-        info = from_container_env() or await asyncio.to_thread(ensure_server, self.config)
+        info = from_container_env()
+        if info is None:
+            info = await asyncio.to_thread(ensure_server, self.config)
         ch = await open_channel(info.call_addr)
         ch.send({"t": "hello", "role": "client", "token": info.token, "client_id": self.client_id})
         reply = (await asyncio.wait_for(ch.recv(), 30))[0]
@@ -226,11 +260,16 @@ class Client:
         self.send({"t": "lease", "app_id": app_id})
 
     def release(self, app_id: str) -> None:
-        self.leases.discard(app_id)
-        self.log_subscriptions.pop(app_id, None)
+        # The lease may sit on an older client than the one releasing it.
+        for client in list(_open_clients):
+            if app_id in client.leases or app_id in client.log_subscriptions:
+                client.leases.discard(app_id)
+                client.log_subscriptions.pop(app_id, None)
+                client._close_if_idle()
 
     async def close(self) -> None:
         self._closed = True
+        _open_clients.discard(self)
         if self.channel is not None:
             self.channel.close()
         if self._reader is not None:

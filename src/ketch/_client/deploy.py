@@ -147,7 +147,8 @@ def _pickle_by_value(obj: Any) -> bytes:
         except ValueError:
             pass
     try:
-        return cloudpickle.dumps(obj)
+        data: bytes = cloudpickle.dumps(obj)
+        return data
     finally:
         if registered and module is not None:
             cloudpickle.unregister_pickle_by_value(module)
@@ -156,16 +157,16 @@ def _pickle_by_value(obj: Any) -> bytes:
 class ApiClient:
     """The management API over HTTP (deploys, app list, secrets)."""
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, *, start: bool = True) -> None:
         self.config = config or Config.load()
-        self._info = None
+        self.start = start  # False: fail rather than start a server on demand
 
     async def _http(self) -> Any:
         import asyncio
 
         import httpx
 
-        info = await asyncio.to_thread(ensure_server, self.config)
+        info = await asyncio.to_thread(ensure_server, self.config, start=self.start)
         return httpx.AsyncClient(
             base_url=info.api_url, headers={"Authorization": f"Bearer {info.token}"},
             timeout=httpx.Timeout(30.0, read=None),

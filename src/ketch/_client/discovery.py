@@ -121,21 +121,59 @@ def stop_server(config: Config, timeout: float = 15.0) -> bool:
         data = json.loads(config.server_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
-    pid = int(data["pid"])
+    try:
+        pid = int(data["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not _is_ketch_server(pid):
+        # server.json outlived its server (kill -9, reboot); the pid may now be anyone's.
+        return False
     try:
         os.kill(pid, 15)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 9)
     return True
+
+
+def _gone(pid: int) -> bool:
+    """True once `pid` has exited. A server started by a long-lived process (a notebook,
+    a test runner) stays a zombie until that parent reaps it: exited all the same."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state letter follows the command name, which is in parentheses.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _is_ketch_server(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        # No such process, or no /proc on this system: then trust a live pid.
+        if Path("/proc/self").exists():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    except OSError:
+        return False
+    return b"ketch._server" in cmdline
 
 
 def server_home(config: Config) -> Path:

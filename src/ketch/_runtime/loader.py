@@ -27,7 +27,9 @@ class Target:
             obj = _find(self.module, spec)
         self.obj = obj
         if spec.get("kind") == "cls":
-            self.instance = _instantiate(obj, cloudpickle.loads(params) if params else {})
+            from ketch.cls import decode_params
+
+            self.instance = _instantiate(obj, decode_params(params))
 
     def enter(self) -> list[Callable[[], Any]]:
         """The @enter hooks of a class, in definition order (snap=True ones first)."""
@@ -61,7 +63,7 @@ def _find(module: types.ModuleType, spec: dict[str, Any]) -> Any:
     raise LookupError(f"{spec['module']} defines no function {tag!r} on a ketch App")
 
 
-def _instantiate(cls: type, params: dict[str, Any]) -> Any:
+def _instantiate(cls: Any, params: dict[str, Any]) -> Any:
     from ketch.cls import declared_parameters
 
     obj = cls.__new__(cls)

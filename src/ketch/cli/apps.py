@@ -10,6 +10,14 @@ import click
 from ketch.cli import cli
 
 
+def _environment(given: str | None) -> str:
+    """The --env given, else the configured environment (KETCH_ENVIRONMENT, profile)."""
+    if given:
+        return given
+    from ketch.config import Config
+
+    return Config.load().environment
+
 
 @cli.group()
 def app() -> None:
@@ -34,38 +42,42 @@ def list_apps(as_json: bool, environment: str | None) -> None:
     from rich.table import Table
 
     table = Table("app id", "name", "env", "state", "version", "containers", "created")
+    for col in table.columns[:2]:
+        col.no_wrap = True  # ids and names are copied into other commands: never cut
     for r in rows:
+        created = time.strftime("%m-%d %H:%M", time.localtime(r["created"]))
         table.add_row(r["app_id"], r["name"], r["environment"], r["state"], str(r["version"]),
-                      str(r["containers"]), time.strftime("%Y-%m-%d %H:%M",
-                                                          time.localtime(r["created"])))
+                      str(r["containers"]), created)
     Console().print(table)
 
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default="main")
+@click.option("--env", "environment", default=None,
+              help="Environment (default: the configured one, usually main).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def stop(name: str, environment: str, yes: bool) -> None:
-    """Stop an app: its containers go and its URLs stop answering."""
+def stop(name: str, environment: str | None, yes: bool) -> None:
+    """Stop an app (by name or app id): its containers go and its URLs stop answering."""
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
-    run_sync(ApiClient().call("POST", f"/v1/apps/{name}/stop",
-                              params={"environment": environment}))
-    click.echo(f"Stopped app {name!r}.")
+    out = run_sync(ApiClient().call("POST", f"/v1/apps/{name}/stop",
+                                    params={"environment": _environment(environment)}))
+    click.echo(f"Stopped app {name!r} ({out['stopped']}).")
 
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default="main")
-@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@click.option("--env", "environment", default=None,
+              help="Environment (default: the configured one, usually main).")
+@click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @click.option("--since", default=None, help="Only lines newer than this (e.g. 10m, 2h, 1d).")
-def logs(name: str, environment: str, tail: int | None, since: str | None) -> None:
-    """Show an app's stored container output."""
+def logs(name: str, environment: str | None, tail: int | None, since: str | None) -> None:
+    """Show an app's stored container output (by name, the latest app of that name)."""
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
-    params: dict[str, object] = {"environment": environment}
+    params: dict[str, object] = {"environment": _environment(environment)}
     if tail is not None:
         params["tail"] = tail
     if since:
@@ -81,4 +93,6 @@ def _duration(text: str) -> float:
     try:
         return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except (ValueError, IndexError):
-        raise click.BadParameter(f"{text!r} is not a duration like 30s, 10m, 2h or 1d") from None
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 30s, 10m, 2h or 1d", param_hint="--since"
+        ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import types
 import typing
 from typing import Any
 
@@ -11,84 +12,141 @@ import click
 
 from ketch.app import LocalEntrypoint
 from ketch.cli import cli
-from ketch.cli.loader import find_target, import_target, parse_ref
+from ketch.cli.loader import Target, find_target, import_target, parse_ref
 from ketch.exception import InvalidError
 from ketch.functions import Function
 
 
-def _load(ref: str, module: bool, need_entry: bool) -> Any:
+def _load(ref: str, module: bool, need_entry: bool) -> Target:
     path, name = parse_ref(ref)
     mod = import_target(path, is_module=module)
     return find_target(mod, name, need_entry=need_entry)
 
 
-def _entry_command(entry: LocalEntrypoint | Function) -> click.Command:
-    """A click command whose options are the entrypoint's parameters."""
+def _unwrap_optional(ann: Any) -> Any:
+    """`X | None` and `Optional[X]` become X: leaving the option out means the default."""
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return ann
+
+
+class _LiteralChoice(click.Choice):  # type: ignore[type-arg]
+    """A Literal's values as choices, handed to the function with their own types."""
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self.by_text = {str(v): v for v in values}
+        super().__init__(list(self.by_text))
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if any(value is v for v in self.by_text.values()):
+            return value  # a default, already of the right type
+        return self.by_text[str(super().convert(value, param, ctx))]
+
+
+def _option_type(ann: Any, where: str, name: str) -> Any:
+    if ann is int:
+        return click.INT
+    if ann is float:
+        return click.FLOAT
+    if ann is datetime.datetime:
+        return click.DateTime()
+    if typing.get_origin(ann) is typing.Literal:
+        return _LiteralChoice(typing.get_args(ann))
+    if ann in (str, typing.Any):
+        return click.STRING
+    raise InvalidError(
+        f"{where}: parameter {name!r} is annotated {ann!r}, which the command line cannot "
+        "give; use str, int, float, bool, datetime.datetime or a Literal"
+    )
+
+
+def _entry_command(entry: LocalEntrypoint | Function, prog: str) -> click.Command:
+    """A click command whose options are the entrypoint's parameters (`--kebab-case`)."""
     raw = entry.raw_f if isinstance(entry, LocalEntrypoint) else entry.get_raw_f()
+    try:
+        hints = typing.get_type_hints(raw)
+    except Exception:
+        # Annotations that do not resolve here (forward references): read them as strings.
+        hints = {}
     params: list[click.Parameter] = []
-    hints = typing.get_type_hints(raw)
     for p in inspect.signature(raw).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise InvalidError(f"{raw.__name__}: *args/**kwargs cannot become CLI options")
-        ann = hints.get(p.name, str)
+        ann = _unwrap_optional(hints.get(p.name, str))
         required = p.default is p.empty
-        default = None if required else p.default
-        opt = "--" + p.name.replace("_", "-")
+        # Click counts an explicit default=None as a default, which would let a required
+        # option go missing silently: pass one only when the function has one.
+        extra: dict[str, Any] = {} if required else {"default": p.default}
+        flag = p.name.replace("_", "-")
         if ann is bool:
-            params.append(click.Option([f"{opt}/--no-{p.name.replace('_', '-')}"],
-                                       default=bool(default), show_default=True))
+            decls = [f"--{flag}/--no-{flag}", p.name]
+            params.append(click.Option(decls, required=required, show_default=True, **extra))
             continue
-        kind: Any
-        if ann is int:
-            kind = click.INT
-        elif ann is float:
-            kind = click.FLOAT
-        elif ann is datetime.datetime:
-            kind = click.DateTime()
-        elif typing.get_origin(ann) is typing.Literal:
-            kind = click.Choice([str(a) for a in typing.get_args(ann)])
-        else:
-            kind = click.STRING
-        params.append(click.Option([opt, p.name], type=kind, required=required,
-                                   default=default, show_default=not required))
-    return click.Command(raw.__name__, params=params, callback=lambda **kw: kw)
+        kind = _option_type(ann, raw.__name__, p.name)
+        params.append(click.Option([f"--{flag}", p.name], type=kind, required=required,
+                                   show_default=not required, **extra))
+    return click.Command(prog, params=params, callback=lambda **kw: kw,
+                         help=inspect.getdoc(raw))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("ref")
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.argument("ref", required=False)
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--env", "environment", default=None, help="Environment to run in.")
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
+@click.option("--help", "show_help", is_flag=True,
+              help="Show this message (after REF: the entrypoint's options) and exit.")
 @click.pass_context
-def run(ctx: click.Context, ref: str, module: bool, environment: str | None, quiet: bool) -> None:
+def run(ctx: click.Context, ref: str | None, module: bool, environment: str | None,
+        quiet: bool, show_help: bool) -> None:
     """Run an app's local entrypoint (or one function) with the app running ephemerally.
+
+    The entrypoint's parameters are options after REF: `def main(n_items: int)` takes
+    `--n-items 3`, and a bool `flag` takes `--flag/--no-flag`.
 
     \b
     Example:
       ketch run examples/hello.py
       ketch run examples/hello.py::square --x 7
+      ketch run -m mypackage.app::main --n 3
     """
+    if ref is None:
+        if show_help:
+            click.echo(ctx.get_help())
+            return
+        raise click.UsageError("Missing argument 'REF' (file.py[::name], or -m module[::name])")
     target = _load(ref, module, need_entry=True)
     entry = target.entry
-    if isinstance(entry, Function | LocalEntrypoint):
-        cmd = _entry_command(entry)
-        kwargs = cmd.main(args=ctx.args, prog_name=f"ketch run {ref}", standalone_mode=False)
-    else:
-        raise InvalidError("ketch run needs a local entrypoint or a function")
-    with target.app.run(environment_name=environment, show_logs=not quiet):
+    if not isinstance(entry, Function | LocalEntrypoint):
+        raise InvalidError(
+            f"{ref} names a class; ketch run takes a local entrypoint or a function"
+        )
+    cmd = _entry_command(entry, f"ketch run {ref}")
+    if show_help:
+        with click.Context(cmd, info_name=cmd.name) as sub:
+            click.echo(cmd.get_help(sub))
+        return
+    kwargs = cmd.main(args=ctx.args, prog_name=cmd.name, standalone_mode=False)
+    from ketch.app import _RunContext
+
+    hint = target.module.__name__.rpartition(".")[2]
+    with _RunContext(target.app, environment, not quiet, name_hint=hint):
         if isinstance(entry, LocalEntrypoint):
             result = entry.raw_f(**kwargs)
             if inspect.iscoroutine(result):
                 import asyncio
 
-                result = asyncio.run(result)
+                asyncio.run(result)
         elif entry.is_generator:
             for item in entry.remote_gen(**kwargs):
                 click.echo(item)
         else:
-            result = entry.remote(**kwargs)
-            if result is not None:
-                click.echo(result)
+            value = entry.remote(**kwargs)
+            if value is not None:
+                click.echo(value)
 
 
 @cli.command()
@@ -102,6 +160,7 @@ def deploy(ref: str, module: bool, name: str | None, environment: str | None) ->
     \b
     Example:
       ketch deploy examples/hello.py
+      ketch deploy -m mypackage.app --name my-app
     """
     target = _load(ref, module, need_entry=False)
     app = target.app

@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from ketch.cli import cli
+from ketch.cli.apps import _environment
+
+_ENV_HELP = "Environment (default: the configured one, usually main)."
 
 
 @cli.group()
 def secret() -> None:
-    """Manage named secrets (stored encrypted by the server)."""
+    """Manage named secrets (stored encrypted by the server; values are never shown)."""
+
+
+def _from_json(path: str) -> dict[str, str]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-json") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        # The values are not echoed: they are the secret.
+        raise click.BadParameter(f"{path} must hold one JSON object of strings",
+                                 param_hint="--from-json")
+    return {str(k): v for k, v in data.items()}
+
+
+def _from_dotenv(path: str) -> dict[str, str]:
+    from ketch.secret import _read_dotenv
+
+    try:
+        data = _read_dotenv(Path(path))
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-dotenv") from None
+    return {k: v for k, v in data.items() if v is not None}
 
 
 @secret.command()
 @click.argument("name")
 @click.argument("pairs", nargs=-1)
-@click.option("--env", "environment", default="main")
+@click.option("--from-dotenv", "dotenv", type=click.Path(dir_okay=False), default=None,
+              help="Also take KEY=VALUE lines from this .env file.")
+@click.option("--from-json", "json_file", type=click.Path(dir_okay=False), default=None,
+              help="Also take the keys of this JSON object.")
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
 @click.option("--force", is_flag=True, help="Replace an existing secret.")
-def create(name: str, pairs: tuple[str, ...], environment: str, force: bool) -> None:
-    """Create a secret from KEY=VALUE pairs.
+def create(name: str, pairs: tuple[str, ...], dotenv: str | None, json_file: str | None,
+           environment: str | None, force: bool) -> None:
+    """Create a secret from KEY=VALUE pairs (and/or a .env or JSON file).
 
     \b
     Example:
@@ -30,25 +61,34 @@ def create(name: str, pairs: tuple[str, ...], environment: str, force: bool) -> 
     from ketch._utils.aio import run_sync
 
     values: dict[str, str] = {}
+    if dotenv:
+        values.update(_from_dotenv(dotenv))
+    if json_file:
+        values.update(_from_json(json_file))
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="PAIRS")
+            # Only the part before '=' is shown: the rest may be a value.
+            raise click.BadParameter(f"{key!r} is not KEY=VALUE", param_hint="PAIRS")
         values[key] = value
+    if not values:
+        raise click.UsageError("give at least one KEY=VALUE (or --from-dotenv/--from-json)")
     run_sync(ApiClient().call("POST", "/v1/secrets", json={
-        "name": name, "values": values, "environment": environment, "force": force}))
+        "name": name, "values": values, "environment": _environment(environment),
+        "force": force}))
     click.echo(f"Created secret {name!r} with keys: {', '.join(sorted(values))}")
 
 
 @secret.command("list")
-@click.option("--env", "environment", default="main")
-@click.option("--json", "as_json", is_flag=True)
-def list_secrets(environment: str, as_json: bool) -> None:
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_secrets(environment: str | None, as_json: bool) -> None:
     """List secret names (never values)."""
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
-    rows = run_sync(ApiClient().call("GET", "/v1/secrets", params={"environment": environment}))
+    rows = run_sync(ApiClient().call("GET", "/v1/secrets",
+                                     params={"environment": _environment(environment)}))
     if as_json:
         click.echo(json.dumps(rows))
     else:
@@ -58,12 +98,12 @@ def list_secrets(environment: str, as_json: bool) -> None:
 
 @secret.command()
 @click.argument("name")
-@click.option("--env", "environment", default="main")
-def delete(name: str, environment: str) -> None:
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
+def delete(name: str, environment: str | None) -> None:
     """Delete a secret."""
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
     run_sync(ApiClient().call("DELETE", f"/v1/secrets/{name}",
-                              params={"environment": environment}))
+                              params={"environment": _environment(environment)}))
     click.echo(f"Deleted secret {name!r}.")

@@ -69,12 +69,19 @@ def status(as_json: bool) -> None:
         else:
             click.echo(f"no ketch server is running for {cfg.home}")
         sys.exit(1)
-    st = run_sync(ApiClient(cfg).call("GET", "/v1/status"))
+    # Never start a server just to report on it (one that died a moment ago stays dead).
+    st = run_sync(ApiClient(cfg, start=False).call("GET", "/v1/status"))
     if as_json:
         click.echo(json.dumps({"running": True, "api": info.api_url, **st}))
         return
-    click.echo(f"ketch server pid {info.pid}, up {time.strftime('%H:%M:%S', time.gmtime(st['uptime']))}")
+    click.echo(f"ketch server pid {info.pid}, up {_uptime(st['uptime'])}")
     click.echo(f"  api:   {info.api_url}")
     click.echo(f"  calls: {info.host}:{info.call_port}")
     click.echo(f"  home:  {cfg.home}")
     click.echo(f"  apps: {st['apps']}  containers: {len(st['containers'])}  queued: {st['queued']}")
+
+
+def _uptime(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    clock = time.strftime("%H:%M:%S", time.gmtime(rest))
+    return f"{days}d {clock}" if days else clock

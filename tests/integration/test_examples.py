@@ -1,0 +1,44 @@
+"""Every file in examples/ runs with `ketch run` and prints what it promises."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from cli_support import EXAMPLES, ketch, ok, python
+
+# file -> (extra CLI args, lines (regular expressions) the output must contain)
+EXPECTED: dict[str, tuple[tuple[str, ...], list[str]]] = {
+    "hello.py": ((), [r"^square of 7 is 49$", r"^squares: \[0, 1, 4, 9, 16\]$",
+                      r"^\[square ta-\w+\] squaring 7$"]),
+    "spawn_poll.py": (("--a", "20", "--b", "22"), [r"^spawned fc-\w+$", r"^result 42$"]),
+    "generators.py": (("--n", "3"), [r"^got 3\ngot 2\ngot 1\nliftoff$"]),
+    "classes.py": (("--name", "Ada"), [r"^Hello, Ada!$", r"^Bonjour, Ada!$"]),
+    "secrets_env.py": ((), [r"^user=demo-user target=world$", r"^set locally: False$"]),
+    "images.py": ((), [r"^six \d+\.\d+\.\d+ \(DEMO_MODE=images\)$"]),
+    "modal_script.py": (("--x", "2"), [r"^cube: 8$", r"^spawned cube: 27$",
+                                       r"^lookup: NotFoundError, as on Modal$"]),
+}
+
+def test_every_example_is_covered() -> None:
+    files = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert files == sorted(EXPECTED), "add new examples to EXPECTED in this file"
+
+
+@pytest.mark.spec("A7")
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(server, name: str) -> None:
+    args, patterns = EXPECTED[name]
+    out = ok(ketch(server.home, "run", str(EXAMPLES / name), *args))
+    for pattern in patterns:
+        assert re.search(pattern, out, re.M), f"{pattern!r} not in:\n{out}"
+
+
+@pytest.mark.spec("C7")
+def test_modal_example_deploys(server) -> None:
+    ok(ketch(server.home, "deploy", str(EXAMPLES / "modal_script.py")))
+    out = ok(python(server.home, """
+        import ketch
+        print(ketch.Function.from_name("modal-script", "cube").remote(4))
+    """))
+    assert out.strip() == "64"

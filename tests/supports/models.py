@@ -1,0 +1,45 @@
+"""A parametrized class: one container pool per parameter set, @enter once, @exit on stop."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ketch
+
+app = ketch.App("ketch-models")
+
+
+@app.cls(max_containers=1, scaledown_window=60)
+class Model:
+    name: str = ketch.parameter(default="base")
+    size: int = ketch.parameter(default=1)
+    fast: bool = ketch.parameter(default=False)
+    key: bytes = ketch.parameter(default=b"")
+    outdir: str = ketch.parameter(default="")
+
+    @ketch.enter()
+    def load(self) -> None:
+        self.enter_calls = getattr(self, "enter_calls", 0) + 1
+        self.served = 0
+        if self.outdir:
+            Path(self.outdir, f"enter-{os.getpid()}").write_text(self.name)
+
+    @ketch.method()
+    def predict(self, x: int) -> dict[str, Any]:
+        self.served += 1
+        return {
+            "pid": os.getpid(), "x": x, "name": self.name, "size": self.size,
+            "fast": self.fast, "key": self.key, "enter_calls": self.enter_calls,
+            "served": self.served,
+        }
+
+    @ketch.method()
+    def stream(self, n: int) -> Iterator[str]:
+        for i in range(n):
+            yield f"{self.name}-{i}"
+
+    @ketch.exit()
+    def close(self) -> None:
+        if self.outdir:
+            Path(self.outdir, f"exit-{os.getpid()}").write_text(f"{self.name}:{self.served}")

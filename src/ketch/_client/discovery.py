@@ -112,7 +112,13 @@ def start_server_process(config: Config) -> int:
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, cwd=str(config.home),
         )
+    # Kept so that the server, which outlives most commands, is reaped (not left a
+    # zombie) when it exits before a long-lived client does.
+    _STARTED.append(proc)
     return proc.pid
+
+
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def stop_server(config: Config, timeout: float = 15.0) -> bool:

@@ -154,9 +154,14 @@ class Server:
 
     async def _tick(self) -> None:
         last_expiry = 0.0
+        last_tick = 0.0
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.25)
             try:
+                self.scheduler.sweep_deadlines()
+                if time.monotonic() - last_tick < 1.0:
+                    continue
+                last_tick = time.monotonic()
                 self.scheduler.tick()
                 if time.time() - last_expiry > 300:
                     last_expiry = time.time()

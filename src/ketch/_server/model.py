@@ -50,7 +50,7 @@ class Input:
     crashes: int = 0  # runs lost to container deaths (not charged to the budget)
     container: Container | None = None
     started: float | None = None
-    timer: asyncio.TimerHandle | None = None
+    deadline: float | None = None  # monotonic time at which the running attempt times out
     done: bool = False
     # Web requests are not sent to the container: assignment hands the gateway its address.
     future: asyncio.Future[str] | None = None
@@ -91,6 +91,7 @@ class Pool:
     retired: bool = False  # an old version: drain, start nothing new
     waiting_reason: str | None = None  # why queued inputs are not being served, for status
     backoff_until: float = 0.0  # after a start-up failure, no automatic restarts until then
+    reconcile_scheduled: bool = False
 
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state in ("starting", "ready")]

@@ -102,7 +102,7 @@ class Scheduler:
                 self._stop_container(c, "retired")
 
     def _pool_for(self, fdef: FunctionDef, params: bytes | None) -> Pool:
-        digest = hashlib.sha256(params or b"").hexdigest()[:16]
+        digest = hashlib.sha256(params).hexdigest()[:16] if params else "-"
         key = f"{fdef.function_id}:{fdef.version}:{digest}"
         pool = self.pools.get(key)
         if pool is None:
@@ -171,6 +171,13 @@ class Scheduler:
             c = max(ready, key=lambda c: c.free_slots)
             while pool.queue and c.free_slots > 0:
                 self._assign(pool.queue.popleft(), c)
+        # Scaling decisions are batched per loop turn: a burst of submits costs one.
+        if not pool.reconcile_scheduled:
+            pool.reconcile_scheduled = True
+            asyncio.get_running_loop().call_soon(self._reconcile_later, pool)
+
+    def _reconcile_later(self, pool: Pool) -> None:
+        pool.reconcile_scheduled = False
         self._reconcile(pool)
 
     def _assign(self, inp: Input, c: Container) -> None:
@@ -182,8 +189,8 @@ class Scheduler:
             if not inp.future.done():
                 inp.future.set_result(c.web_addr or "")
             return
-        timeout = float(inp.function.options.get("timeout") or 300)
-        inp.timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, inp)
+        # A deadline, not a timer per input: one sweep a quarter second checks them all.
+        inp.deadline = inp.started + float(inp.function.options.get("timeout") or 300)
         c.channel.send({"t": "input", "iid": inp.iid, "kind": inp.kind, **inp.request})
 
     def _reconcile(self, pool: Pool) -> None:
@@ -359,7 +366,7 @@ class Scheduler:
                 pool.crash_times.append(time.monotonic())
             for inp in list(c.inflight.values()):
                 c.inflight.pop(inp.iid)
-                self._cancel_timer(inp)
+                self._clear_deadline(inp)
                 inp.container = None
                 if inp.future is not None:
                     continue  # a web request: the gateway already saw the connection fail
@@ -406,10 +413,18 @@ class Scheduler:
             self._spawn_task(c.handle.stop(self.stop_grace))
 
     # -- outcomes -----------------------------------------------------------------------
-    def _cancel_timer(self, inp: Input) -> None:
-        if inp.timer is not None:
-            inp.timer.cancel()
-            inp.timer = None
+    def _clear_deadline(self, inp: Input) -> None:
+        inp.deadline = None
+
+    def sweep_deadlines(self) -> None:
+        """Time out inputs past their deadline (T1/T3: within 1 s of the limit)."""
+        now = time.monotonic()
+        late = [
+            inp for c in self.containers.values() for inp in c.inflight.values()
+            if inp.deadline is not None and inp.deadline <= now
+        ]
+        for inp in late:
+            self._on_timeout(inp)
 
     def _on_timeout(self, inp: Input) -> None:
         c = inp.container
@@ -429,7 +444,7 @@ class Scheduler:
             self._dispatch(c.pool)
 
     def _attempt_failed(self, inp: Input, error: dict[str, Any]) -> None:
-        self._cancel_timer(inp)
+        self._clear_deadline(inp)
         retries = inp.function.options.get("retries")
         if retries and inp.attempts < int(retries["max_retries"]):
             inp.attempts += 1
@@ -464,7 +479,7 @@ class Scheduler:
                 inp.future.set_exception(rebuild_exception(error or {}))
             return
         inp.done = True
-        self._cancel_timer(inp)
+        self._clear_deadline(inp)
         self.inputs.pop(inp.iid, None)
         if inp.container is not None:
             inp.container.inflight.pop(inp.iid, None)
@@ -532,7 +547,7 @@ class Scheduler:
         if inp.done:
             return
         inp.done = True
-        self._cancel_timer(inp)
+        self._clear_deadline(inp)
         pool = self.pools.get(inp.pool_key)
         if pool is not None and inp in pool.queue:
             pool.queue.remove(inp)

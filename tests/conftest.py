@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Test servers must not compete for the default gateway port (8000) with each other or
+# with a server the developer runs.
+os.environ.setdefault("KETCH_GATEWAY_PORT", "0")
 sys.path.insert(0, str(ROOT / "tests"))  # so `import supports.x` works in tests
 
 

@@ -12,6 +12,7 @@ from ketch.functions import Function, FunctionCall
 from ketch.image import Image
 from ketch.retries import Retries
 from ketch.secret import Secret
+from ketch.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 
 __version__ = "0.1.0"
 
@@ -23,13 +24,18 @@ __all__ = [
     "Image",
     "Retries",
     "Secret",
+    "asgi_app",
     "batched",
     "concurrent",
     "enter",
     "exception",
     "exit",
+    "fastapi_endpoint",
     "method",
     "parameter",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
 ]
 
 

@@ -108,9 +108,11 @@ class App:
     def _set_deployed(self, result: dict[str, Any]) -> None:
         self._app_id = result["app_id"]
         self._function_ids = dict(result["functions"])
+        urls = result.get("web_urls", {})
         for tag, handle in self._handles().items():
             fn = handle._function if isinstance(handle, Cls) else handle
             fn._function_id = self._function_ids.get(tag)
+            fn._web_url = urls.get(tag)
 
     def _check_tag(self, tag: str) -> None:
         if tag in self._raw:
@@ -151,6 +153,7 @@ class App:
             tag = opts.name or f.__name__
             self._check_tag(tag)
             fn = Function(tag=tag, raw_f=f, options=opts, app=self)
+            fn._web = flags.get("web")
             self._functions[tag] = fn
             self._raw[tag] = f
             return fn

@@ -21,6 +21,11 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_RESULT_TTL": ("result_ttl", int),
     "KETCH_SCALEDOWN_GRACE": ("stop_grace", float),
     "KETCH_VERBOSE": ("verbose", bool),
+    "KETCH_GATEWAY_PORT": ("gateway_port", int),
+    "KETCH_DOMAIN": ("domain", str),
+    "KETCH_RATE_LIMIT": ("rate_limit", float),
+    "KETCH_RATE_BURST": ("rate_burst", int),
+    "KETCH_TRUSTED_PROXIES": ("trusted_proxies", str),
 }
 
 
@@ -37,6 +42,11 @@ class Config:
     result_ttl: int = 7 * 24 * 3600
     stop_grace: float = 5.0
     verbose: bool = False
+    gateway_port: int = 8000  # host-routed web traffic; taken -> the last one used, or free
+    domain: str = "localhost"
+    rate_limit: float = 200.0  # web requests per second per workspace
+    rate_burst: int = 1000
+    trusted_proxies: str = "-"  # comma-separated addresses whose X-Forwarded-For is kept
 
     @classmethod
     def load(cls, profile: str | None = None) -> Config:

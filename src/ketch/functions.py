@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # How many `.map` inputs may be in flight (sent, result not yet consumed) at once: this is
 # what keeps a map over a huge generator in bounded memory.
 MAP_WINDOW = 1000
+
+# Inside a container: the web URLs of the app's endpoints, set by the runtime at start.
+CONTAINER_WEB_URLS: dict[str, str] = {}
 # How many `.spawn_map` spawns may wait for the server's acknowledgement at once.
 SPAWN_WINDOW = 64
 
@@ -52,6 +55,7 @@ class Function:
         self._function_id: str | None = None
         self._info: dict[str, Any] = {}
         self._web_url: str | None = None
+        self._web: dict[str, Any] | None = None  # the web decorator's settings, if any
         self.remote = Aio(self._remote, "remote")
         self.remote_gen = AioIter(self._remote_gen, "remote_gen")
         self.spawn = Aio(self._spawn, "spawn")
@@ -85,6 +89,9 @@ class Function:
         return self._raw_f
 
     def get_web_url(self) -> str | None:
+        """The endpoint's URL (web functions only); also works inside the container."""
+        if self._web_url is None and self._app is not None and self._app._in_container():
+            return CONTAINER_WEB_URLS.get(self._tag)
         return self._web_url
 
     async def _hydrate(self) -> Function:

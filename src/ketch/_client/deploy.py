@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ketch._client.discovery import ensure_server
-from ketch._utils.aio import run_async
 from ketch.config import Config
 from ketch.exception import Error, InvalidError
 
@@ -128,6 +127,7 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             "image": image.spec(),
             "secrets": [s.spec() for s in secrets],
             "is_generator": opts.is_generator,
+            "web": getattr(handle, "_web", None),
         }
         if isinstance(handle, Cls):
             spec["methods"] = class_methods(raw)
@@ -230,10 +230,13 @@ def _json_or_raise(resp: Any) -> Any:
 
 async def deploy_app(
     app: App, *, name: str, environment: str, ephemeral: bool, log: Log,
-    config: Config | None = None,
+    config: Config | None = None, app_id: str | None = None,
 ) -> dict[str, Any]:
+    """Deploy `app`; with `app_id`, as a new version of that running ephemeral app."""
     api = ApiClient(config)
     spec = app_spec(app, name=name, environment=environment, ephemeral=ephemeral)
+    if app_id is not None:
+        spec["app_id"] = app_id
     source = pack_source(app) if app._include_source else None
     if source is not None:
         spec["source"] = {"blob": await api.put_blob(source)}
@@ -241,5 +244,3 @@ async def deploy_app(
     app._set_deployed(result)
     return result
 
-
-_ = run_async

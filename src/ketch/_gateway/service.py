@@ -106,9 +106,10 @@ class WebService:
             server = self._listeners.pop(port)
             server.close()
 
-    def check_conflicts(self, endpoints: list[Endpoint], replacing_app: str | None) -> None:
-        """Raise AlreadyExistsError if `endpoints` would take another app's label/domain."""
-        others = [ep for ep in self.table.by_host.values() if ep.app_id != replacing_app]
+    def check_conflicts(self, endpoints: list[Endpoint], replacing: set[str]) -> None:
+        """Raise AlreadyExistsError if `endpoints` would take a label or domain of an app
+        other than those in `replacing`."""
+        others = [ep for ep in self.table.by_host.values() if ep.app_id not in replacing]
         build_table(others + endpoints)
 
     def url(self, ep: Endpoint) -> str:

@@ -29,6 +29,7 @@ class Runtime:
         self.sync_running: set[str] = set()
         self.target: Target | None = None
         self.stopping = asyncio.Event()
+        self.web_server: Any = None
 
     async def start(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -45,14 +46,41 @@ class Runtime:
                 if inspect.isawaitable(result):
                     await result
             self.target = target
+            ready: dict[str, Any] = {"t": "ready"}
+            if self.spec.get("web"):
+                ready["web_addr"] = await self._start_web(target, self.spec["web"])
         except BaseException as exc:
             module = sys.modules.get(self.spec.get("module") or "")
             await self.ch.send_and_drain({
                 "t": "startup_failed", "error": payload.exception_payload(exc, module),
             })
             return False
-        await self.ch.send_and_drain({"t": "ready"})
+        await self.ch.send_and_drain(ready)
         return True
+
+    async def _start_web(self, target: Target, web: dict[str, Any]) -> str:
+        """Serve the web function; returns the address the gateway forwards to."""
+        from ketch import functions
+
+        functions.CONTAINER_WEB_URLS.update(self.init.get("web_urls") or {})
+        extra = self.init.get("web_runtime")
+        if extra and extra not in sys.path:
+            sys.path.append(extra)  # after the image's site-packages: the user's versions win
+        from ketch._runtime import web as webmod
+
+        loop = asyncio.get_running_loop()
+        fn = target.resolve(self.init.get("web_method"))
+        if web["type"] == "web_server":
+            await loop.run_in_executor(self.pool, fn)
+            await webmod.wait_for_port(int(web["port"]), float(web["startup_timeout"]))
+            return f"127.0.0.1:{web['port']}"
+        max_inputs = int(self.spec["options"].get("max_inputs") or 1)
+        app = await loop.run_in_executor(self.pool, webmod.build_app, fn, web, max_inputs)
+        path = self.init["web_socket"]
+        server = webmod.WebServer(app, path, lifespan=web["type"] == "asgi")
+        await server.start()
+        self.web_server = server
+        return f"unix:{path}"
 
     async def serve(self) -> None:
         while not self.stopping.is_set():
@@ -136,6 +164,8 @@ class Runtime:
         return payload.exception_payload(exc, module)
 
     async def shutdown(self) -> None:
+        if self.web_server is not None:
+            await self.web_server.stop()  # runs the app's lifespan shutdown
         if self.target is not None:
             for hook in self.target.exit_hooks():
                 with contextlib.suppress(Exception):

@@ -150,6 +150,35 @@ def build_api(server: Server) -> FastAPI:
         app_id = _resolve_app_id(server, environment, name)
         return {"app_id": app_id, "lines": server.logs.read(app_id, tail=tail, since=since)}
 
+    @app.post("/v1/tokens", dependencies=[Depends(auth)])
+    async def create_token() -> dict[str, Any]:
+        from ketch._gateway.auth import hash_secret, new_token
+
+        token_id, secret = new_token()
+        server.store.add_token(token_id, hash_secret(secret))
+        server.web.reload_tokens()
+        return {"token_id": token_id, "secret": secret}
+
+    @app.get("/v1/tokens", dependencies=[Depends(auth)])
+    async def list_tokens() -> list[dict[str, Any]]:
+        return server.store.list_tokens()
+
+    @app.delete("/v1/tokens/{token_id}", dependencies=[Depends(auth)])
+    async def revoke_token(token_id: str) -> dict[str, Any]:
+        if not server.store.revoke_token(token_id):
+            raise NotFoundError(f"no live proxy token {token_id!r}")
+        server.web.reload_tokens()
+        return {"revoked": token_id}
+
+    @app.get("/v1/endpoints", dependencies=[Depends(auth)])
+    async def endpoints() -> list[dict[str, Any]]:
+        table = server.web.table
+        return [
+            {"app": ep.app_name, "app_id": ep.app_id, "function": ep.tag, "host": ep.host,
+             "url": server.web.url(ep), "host_url": server.web.host_url(ep)}
+            for ep in sorted(table.by_host.values(), key=lambda e: e.host)
+        ]
+
     @app.post("/v1/secrets", dependencies=[Depends(auth)])
     async def create_secret(body: SecretIn) -> dict[str, Any]:
         server.apps.put_secret(body.environment, body.name, body.values, body.force)

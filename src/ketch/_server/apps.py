@@ -11,7 +11,7 @@ import shutil
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder, mount_files
@@ -20,6 +20,9 @@ from ketch._server.scheduler import Scheduler
 from ketch._server.store import Store
 from ketch._utils.ids import new_id, stable_id
 from ketch.exception import AlreadyExistsError, InvalidError, NotFoundError
+
+if TYPE_CHECKING:
+    from ketch._gateway.service import WebService
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
@@ -38,8 +41,13 @@ def validate_name(kind: str, name: str) -> None:
 class AppManager:
     def __init__(
         self, home: Path, store: Store, scheduler: Scheduler, builder: ImageBuilder,
-        box: SecretBox,
+        box: SecretBox, *, web: WebService | None = None, workspace: str = "local",
+        on_note: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.web = web
+        self.workspace = workspace
+        self.on_note = on_note
+        self._tasks: set[asyncio.Task[None]] = set()
         self.home = home
         self.store = store
         self.scheduler = scheduler
@@ -168,12 +176,60 @@ class AppManager:
             "name": name, "environment": environment, "source": spec.get("source"),
             "functions": stored_functions,
         }
+        urls = self._claim_endpoints(app_id, stored, ephemeral)
         version = self.store.save_app_version(
             app_id, name, environment, "ephemeral" if ephemeral else "deployed", stored  # type: ignore[arg-type]
         )
         ids = self._activate(app_id, stored, version, "ephemeral" if ephemeral else "deployed",
                              source_dir, built)
-        return {"app_id": app_id, "version": version, "functions": ids}
+        await self.refresh_routes()
+        return {"app_id": app_id, "version": version, "functions": ids, "web_urls": urls}
+
+    # -- web endpoints ------------------------------------------------------------------
+    def _endpoints(self, app_id: str, stored: dict[str, Any], ephemeral: bool) -> list[Any]:
+        if self.web is None:
+            return []
+        from ketch._server.endpoints import app_endpoints
+
+        return app_endpoints(self.web, app_id, stored, ephemeral=ephemeral,
+                             workspace=self.workspace)
+
+    def _claim_endpoints(
+        self, app_id: str, stored: dict[str, Any], ephemeral: bool
+    ) -> dict[str, str]:
+        """Check the app's labels are free (a second `serve` of an app takes them over from
+        the first) and record each endpoint's URL in its function spec."""
+        endpoints = self._endpoints(app_id, stored, ephemeral)
+        if not endpoints:
+            return {}
+        assert self.web is not None
+        taken_over = [
+            other_id for other_id, other in self.apps.items()
+            if ephemeral and other_id != app_id and other["state"] == "ephemeral"
+            and other["name"] == stored["name"]
+            and other["environment"] == stored["environment"]
+        ]
+        self.web.check_conflicts(endpoints, {app_id, *taken_over})
+        for other_id in taken_over:
+            self.logs_note(other_id, "another `ketch serve` of this app took its URLs over")
+            self.stop(other_id)
+        urls = {}
+        for ep in endpoints:
+            stored["functions"][ep.tag]["web_url"] = urls[ep.tag] = self.web.url(ep)
+            stored["functions"][ep.tag]["web_host_url"] = self.web.host_url(ep)
+        return urls
+
+    async def refresh_routes(self) -> None:
+        if self.web is None:
+            return
+        endpoints = []
+        for app_id, app in self.apps.items():
+            endpoints.extend(self._endpoints(app_id, app["stored"], app["state"] == "ephemeral"))
+        await self.web.update(endpoints)
+
+    def logs_note(self, app_id: str, line: str) -> None:
+        if self.on_note is not None:
+            self.on_note(app_id, line)
 
     def _activate(
         self, app_id: str, stored: dict[str, Any], version: int, state: str,
@@ -197,7 +253,7 @@ class AppManager:
                 self.scheduler.functions.pop(fid, None)
         self.apps[app_id] = {
             "app_id": app_id, "name": stored["name"], "environment": stored["environment"],
-            "state": state, "version": version, "functions": ids,
+            "state": state, "version": version, "functions": ids, "stored": stored,
         }
         return ids
 
@@ -222,8 +278,14 @@ class AppManager:
                 # down; it stays recorded and a redeploy brings it back.
                 log(f"app {stored.get('name')!r} ({app['app_id']}) not restored: {exc}")
                 continue
+            try:
+                self._claim_endpoints(app["app_id"], stored, ephemeral=False)
+            except Exception as exc:
+                log(f"app {stored.get('name')!r} ({app['app_id']}) not restored: {exc}")
+                continue
             self._activate(app["app_id"], stored, app["version"], "deployed", source_dir, built)
             n += 1
+        await self.refresh_routes()
         return n
 
     def stop(self, app_id: str) -> None:
@@ -232,6 +294,10 @@ class AppManager:
             raise NotFoundError(f"app {app_id} is not running")
         self.store.set_app_state(app_id, "stopped")
         self.scheduler.unregister_app(app_id)
+        if self.web is not None:
+            task = asyncio.ensure_future(self.refresh_routes())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def find(self, environment: str, name: str) -> dict[str, Any] | None:
         for app in self.apps.values():

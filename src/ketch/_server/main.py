@@ -46,14 +46,16 @@ def read_or_create_token(home: Path) -> str:
     return token
 
 
-def unix_socket_path(home: Path) -> Path:
-    """The containers' way in. Socket paths are limited to ~107 bytes; deep state
-    directories (test temp dirs) fall back to a short path in /tmp named after the home."""
-    path = home / "call.sock"
-    if len(str(path)) <= 100:
-        return path
-    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"ketch-{digest}.sock"
+def sockets_dir(home: Path) -> Path:
+    """Where the unix sockets live (the server's for containers, containers' web servers).
+    Socket paths are limited to ~107 bytes; deep state directories (test temp dirs) fall
+    back to a short directory in /tmp named after the home."""
+    path = home / "sock"
+    if len(str(path)) > 60:
+        digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"ketch-{digest}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -79,7 +81,8 @@ class Server:
         self.builder = ImageBuilder(self.home / "images")
         self.runtime_core, self.runtime_web = runtime_dist.install(self.home)
         self._stopping = asyncio.Event()
-        self.unix_path = unix_socket_path(self.home)
+        self.sockets_dir = sockets_dir(self.home)
+        self.unix_path = self.sockets_dir / "call.sock"
 
     async def run(self) -> None:
         cfg = self.config
@@ -97,8 +100,25 @@ class Server:
             secret_env=lambda fdef: self.apps.function_env(fdef),
             stop_grace=cfg.stop_grace,
             runtime_paths=(str(self.runtime_core), str(self.runtime_web)),
+            sockets_dir=self.sockets_dir,
         )
-        self.apps = AppManager(self.home, self.store, self.scheduler, self.builder, self.box)
+        from ketch._gateway.proxy import Limits
+        from ketch._gateway.service import WebService
+
+        self.web = WebService(
+            self.scheduler, self.store, host=cfg.server_host, port=cfg.gateway_port,
+            domain=cfg.domain, rate=cfg.rate_limit, burst=cfg.rate_burst,
+            trusted_proxies=frozenset(
+                p.strip() for p in cfg.trusted_proxies.split(",") if p.strip() not in ("", "-")
+            ),
+            limits=Limits(),
+        )
+        gateway_port = await self.web.start()
+        self.apps = AppManager(
+            self.home, self.store, self.scheduler, self.builder, self.box, web=self.web,
+            workspace=cfg.workspace,
+            on_note=lambda app_id, line: self.logs.emit(app_id, "-", "ketch", "system", line),
+        )
         self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token)
         call_server = await asyncio.start_server(self.calls.handle, sock=call_sock, limit=2**20)
         unix_server = await asyncio.start_unix_server(
@@ -126,6 +146,7 @@ class Server:
             "host": cfg.server_host,
             "api_port": api_port,
             "call_port": call_port,
+            "gateway_port": gateway_port,
             "started": self.started,
             "version": ketch.__version__,
         }
@@ -144,6 +165,7 @@ class Server:
                 if json.loads(cfg.server_file.read_text()).get("pid") == os.getpid():
                     cfg.server_file.unlink()
             await self.scheduler.shutdown()
+            await self.web.close()
             call_server.close()
             unix_server.close()
             self.unix_path.unlink(missing_ok=True)

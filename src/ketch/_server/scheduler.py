@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import logging
 import pickle
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ class Scheduler:
         secret_env: Callable[[FunctionDef], dict[str, str]],
         stop_grace: float = 5.0,
         runtime_paths: tuple[str, str] = ("", ""),
+        sockets_dir: Path | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -55,6 +57,7 @@ class Scheduler:
         self.secret_env = secret_env
         self.stop_grace = stop_grace
         self.runtime_core, self.runtime_web = runtime_paths
+        self.sockets_dir = sockets_dir or Path(tempfile.mkdtemp(prefix="ketch-sock-"))
         self.functions: dict[str, FunctionDef] = {}
         self.pools: dict[str, Pool] = {}
         self.containers: dict[str, Container] = {}
@@ -296,6 +299,11 @@ class Scheduler:
             "params": c.pool.params,
             "sys_path": [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p],
             "web_runtime": self.runtime_web,
+            "web_socket": str(self.sockets_dir / f"{cid}.sock"),
+            "web_urls": {
+                f.tag: f.spec["web_url"] for f in self.functions.values()
+                if f.app_id == fdef.app_id and f.spec.get("web_url")
+            },
             "app_name": fdef.app_name,
             "app_id": fdef.app_id,
         }

@@ -77,6 +77,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def main() -> None:
-    from ketch.cli import apps, run, secrets, server  # noqa: F401  (registers commands)
+    from ketch.cli import apps, run, secrets, serve, server, tokens  # noqa: F401  (registers)
 
     cli(prog_name="ketch")

@@ -171,5 +171,12 @@ def deploy(ref: str, module: bool, name: str | None, environment: str | None) ->
 
     Aio(app._deploy)(name=name, environment_name=environment, log=show)
     click.echo(f"Deployed app {name or app.name!r} ({app.app_id}).")
-    for tag in sorted(app._handles()):
-        click.echo(f"  {tag}")
+    print_functions(app)
+
+
+def print_functions(app: Any) -> None:
+    """One line per function; web endpoints with their URL (the one to give curl)."""
+    for tag, handle in sorted(app._handles().items()):
+        fn = getattr(handle, "_function", handle)
+        url = fn.get_web_url()
+        click.echo(f"  {tag:24} {url}" if url else f"  {tag}")

@@ -1,0 +1,119 @@
+"""`ketch serve`: run an app ephemerally and redeploy it whenever its source changes."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ketch.cli import cli
+from ketch.cli.loader import find_target, import_target, parse_ref
+
+
+def _local_files(root: Path) -> set[Path]:
+    """Python files under `root` that this process imported: the app and its local imports."""
+    out = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        p = Path(path).resolve()
+        if p.suffix == ".py" and p.is_relative_to(root) and "site-packages" not in p.parts:
+            out.add(p)
+    return out
+
+
+def _forget_modules(files: set[Path]) -> None:
+    """Drop the app's own modules so that the next import reads the edited source."""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve() in files:
+            del sys.modules[name]
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
+@click.option("--env", "environment", default=None, help="Environment to serve in.")
+@click.option("--timeout", type=float, default=None,
+              help="Stop after this many seconds (default: run until Ctrl-C).")
+@click.option("--quiet", is_flag=True, help="Do not show container output.")
+def serve(ref: str, module: bool, environment: str | None, timeout: float | None,
+          quiet: bool) -> None:
+    """Serve an app's web endpoints with `-dev` URLs, reloading on every edit.
+
+    \b
+    Example:
+      ketch serve examples/web.py
+      curl "$URL?x=42"
+    """
+    from ketch._client.deploy import deploy_app
+    from ketch._utils.aio import run_sync
+    from ketch.app import _RunContext
+    from ketch.cli.run import print_functions
+
+    path, name = parse_ref(ref)
+    root = Path(path).resolve().parent if not module else Path.cwd().resolve()
+    target = find_target(import_target(path, is_module=module), name, need_entry=False)
+    hint = target.module.__name__.rpartition(".")[2]
+    ctx = _RunContext(target.app, environment, not quiet, name_hint=hint)
+    app_name = ctx._ephemeral_name()
+
+    def show(line: str) -> None:
+        if not quiet:
+            click.echo(f"  {line}", err=True)
+
+    with ctx:
+        app_id = target.app.app_id
+        assert app_id is not None
+        click.echo(f"Serving app {app_name!r} ({app_id}). Edits are picked up live; Ctrl-C stops.")
+        print_functions(target.app)
+        files = _local_files(root)
+        stop = threading.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def watch() -> None:
+            import watchfiles
+
+            for changes in watchfiles.watch(*{f.parent for f in files}, stop_event=stop,
+                                            debounce=100, step=50, rust_timeout=200):
+                changed = {Path(p).resolve() for _, p in changes}
+                if changed & files or any(p.suffix == ".py" for p in changed):
+                    reload.set()
+
+        reload = threading.Event()
+        watcher = threading.Thread(target=watch, name="ketch-serve-watch", daemon=True)
+        watcher.start()
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not reload.wait(timeout=min(left, 0.5) if left is not None else 0.5):
+                    continue
+                reload.clear()
+                try:
+                    _forget_modules(files)
+                    fresh = find_target(import_target(path, is_module=module), name,
+                                        need_entry=False)
+                    run_sync(deploy_app(fresh.app, name=app_name,
+                                        environment=environment or ctx_env(),
+                                        ephemeral=True, log=show, app_id=app_id))
+                except Exception as exc:  # a broken edit must not end the session
+                    click.echo(f"Reload failed, still serving the previous version: {exc}",
+                               err=True)
+                    continue
+                files = _local_files(root)
+                click.echo(f"Reloaded {app_name!r} at {time.strftime('%H:%M:%S')}.")
+                print_functions(fresh.app)
+        except KeyboardInterrupt:
+            click.echo("Stopping.", err=True)
+        finally:
+            stop.set()
+
+
+def ctx_env() -> str:
+    from ketch.config import Config
+
+    return Config.load().environment

@@ -1,0 +1,66 @@
+"""`ketch token create | list | revoke`: proxy-auth tokens for web endpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from ketch.cli import cli
+
+
+@cli.group()
+def token() -> None:
+    """Manage proxy-auth tokens (for endpoints with requires_proxy_auth=True)."""
+
+
+@token.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def create(as_json: bool) -> None:
+    """Create a token; its secret is shown once and stored only as a hash.
+
+    \b
+    Example:
+      ketch token create
+      curl -H "Ketch-Key: wk-..." -H "Ketch-Secret: ws-..." "$URL"
+    """
+    from ketch._client.deploy import ApiClient
+    from ketch._utils.aio import run_sync
+
+    out = run_sync(ApiClient().call("POST", "/v1/tokens"))
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"Token id:     {out['token_id']}")
+    click.echo(f"Token secret: {out['secret']}")
+    click.echo("Send them as Ketch-Key / Ketch-Secret headers (or Modal-Key / Modal-Secret, or "
+               "Authorization: Bearer <id>.<secret>). The secret is not shown again.")
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_tokens(as_json: bool) -> None:
+    """List token ids (never secrets)."""
+    from ketch._client.deploy import ApiClient
+    from ketch._utils.aio import run_sync
+
+    rows = run_sync(ApiClient().call("GET", "/v1/tokens"))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        state = "revoked" if r["revoked"] else "live"
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
+        click.echo(f"{r['token_id']}  {state:8} created {created}")
+
+
+@token.command()
+@click.argument("token_id")
+def revoke(token_id: str) -> None:
+    """Revoke a token: requests carrying it get 401 from then on."""
+    from ketch._client.deploy import ApiClient
+    from ketch._utils.aio import run_sync
+
+    run_sync(ApiClient().call("DELETE", f"/v1/tokens/{token_id}"))
+    click.echo(f"Revoked {token_id}.")

@@ -31,7 +31,8 @@ class RouteTable:
     by_host: dict[str, Endpoint] = field(default_factory=dict)
     by_port: dict[int, Endpoint] = field(default_factory=dict)
     by_domain: dict[str, Endpoint] = field(default_factory=dict)
-    by_wildcard: dict[str, Endpoint] = field(default_factory=dict)  # "example.com" for *.example.com
+    # "example.com" for "*.example.com"
+    by_wildcard: dict[str, Endpoint] = field(default_factory=dict)
 
     def lookup(self, host: str | None, port: int, domain: str) -> Endpoint | None:
         ep = self.by_port.get(port)

@@ -52,6 +52,7 @@ class WebService:
         self.bucket = TokenBucket(rate, burst)
         self.tokens: dict[str, str] = store.live_tokens()
         self.gateway = Gateway(self.resolve, limits, trusted_proxies)
+        scheduler.on_container_gone = self.gateway.forget
         self._listeners: dict[int, Any] = {}
 
     # -- listeners ----------------------------------------------------------------------
@@ -77,13 +78,13 @@ class WebService:
 
     def port_for(self, host_label: str) -> int:
         """The endpoint's own port: the same one every time (persisted), free when new."""
-        port = self.store.web_port(host_label)
-        if port is not None:
-            return port
+        known = self.store.web_port(host_label)
+        if known is not None:
+            return known
         used = self.store.used_web_ports() | {self.port}
         while True:
             probe = _bind(self.host, 0)
-            port = probe.getsockname()[1]
+            port = int(probe.getsockname()[1])
             probe.close()
             if port not in used:
                 break

@@ -69,6 +69,8 @@ class Scheduler:
         self.call_waiters: dict[str, list[asyncio.Future[None]]] = collections.defaultdict(list)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters: collections.Counter[str] = collections.Counter()
+        # Told the web address of each container that goes, so pooled connections to it close.
+        self.on_container_gone: Callable[[str], None] | None = None
 
     # -- functions ----------------------------------------------------------------------
     def register(self, fdef: FunctionDef) -> None:
@@ -401,6 +403,8 @@ class Scheduler:
         pool.backoff_until = time.monotonic() + 10.0
 
     def _forget(self, c: Container) -> None:
+        if c.web_addr is not None and self.on_container_gone is not None:
+            self.on_container_gone(c.web_addr)
         c.state = "dead"
         c.pool.containers.pop(c.cid, None)
         self.containers.pop(c.cid, None)

@@ -33,3 +33,25 @@ def test_retries_wait_the_backoff_delays(server: object, tmp_path: Path) -> None
     assert len(stamps) == 3
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps
+
+
+@pytest.mark.spec("R3")
+def test_map_retries_each_input_on_its_own(server: object, tmp_path: Path) -> None:
+    from supports.timeouts import map_item
+
+    trace = tmp_path / "map"
+    with app.run(show_logs=False):
+        assert list(map_item.map([str(trace)] * 6, range(6))) == [i * 10 for i in range(6)]
+    counts = trace.read_text().split()
+    assert counts.count("3") == 3
+    assert all(counts.count(str(i)) == 1 for i in range(6) if i != 3)
+
+
+@pytest.mark.spec("R4")
+def test_last_exception_reaches_the_caller_after_retries(server: object, tmp_path: Path) -> None:
+    from supports.timeouts import CustomRetryError, always_fails
+
+    trace = tmp_path / "fails"
+    with app.run(show_logs=False), pytest.raises(CustomRetryError, match="still failing"):
+        always_fails.remote(str(trace))
+    assert trace.read_text().split() == ["x", "x"]  # retries=1: two attempts in all

@@ -34,3 +34,26 @@ def flaky(path: str) -> int:
     if n < 3:
         raise RuntimeError(f"attempt {n} fails")
     return n
+
+
+@app.function(retries=ketch.Retries(max_retries=2, initial_delay=0.1))
+def map_item(path: str, i: int) -> int:
+    """Input 3 fails on its first two attempts; every attempt is recorded."""
+    with open(path, "a") as fh:
+        fh.write(f"{i}\n")
+    with open(path) as fh:
+        seen = fh.read().split().count(str(i))
+    if i == 3 and seen < 3:
+        raise RuntimeError(f"input {i} attempt {seen}")
+    return i * 10
+
+
+class CustomRetryError(Exception):
+    pass
+
+
+@app.function(retries=1)
+def always_fails(path: str) -> None:
+    with open(path, "a") as fh:
+        fh.write("x\n")
+    raise CustomRetryError("still failing")

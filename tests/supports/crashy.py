@@ -1,0 +1,35 @@
+"""Functions whose containers fail to start or die mid-input."""
+
+import os
+import signal
+
+import ketch
+
+app = ketch.App("crashy")
+
+
+@app.function()
+def die_once(marker: str, how: str) -> str:
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpid()))
+        if how == "exit":
+            os._exit(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"survived in {os.getpid()}"
+
+
+@app.function()
+def always_dies() -> None:
+    os._exit(3)
+
+
+@app.cls()
+class BadEnter:
+    @ketch.enter()
+    def load(self) -> None:
+        raise RuntimeError("enter hook exploded")
+
+    @ketch.method()
+    def f(self) -> int:
+        return 1

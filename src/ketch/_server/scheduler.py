@@ -76,9 +76,12 @@ class Scheduler:
     def register(self, fdef: FunctionDef) -> None:
         """Make `fdef` the live version of its function; older pools drain and go."""
         self.functions[fdef.function_id] = fdef
-        for pool in self.pools.values():
+        for pool in list(self.pools.values()):
             if pool.function.function_id == fdef.function_id and pool.function is not fdef:
                 self._retire_pool(pool)
+        if int(fdef.options.get("min_containers") or 0) > 0:
+            # Warm containers are wanted before any traffic, so the pool must exist now.
+            self._reconcile(self._pool_for(fdef, None))
 
     def unregister_app(self, app_id: str) -> None:
         for fid in [f for f, d in self.functions.items() if d.app_id == app_id]:

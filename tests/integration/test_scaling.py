@@ -67,3 +67,28 @@ def test_fifo_and_no_cross_function_delay(server: object) -> None:
         finish_order = [i for i, _ in sorted(done, key=lambda x: x[1])]
         assert finish_order == list(range(5))
         assert other_done < max(stamp for _, stamp in done)
+
+
+@pytest.mark.spec("A2")
+def test_single_use_containers_are_honoured(server: object) -> None:
+    from supports.scaling import fresh_each_time
+
+    with app.run(show_logs=False):
+        pids = [fresh_each_time.remote() for _ in range(3)]
+    assert len(set(pids)) == 3
+
+
+@pytest.mark.spec("A2")
+def test_unsupported_semantic_parameters_refuse_the_deploy(server: object) -> None:
+    import ketch
+    from ketch.exception import InvalidError
+
+    other = ketch.App("refusals")
+
+    @other.function(schedule=object(), serialized=True)
+    def scheduled() -> None: ...
+
+    with pytest.raises(InvalidError, match="schedule"):
+        other.deploy()
+    listed = run_sync(ApiClient().call("GET", "/v1/apps"))
+    assert not any(a["name"] == "refusals" for a in listed)

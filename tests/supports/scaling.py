@@ -27,3 +27,8 @@ def serial(seconds: float) -> float:
 @app.function()
 def other() -> str:
     return "other"
+
+
+@app.function(single_use_containers=True)
+def fresh_each_time() -> int:
+    return os.getpid()

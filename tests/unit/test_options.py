@@ -172,9 +172,6 @@ def test_scaledown_window_must_be_positive(value: object) -> None:
         ("proxy", object()),
         ("i6pn", True),
         ("ephemeral_disk", 1024),
-        ("cloud_bucket_mounts", {"/b": object()}),
-        ("single_use_containers", True),
-        ("max_inputs", 1),
         ("_experimental_scheduler_placement", object()),
     ],
 )
@@ -184,6 +181,23 @@ def test_parameters_without_effect_are_accepted_with_a_warning(key: str, value: 
     assert o.max_inputs == 1, "Modal's max_inputs is not the concurrency limit"
     assert len(said) == 1
     assert said[0].startswith(f"{key}= has no effect on ketch")
+
+
+@pytest.mark.spec("A2")
+def test_retiring_containers_after_n_inputs_is_honoured() -> None:
+    assert _opts({"single_use_containers": True}).inputs_per_container == 1
+    o = _opts({"max_inputs": 3})
+    assert (o.inputs_per_container, o.max_inputs) == (3, 1)
+    assert _opts({}).inputs_per_container is None
+    with pytest.raises(InvalidError, match="max_inputs"):
+        _opts({"max_inputs": 0})
+
+
+@pytest.mark.spec("A2")
+def test_cloud_bucket_mounts_are_refused() -> None:
+    with pytest.raises(InvalidError, match="cloud_bucket_mounts"):
+        _opts({"cloud_bucket_mounts": {"/b": object()}})
+    _opts({"cloud_bucket_mounts": {}})
 
 
 @pytest.mark.spec("A2")

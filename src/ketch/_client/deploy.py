@@ -100,6 +100,7 @@ def options_spec(opts: Any) -> dict[str, Any]:
         "memory": opts.memory,
         "block_network": opts.block_network,
         "enable_memory_snapshot": opts.enable_memory_snapshot,
+        "inputs_per_container": opts.inputs_per_container,
     }
 
 
@@ -129,12 +130,28 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             "is_generator": opts.is_generator,
             "web": getattr(handle, "_web", None),
         }
+        _refuse_unsupported(tag, opts)
         if isinstance(handle, Cls):
             spec["methods"] = class_methods(raw)
             spec["params"] = sorted(declared_parameters(raw))
         functions[tag] = spec
     return {"name": name, "environment": environment, "ephemeral": ephemeral,
             "functions": functions}
+
+
+def _refuse_unsupported(tag: str, opts: Any) -> None:
+    """Parameters that would change what the function does, which ketch cannot do yet, stop
+    the deploy (SPEC A2: honoured or refused loudly, never silently dropped)."""
+    if opts.schedule is not None:
+        raise InvalidError(
+            f"{tag}: schedule= is not supported by ketch yet; trigger the function from cron "
+            "or a loop that calls .spawn() instead"
+        )
+    if opts.volumes:
+        raise InvalidError(
+            f"{tag}: volumes= is not supported by ketch yet; use Image.add_local_dir for "
+            "read-only data"
+        )
 
 
 def _pickle_by_value(obj: Any) -> bytes:

@@ -73,9 +73,15 @@ class Container:
     stop_reason: str | None = None  # set when ketch itself stops or kills it
     web_addr: str | None = None  # where the container serves HTTP, for web functions
 
+    assigned: int = 0  # inputs handed to it over its life
+
     @property
     def free_slots(self) -> int:
-        return self.pool.function.max_inputs - len(self.inflight)
+        free = self.pool.function.max_inputs - len(self.inflight)
+        limit = self.pool.function.options.get("inputs_per_container")
+        if limit:
+            free = min(free, int(limit) - self.assigned)
+        return free
 
 
 @dataclass(eq=False)

@@ -193,6 +193,7 @@ class Scheduler:
         inp.container = c
         inp.started = time.monotonic()
         c.inflight[inp.iid] = inp
+        c.assigned += 1
         if inp.future is not None:
             if not inp.future.done():
                 inp.future.set_result(c.web_addr or "")
@@ -328,7 +329,11 @@ class Scheduler:
                 self._finish(inp, ok=True, payload=msg["payload"])
             else:
                 self._attempt_failed(inp, msg["error"])
-            if c.state == "ready":
+            if c.state == "ready" and c.free_slots <= 0 and not c.inflight \
+                    and c.pool.function.options.get("inputs_per_container"):
+                self._stop_container(c, "retired after its inputs")
+                self._dispatch(c.pool)
+            elif c.state == "ready":
                 self._dispatch(c.pool)
             elif c.state == "draining" and not c.inflight:
                 self._stop_container(c, c.stop_reason or "drained")

@@ -62,6 +62,7 @@ class FunctionOptions:
     batch_wait_ms: int | None = None
     is_generator: bool = False
     is_web: bool = False
+    inputs_per_container: int | None = None  # retire a container after this many inputs
 
     @property
     def effective_startup_timeout(self) -> int:
@@ -102,9 +103,6 @@ _NO_EFFECT: dict[str, str] = {
     "proxy": "containers reach the network as the host does",
     "i6pn": "containers reach the network as the host does",
     "ephemeral_disk": "containers use the host's disk",
-    "cloud_bucket_mounts": "cloud buckets are not mounted; use volumes instead",
-    "single_use_containers": "containers are reused between inputs",
-    "max_inputs": "containers are reused between inputs",
     "restrict_modal_access": "containers reach only their own inputs and outputs anyway",
     "allow_cross_region_volumes": "there are no regions",
     "experimental_options": "there are no experimental options",
@@ -123,10 +121,15 @@ _REFUSED_IF_SET: dict[str, str] = {
     "mounts": "add local files to the image with Image.add_local_dir / add_local_file / "
     "add_local_python_source instead",
     "network_file_systems": "use volumes={path: ketch.Volume.from_name(...)} instead",
+    "cloud_bucket_mounts": "cloud buckets are not mounted; copy the data into the image or "
+    "read it over the network",
 }
 
-_KNOWN = frozenset((*_DIRECT, *_NO_EFFECT, *_RENAMED, *_REFUSED_IF_SET))
-_SUGGESTIONS = sorted((*_DIRECT, *_NO_EFFECT, *_RENAMED))
+# Modal's way of retiring a container after N inputs (fresh state per input when 1).
+_RETIRE_AFTER = ("single_use_containers", "max_inputs")
+
+_KNOWN = frozenset((*_DIRECT, *_NO_EFFECT, *_RENAMED, *_REFUSED_IF_SET, *_RETIRE_AFTER))
+_SUGGESTIONS = sorted((*_DIRECT, *_NO_EFFECT, *_RENAMED, *_RETIRE_AFTER))
 
 _GPU_RE = re.compile(r"^(?P<type>[A-Za-z0-9-]+!?)(?::(?P<count>[0-9]+))?$")
 
@@ -406,6 +409,13 @@ def validate_function_options(
         deprecation_warning(date, f"{old} is deprecated; use {new}= instead")
         values[new] = old_value
 
+    inputs_per_container = None
+    if values.pop("single_use_containers", None):
+        inputs_per_container = 1
+    retire = values.pop("max_inputs", None)
+    if retire is not None:
+        inputs_per_container = _int_in("max_inputs", retire, 1)
+
     for key in sorted(values):
         value = values[key]
         if key in _NO_EFFECT or key.startswith("_experimental_"):
@@ -501,4 +511,5 @@ def validate_function_options(
         batch_wait_ms=batch_wait_ms,
         is_generator=is_generator,
         is_web=is_web,
+        inputs_per_container=inputs_per_container,
     )

@@ -25,7 +25,7 @@ def background_loop() -> asyncio.AbstractEventLoop:
     global _loop, _thread
     with _lock:
         if _loop is None or not _loop.is_running() or _thread is None or not _thread.is_alive():
-            loop = asyncio.new_event_loop()
+            loop = _new_loop()
             ready = threading.Event()
 
             def run() -> None:
@@ -39,6 +39,16 @@ def background_loop() -> asyncio.AbstractEventLoop:
             _loop = loop
             atexit.register(_shutdown, loop)
         return _loop
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed: the SDK loop sits on every call's path."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def _shutdown(loop: asyncio.AbstractEventLoop) -> None:

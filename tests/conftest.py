@@ -130,6 +130,7 @@ def ketch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
     handle = ServerHandle(home)
     handle.start()
     yield handle
+    _close_client()  # first, or its reconnect would start the server again
     handle.stop()
     if previous is None:
         os.environ.pop("KETCH_HOME", None)
@@ -152,6 +153,12 @@ def fresh_server(tmp_path: Path, ketch_server: ServerHandle) -> Iterator[ServerH
     handle = ServerHandle(home)
     handle.start()
     yield handle
+    _close_client()
+    handle.stop()
+    _use_home(ketch_server.home)
+
+
+def _close_client() -> None:
     from ketch._client.client import Client
     from ketch._utils.aio import run_sync
 
@@ -159,5 +166,4 @@ def fresh_server(tmp_path: Path, ketch_server: ServerHandle) -> Iterator[ServerH
     if current is not None:
         with contextlib.suppress(Exception):
             run_sync(current.close())
-    handle.stop()
-    _use_home(ketch_server.home)
+    Client.reset()

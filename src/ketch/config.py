@@ -26,7 +26,12 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_RATE_LIMIT": ("rate_limit", float),
     "KETCH_RATE_BURST": ("rate_burst", int),
     "KETCH_TRUSTED_PROXIES": ("trusted_proxies", str),
+    "KETCH_TLS_CERT": ("tls_cert", str),
+    "KETCH_TLS_KEY": ("tls_key", str),
 }
+
+# Settings for which an empty value means "off".
+_MAY_BE_EMPTY = frozenset({"tls_cert", "tls_key"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class Config:
     rate_limit: float = 200.0  # web requests per second per workspace
     rate_burst: int = 1000
     trusted_proxies: str = "-"  # comma-separated addresses whose X-Forwarded-For is kept
+    # The gateway serves HTTPS with this certificate (PEM, chain) and key; empty: plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @classmethod
     def load(cls, profile: str | None = None) -> Config:
@@ -62,7 +70,11 @@ class Config:
             if raw is not None and raw != "":
                 values[field_name] = _check(field_name, _parse(env_name, raw, typ), env_name)
         cfg = cls(**values)
-        return replace(cfg, home=cfg.home.expanduser().resolve())
+        if bool(cfg.tls_cert) != bool(cfg.tls_key):
+            raise InvalidError("tls_cert and tls_key (KETCH_TLS_CERT, KETCH_TLS_KEY) go together: "
+                               "set both to serve HTTPS, or neither")
+        return replace(cfg, home=cfg.home.expanduser().resolve(),
+                       tls_cert=_tls_path(cfg.tls_cert), tls_key=_tls_path(cfg.tls_key))
 
     @property
     def server_file(self) -> Path:
@@ -130,13 +142,22 @@ def _check(key: str, given: object, where: str) -> Any:
         raise InvalidError(f"{where}: a port must be between 0 and 65535, got {value}")
     if kinds in ((int,), (int, float)) and value < 0:
         raise InvalidError(f"{where}: must not be negative, got {value}")
-    if kinds in ((str,), (str, Path)) and not str(value):
+    if kinds in ((str,), (str, Path)) and not str(value) and key not in _MAY_BE_EMPTY:
         raise InvalidError(f"{where}: must not be empty")
+    if key in _MAY_BE_EMPTY and value and not os.path.isabs(os.path.expanduser(value)):
+        # The server runs in its state directory: a relative path would name another file
+        # there than where the command that started it was run.
+        raise InvalidError(f"{where}: must be an absolute path (or start with ~), "
+                           f"got {value!r}")
     if Path in kinds:
         return Path(value)
     if float in kinds:
         return float(value)
     return value
+
+
+def _tls_path(value: str) -> str:
+    return os.path.expanduser(value) if value else ""
 
 
 def _parse(name: str, raw: str, typ: type) -> Any:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-import ketch
 from ketch._server.images import BuiltImage, ImageBuilder, ImageBuildError, mount_files
 from ketch.exception import InvalidError
 from ketch.image import Image

@@ -72,7 +72,7 @@ def test_routes_by_port_host_domain_and_wildcard() -> None:
 def test_label_and_domain_clashes_are_refused() -> None:
     with pytest.raises(AlreadyExistsError, match="local--a"):
         build_table([_ep("local--a", 1), _ep("local--a", 2, app="other")])
-    with pytest.raises(AlreadyExistsError, match="api.example.com"):
+    with pytest.raises(AlreadyExistsError, match=r"api\.example\.com"):
         build_table([_ep("local--a", 1, ["api.example.com"]),
                      _ep("local--b", 2, ["api.example.com"])])
 

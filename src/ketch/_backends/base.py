@@ -28,6 +28,9 @@ class ContainerSpec:
     memory_mb: int | None = None
     gpus: tuple[str, ...] = field(default_factory=tuple)
     block_network: bool = False
+    # A network namespace of its own with outbound traffic through a user-mode stack, so
+    # that servers on fixed ports (web_server) of several containers do not collide.
+    isolate_network: bool = False
 
 
 @dataclass(frozen=True)

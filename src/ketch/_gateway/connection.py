@@ -71,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self._parser = httptools.HttpRequestParser(self)
         self._peer: tuple[str, int] = ("", 0)
+        self._tls = False  # HTTPS: the gateway terminates TLS on this connection
         self._paused = 0  # reasons reading is paused, see exchange.py
         self._active: Exchange | None = None  # the request being served
         self._parsing: Exchange | None = None  # the request whose body is being parsed
@@ -104,6 +105,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = cast(asyncio.Transport, transport)
+        self._tls = t.get_extra_info("sslcontext") is not None
         peer = t.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._peer = (str(peer[0]), int(peer[1]))
@@ -253,6 +255,9 @@ class ClientConnection(asyncio.Protocol):
                      and b"websocket" in facts.upgrade.lower())
         peer = self._peer
         fwd = forwarding(peer[0], facts, self._gw.trusted_proxies)
+        if self._tls and (facts.forwarded_proto is None
+                          or peer[0] not in self._gw.trusted_proxies):
+            fwd.proto = b"https"  # what the client used, unless a trusted proxy says more
         ex = Exchange(
             self, method, target, http10=http10, keep_alive=parser.should_keep_alive(),
             chunked=facts.chunked, has_body=facts.chunked or bool(length), websocket=websocket,
@@ -591,6 +596,8 @@ class ClientConnection(asyncio.Protocol):
         if self._draining or self._gone or t.is_closing():
             return
         if not t.can_write_eof():
+            # TLS transports cannot half-close, so no lingering: close() sends what is
+            # buffered and the close_notify alert, then closes.
             t.close()
             return
         self._draining = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 
 from ketch._gateway.connection import STATUS_KEYS, ClientConnection
@@ -40,8 +41,10 @@ class Gateway:
         self._connections: set[ClientConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def serve(self, sock: socket.socket) -> asyncio.AbstractServer:
-        """Accept connections on `sock` (bound; listening or not) until `close`."""
+    async def serve(self, sock: socket.socket, tls: ssl.SSLContext | None = None
+                    ) -> asyncio.AbstractServer:
+        """Accept connections on `sock` (bound; listening or not) until `close`; with `tls`,
+        HTTPS: the handshake comes first, within the head timeout."""
         loop = asyncio.get_running_loop()
         port = sock.getsockname()[1] if sock.family in (socket.AF_INET, socket.AF_INET6) else 0
         sock.setblocking(False)
@@ -49,7 +52,9 @@ class Gateway:
         def factory() -> ClientConnection:
             return ClientConnection(self, loop, port)
 
-        server = await loop.create_server(factory, sock=sock, backlog=1024)
+        server = await loop.create_server(
+            factory, sock=sock, backlog=1024, ssl=tls,
+            ssl_handshake_timeout=self.limits.head_timeout if tls is not None else None)
         self._servers.append(server)
         if self._sweeper is None:
             self._sweeper = loop.call_later(1.0, self._sweep)

@@ -8,8 +8,10 @@ import errno
 import logging
 import math
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ketch._gateway.auth import CREDENTIAL_HEADERS, check, credentials
@@ -18,7 +20,7 @@ from ketch._gateway.ratelimit import TokenBucket
 from ketch._gateway.routes import Endpoint, RouteTable, build_table
 from ketch._server.scheduler import Scheduler
 from ketch._server.store import Store
-from ketch.exception import Error, NotFoundError
+from ketch.exception import Error, InvalidError, NotFoundError
 
 log = logging.getLogger("ketch.gateway")
 
@@ -42,12 +44,17 @@ class WebService:
     def __init__(
         self, scheduler: Scheduler, store: Store, *, host: str, port: int, domain: str,
         rate: float, burst: float, trusted_proxies: frozenset[str], limits: Limits,
+        tls_cert: str = "", tls_key: str = "",
     ) -> None:
         self.scheduler = scheduler
         self.store = store
         self.host = host
         self.port = port
         self.domain = domain
+        # Every listener (the host-routed port and the endpoints' own) speaks HTTPS when a
+        # certificate is configured; the URLs handed out say so.
+        self.tls = tls_context(tls_cert, tls_key) if tls_cert else None
+        self.scheme = "https" if self.tls is not None else "http"
         self.table = RouteTable()
         self.bucket = TokenBucket(rate, burst)
         self.tokens: dict[str, str] = store.live_tokens()
@@ -73,7 +80,7 @@ class WebService:
                 sock = _bind(self.host, 0)
         self.port = sock.getsockname()[1]
         self.store.set_meta("gateway_port", str(self.port))
-        self._listeners[self.port] = await self.gateway.serve(sock)
+        self._listeners[self.port] = await self.gateway.serve(sock, self.tls)
         return self.port
 
     def port_for(self, host_label: str) -> int:
@@ -101,7 +108,7 @@ class WebService:
             except OSError as exc:
                 log.error("cannot listen on endpoint port %s: %s", port, exc)
                 continue
-            self._listeners[port] = await self.gateway.serve(sock)
+            self._listeners[port] = await self.gateway.serve(sock, self.tls)
         self.table = table
         for port in set(self._listeners) - wanted - {self.port}:
             server = self._listeners.pop(port)
@@ -114,10 +121,10 @@ class WebService:
         build_table(others + endpoints)
 
     def url(self, ep: Endpoint) -> str:
-        return f"http://{_url_host(self.host)}:{ep.port}"
+        return f"{self.scheme}://{_url_host(self.host)}:{ep.port}"
 
     def host_url(self, ep: Endpoint) -> str:
-        return f"http://{ep.host}.{self.domain}:{self.port}"
+        return f"{self.scheme}://{ep.host}.{self.domain}:{self.port}"
 
     def reload_tokens(self) -> None:
         self.tokens = self.store.live_tokens()
@@ -155,6 +162,22 @@ class WebService:
         except Exception as exc:
             return Denied(502, f"{ep.tag} failed to start: {exc!r}")
         return _Target(addr, remove, lambda: self.scheduler.web_done(inp))
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The gateway's server-side TLS settings: the configured certificate chain and key,
+    HTTP/1.1 by ALPN (the only protocol the gateway speaks), the library's safe defaults."""
+    for setting, path in (("tls_cert (KETCH_TLS_CERT)", cert), ("tls_key (KETCH_TLS_KEY)", key)):
+        if not Path(path).is_file():
+            raise InvalidError(f"TLS: {setting} {path!r}: no such file")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.set_alpn_protocols(["http/1.1"])
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidError(f"TLS: cannot use the certificate {cert!r} with the key {key!r}: "
+                           f"{exc} (settings tls_cert, tls_key)") from None
+    return ctx
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -35,6 +35,10 @@ class Runtime:
         loop = asyncio.get_running_loop()
         try:
             add_sys_path(self.init.get("sys_path", []))
+            if self.spec.get("web"):
+                # Before the user's module is imported: an endpoint's module may import
+                # fastapi or pydantic at its top, as Modal's web examples do.
+                self._add_web_runtime()
             from ketch.compat.shim import install_modal_alias
 
             install_modal_alias()
@@ -63,17 +67,20 @@ class Runtime:
         from ketch import functions
 
         functions.CONTAINER_WEB_URLS.update(self.init.get("web_urls") or {})
-        extra = self.init.get("web_runtime")
-        if extra and extra not in sys.path:
-            sys.path.append(extra)  # after the image's site-packages: the user's versions win
         from ketch._runtime import web as webmod
 
         loop = asyncio.get_running_loop()
         fn = target.resolve(self.init.get("web_method"))
         if web["type"] == "web_server":
-            await loop.run_in_executor(self.pool, fn)
-            await webmod.wait_for_port(int(web["port"]), float(web["startup_timeout"]))
-            return f"127.0.0.1:{web['port']}"
+            # The function may return once its server runs, or serve from it: traffic
+            # flows once the port accepts, either way.
+            started = loop.run_in_executor(self.pool, fn)
+            port = int(web["port"])
+            host = await webmod.wait_for_port(port, float(web["startup_timeout"]), started)
+            # The port is in this container's network namespace: a unix socket, reachable
+            # from the host's filesystem, brings the gateway's connections to it.
+            self.web_server = await webmod.PortBridge.start(self.init["web_socket"], host, port)
+            return f"unix:{self.init['web_socket']}"
         max_inputs = int(self.spec["options"].get("max_inputs") or 1)
         app = await loop.run_in_executor(self.pool, webmod.build_app, fn, web, max_inputs)
         path = self.init["web_socket"]
@@ -82,14 +89,22 @@ class Runtime:
         self.web_server = server
         return f"unix:{path}"
 
+    def _add_web_runtime(self) -> None:
+        extra = self.init.get("web_runtime")
+        if extra and extra not in sys.path:
+            sys.path.append(extra)  # after the image's site-packages: the user's versions win
+
     async def serve(self) -> None:
         while not self.stopping.is_set():
             try:
                 batch = await self.ch.recv()
             except ChannelClosed:
                 # The server is gone (crashed or killed). Whatever runs here is re-run by the
-                # next server, so finishing it would only make a second, orphaned run.
+                # next server, so finishing it would only make a second, orphaned run. The
+                # whole process group goes: servers and children the user started too.
                 sys.stderr.flush()
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
                 os._exit(0)
             for msg in batch:
                 t = msg["t"]

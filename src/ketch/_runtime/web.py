@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import inspect
 import socket
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -55,6 +55,60 @@ def fastapi_app(fn: Callable[..., Any], web: dict[str, Any]) -> Any:
     return app
 
 
+def close_abandoned_streams() -> None:
+    """Make a Starlette `StreamingResponse` close its body as soon as the response ends,
+    also when it ends early because the client went away.
+
+    On a disconnect Starlette just stops asking the body for items. An async generator is
+    then closed whenever the garbage collector gets to it, and a sync iterator (which
+    Starlette reads on worker threads) is never told at all: its `finally` does not run and
+    a `.remote_gen()` it reads stays open. Closing both at once is what lets a disconnect
+    cancel a streaming handler (SPEC W10). Idempotent.
+    """
+    from starlette import responses
+
+    cls: Any = responses.StreamingResponse
+    if getattr(cls, "_ketch_closes_body", False):
+        return
+    if hasattr(responses, "iterate_in_threadpool"):
+        # StreamingResponse wraps a sync iterator with this module-level helper.
+        responses.iterate_in_threadpool = _iterate_closing
+    respond = cls.__call__
+
+    async def call(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            await respond(self, scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):  # e.g. a generator still running
+                    await aclose()
+
+    cls.__call__ = call
+    cls._ketch_closes_body = True
+
+
+async def _iterate_closing(iterator: Iterable[Any]) -> AsyncIterator[Any]:
+    """A sync iterator's items, each fetched on a worker thread; closed when this is."""
+    import anyio
+
+    it = iter(iterator)
+    end = object()
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(next, it, end)
+            if item is end:
+                return
+            yield item
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            # Also on the way out of a cancellation: the close must still happen, and on a
+            # thread, since a generator's cleanup may block.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close)
+
+
 def wsgi_to_asgi(wsgi: Any, threads: int) -> Any:
     from a2wsgi import WSGIMiddleware
 
@@ -64,11 +118,14 @@ def wsgi_to_asgi(wsgi: Any, threads: int) -> Any:
 def build_app(fn: Callable[..., Any], web: dict[str, Any], max_inputs: int) -> Any:
     kind = web["type"]
     if kind == "fastapi":
+        close_abandoned_streams()
         return fastapi_app(fn, web)
     if kind == "asgi":
         app = fn()
         if inspect.isawaitable(app):
             raise TypeError("@asgi_app functions must return the app, not a coroutine")
+        if "starlette.responses" in sys.modules:  # the app is built on Starlette (FastAPI)
+            close_abandoned_streams()
         return app
     if kind == "wsgi":
         return wsgi_to_asgi(fn(), max_inputs)
@@ -115,19 +172,107 @@ class WebServer:
                 await asyncio.wait_for(self.task, 10)
 
 
-async def wait_for_port(port: int, timeout: float) -> None:
-    """`web_server`: traffic may flow once the user's server accepts on its port."""
-    deadline = time.monotonic() + timeout
+async def wait_for_port(port: int, timeout: float,
+                        started: asyncio.Future[Any] | None = None) -> str:
+    """`web_server`: traffic may flow once the user's server accepts on `port`. Returns the
+    loopback address that accepted (a server may listen on IPv4, IPv6 or both). `started`
+    is the user's function, still running or done: if it fails first, its error is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
+        if started is not None and started.done():
+            started.result()  # raises what the function raised
+        for host in ("127.0.0.1", "::1"):
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), max(0.05, deadline - loop.time()))
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            return host
+        if loop.time() >= deadline:
+            state = ("the function is still running" if started is not None and not started.done()
+                     else "the function returned without a server on that port")
+            raise TimeoutError(
+                f"web_server: nothing accepted connections on port {port} within "
+                f"startup_timeout={timeout:g}s ({state}); start the server on port {port}, "
+                "listening on 0.0.0.0, 127.0.0.1 or ::"
+            )
+        await asyncio.sleep(0.02)
+
+
+class PortBridge:
+    """`web_server`: the gateway's connections arrive on a unix socket and are piped, byte
+    for byte, to the user's server on its port. Being a byte pipe, it carries WebSocket
+    upgrades and anything else over HTTP/1.1. The user's port lives in the container's own
+    network namespace (several containers may use the same port); the socket lives on the
+    filesystem, where the gateway reaches it."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.host = host
+        self.port = port
+        self.path = path
+        self.server: asyncio.Server | None = None
+        self._links: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def start(cls, path: str, host: str, port: int) -> PortBridge:
+        import os
+
+        bridge = cls(host, port, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        bridge.server = await asyncio.start_unix_server(bridge._link, path, backlog=1024,
+                                                        limit=2**18)
+        return bridge
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"nothing accepted connections on port {port} within {timeout:g}s "
-                    "(web_server startup_timeout)"
-                ) from None
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        return
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    self.host, self.port, limit=2**18)
+            except OSError:
+                return  # the server went away: the gateway sees the close and answers 502
+            sock = up_writer.get_extra_info("socket")
+            if sock is not None:  # small writes (WebSocket frames) must not wait for Nagle
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.gather(_pipe(reader, up_writer, writer),
+                                 _pipe(up_reader, writer, up_writer))
+        finally:
+            self._links.discard(task)
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+
+    async def stop(self) -> None:
+        import os
+
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._links):
+            task.cancel()
+        if self._links:
+            await asyncio.gather(*self._links, return_exceptions=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                other: asyncio.StreamWriter) -> None:
+    """Copy until EOF, then pass the half-close on (the other direction may still run). On
+    an error both directions are dropped, as the peer of a reset connection expects."""
+    try:
+        while data := await src.read(2**18):
+            dst.write(data)
+            await dst.drain()
+        if dst.can_write_eof():
+            dst.write_eof()
+    except (OSError, RuntimeError):
+        # A reset on either side; RuntimeError: writing to a transport already closing.
+        dst.transport.abort()
+        other.transport.abort()

@@ -111,7 +111,7 @@ class Server:
             trusted_proxies=frozenset(
                 p.strip() for p in cfg.trusted_proxies.split(",") if p.strip() not in ("", "-")
             ),
-            limits=Limits(),
+            limits=Limits(), tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
         )
         gateway_port = await self.web.start()
         self.apps = AppManager(

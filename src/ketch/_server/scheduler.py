@@ -228,7 +228,11 @@ class Scheduler:
         if time.monotonic() < pool.backoff_until and not pool.queue:
             return
         for _ in range(want - len(live)):
-            self._spawn_task(self._start_container(pool))
+            # Registered now, not in the task: the next reconcile must already count it.
+            c = Container(cid=new_id("ta"), pool=pool)
+            pool.containers[c.cid] = c
+            self.containers[c.cid] = c
+            self._spawn_task(self._start_container(c))
 
     # -- containers ---------------------------------------------------------------------
     def _spawn_task(self, coro: Any) -> None:
@@ -236,12 +240,9 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_container(self, pool: Pool) -> None:
-        fdef = pool.function
-        cid = new_id("ta")
-        c = Container(cid=cid, pool=pool)
-        pool.containers[cid] = c
-        self.containers[cid] = c
+    async def _start_container(self, c: Container) -> None:
+        fdef = c.pool.function
+        cid = c.cid
         self.counters["cold_starts"] += 1
         try:
             env = dict(fdef.image.env)
@@ -267,6 +268,7 @@ class Scheduler:
         spec = ContainerSpec(
             container_id=cid, python=fdef.image.python, env=env, cwd=cwd,
             block_network=bool(fdef.options.get("block_network")),
+            isolate_network=(fdef.spec.get("web") or {}).get("type") == "web_server",
         )
 
         def sink(stream: str, line: str) -> None:

@@ -134,6 +134,7 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
 
     hint = target.module.__name__.rpartition(".")[2]
     with _RunContext(target.app, environment, not quiet, name_hint=hint):
+        print_web_urls(target.app)
         if isinstance(entry, LocalEntrypoint):
             result = entry.raw_f(**kwargs)
             if inspect.iscoroutine(result):
@@ -180,3 +181,15 @@ def print_functions(app: Any) -> None:
         fn = getattr(handle, "_function", handle)
         url = fn.get_web_url()
         click.echo(f"  {tag:24} {url}" if url else f"  {tag}")
+
+
+def print_web_urls(app: Any) -> None:
+    """The app's web endpoints and their URLs, if it has any (`ketch run` starts them too)."""
+    rows = []
+    for tag, handle in sorted(app._handles().items()):
+        url = getattr(handle, "_function", handle).get_web_url()
+        if url:
+            rows.append(f"  {tag:24} {url}")
+    if rows:
+        click.echo("Web endpoints:")
+        click.echo("\n".join(rows))

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,15 +53,24 @@ def serve(ref: str, module: bool, environment: str | None, timeout: float | None
     """
     from ketch._client.deploy import deploy_app
     from ketch._utils.aio import run_sync
-    from ketch.app import _RunContext
+    from ketch.app import _RunContext, print_log
     from ketch.cli.run import print_functions
 
     path, name = parse_ref(ref)
     root = Path(path).resolve().parent if not module else Path.cwd().resolve()
     target = find_target(import_target(path, is_module=module), name, need_entry=False)
     hint = target.module.__name__.rpartition(".")[2]
-    ctx = _RunContext(target.app, environment, not quiet, name_hint=hint)
+    # Logs are subscribed below, by this command: platform notes are shown even with --quiet.
+    ctx = _RunContext(target.app, environment, False, name_hint=hint)
     app_name = ctx._ephemeral_name()
+    noted = threading.Event()
+
+    def on_log(entry: dict[str, Any]) -> None:
+        if entry.get("stream") == "system":
+            click.echo(f"ketch: {entry['line']}", err=True)
+            noted.set()  # perhaps a newer `ketch serve` took the app over: checked below
+        elif not quiet:
+            print_log(entry)
 
     def show(line: str) -> None:
         if not quiet:
@@ -69,6 +79,7 @@ def serve(ref: str, module: bool, environment: str | None, timeout: float | None
     with ctx:
         app_id = target.app.app_id
         assert app_id is not None
+        run_sync(_subscribe_logs(app_id, on_log))
         click.echo(f"Serving app {app_name!r} ({app_id}). Edits are picked up live; Ctrl-C stops.")
         print_functions(target.app)
         files = _local_files(root)
@@ -88,7 +99,18 @@ def serve(ref: str, module: bool, environment: str | None, timeout: float | None
         watcher = threading.Thread(target=watch, name="ketch-serve-watch", daemon=True)
         watcher.start()
         try:
-            while deadline is None or time.monotonic() < deadline:
+            while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    click.echo(f"Stopping after --timeout {timeout:g}s.", err=True)
+                    break
+                if noted.is_set():
+                    noted.clear()
+                    if not run_sync(_is_running(app_id)):
+                        # A newer `serve` of this app took the URLs over and stopped this
+                        # one's app: a reload here could only fail.
+                        click.echo(f"Stopped: another `ketch serve` of {app_name!r} took its "
+                                   "URLs over.")
+                        break
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not reload.wait(timeout=min(left, 0.5) if left is not None else 0.5):
                     continue
@@ -111,6 +133,19 @@ def serve(ref: str, module: bool, environment: str | None, timeout: float | None
             click.echo("Stopping.", err=True)
         finally:
             stop.set()
+
+
+async def _subscribe_logs(app_id: str, handler: Any) -> None:
+    from ketch._client.client import Client
+
+    (await Client.current()).subscribe_logs(app_id, handler)
+
+
+async def _is_running(app_id: str) -> bool:
+    from ketch._client.deploy import ApiClient
+
+    rows = await ApiClient().call("GET", "/v1/apps")
+    return any(r["app_id"] == app_id and r["running"] for r in rows)
 
 
 def ctx_env() -> str:

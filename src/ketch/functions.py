@@ -92,6 +92,8 @@ class Function:
         """The endpoint's URL (web functions only); also works inside the container."""
         if self._web_url is None and self._app is not None and self._app._in_container():
             return CONTAINER_WEB_URLS.get(self._tag)
+        if self._web_url is None and self._lookup is not None and self._function_id is None:
+            self.hydrate()  # a handle from from_name learns its URL on first use
         return self._web_url
 
     async def _hydrate(self) -> Function:

@@ -61,6 +61,8 @@ class WebService:
         self.gateway = Gateway(self.resolve, limits, trusted_proxies)
         scheduler.on_container_gone = self.gateway.forget
         self._listeners: dict[int, Any] = {}
+        self.gone: dict[str, Endpoint] = {}  # host label -> endpoint of a stopped app
+        self._gone_ports: dict[int, Endpoint] = {}
 
     # -- listeners ----------------------------------------------------------------------
     async def start(self) -> int:
@@ -109,10 +111,15 @@ class WebService:
                 log.error("cannot listen on endpoint port %s: %s", port, exc)
                 continue
             self._listeners[port] = await self.gateway.serve(sock, self.tls)
+        # Endpoints that went away keep their port and host: the printed URL of a stopped
+        # app answers 503 from ketch rather than refusing connections (W17).
+        for ep in self.table.by_host.values():
+            if ep.host not in table.by_host:
+                self.gone[ep.host] = ep
+        for ep in table.by_host.values():
+            self.gone.pop(ep.host, None)
+        self._gone_ports = {ep.port: ep for ep in self.gone.values()}
         self.table = table
-        for port in set(self._listeners) - wanted - {self.port}:
-            server = self._listeners.pop(port)
-            server.close()
 
     def check_conflicts(self, endpoints: list[Endpoint], replacing: set[str]) -> None:
         """Raise AlreadyExistsError if `endpoints` would take a label or domain of an app
@@ -139,6 +146,11 @@ class WebService:
     async def resolve(self, head: RequestHead) -> _Target | Denied:
         ep = self.table.lookup(head.host, head.local_port, self.domain)
         if ep is None:
+            old = self._gone_ports.get(head.local_port)
+            if old is None and head.host and head.host.endswith("." + self.domain):
+                old = self.gone.get(head.host[: -len(self.domain) - 1])
+            if old is not None:
+                return Denied(503, f"app {old.app_name!r} is stopped")
             return Denied(404, f"no web endpoint is served at {head.host or 'this address'}")
         remove = CREDENTIAL_HEADERS
         if ep.requires_proxy_auth:

@@ -18,6 +18,28 @@ EXPECTED: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "images.py": ((), [r"^six \d+\.\d+\.\d+ \(DEMO_MODE=images\)$"]),
     "modal_script.py": (("--x", "2"), [r"^cube: 8$", r"^spawned cube: 27$",
                                        r"^lookup: NotFoundError, as on Modal$"]),
+    # Web examples: `ketch run` prints the URLs, the entrypoint calls them over HTTP.
+    "web.py": (("--x", "42"), [
+        r"^Web endpoints:$", r"^  square\s+http://127\.0\.0\.1:\d+$",
+        r'^hello: "Hello world!"$', r'^square: \{"square":1764\}$',
+        r'^square_post: \{"square":1764\}$', r"^greet: <html>Hello, Erik! \(10\)</html>$",
+        r'^get_ip: "Your IP address is 127\.0\.0\.1"$', r"^show_url is its own URL: True$",
+        r"^show_url serves docs: 200$"]),
+    "web_apps.py": ((), [r'^fastapi /: \{"message":"Hello"\}$',
+                         r'^fastapi /echo: \{"from":"asgi"\}$',
+                         r'^flask /echo: \{"from":"wsgi"\}$', r"\] Starting$"]),
+    "web_streaming.py": ((), [
+        r"^stream_me \+[\d.]+s: data: some data 0\n(stream_me .*\n){3}"
+        r"stream_me \+[\d.]+s: data: some data 4$",
+        r"^hook \+[\d.]+s: data: finished processing part 2$",
+        r"^mapped \+[\d.]+s: segment 0\n(mapped .*\n){2}mapped \+[\d.]+s: segment 3$",
+        r"^transcribe \+[\d.]+s: data: segment 2$"]),
+    "web_auth.py": ((), [r"^protected, no token: 401 ketch:", r'^protected, with a token: 200 '
+                         r'"authenticated!"$', r"^protected, token revoked: 401 ketch:",
+                         r"^bearer, wrong token: 401 ", r'^bearer, right token: 200 "success!"$']),
+    "web_polling.py": (("--seconds", "1"), [r"^accepted fc-\w+$",
+                                            r"^result slept 1s after [1-9]\d* polls of 202$"]),
+    "web_server.py": ((), [r"^my_file_server: Directory listing for /$"]),
 }
 
 def test_every_example_is_covered() -> None:

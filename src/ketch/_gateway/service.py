@@ -85,11 +85,14 @@ class WebService:
         self._listeners[self.port] = await self.gateway.serve(sock, self.tls)
         return self.port
 
-    def port_for(self, host_label: str) -> int:
-        """The endpoint's own port: the same one every time (persisted), free when new."""
+    def port_for(self, host_label: str, *, reserve: bool = True) -> int:
+        """The endpoint's own port: the same one every time (persisted), free when new.
+        With reserve=False a new label gets 0 and nothing is written (conflict checks)."""
         known = self.store.web_port(host_label)
         if known is not None:
             return known
+        if not reserve:
+            return 0
         used = self.store.used_web_ports() | {self.port}
         while True:
             probe = _bind(self.host, 0)

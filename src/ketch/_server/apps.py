@@ -186,20 +186,22 @@ class AppManager:
         return {"app_id": app_id, "version": version, "functions": ids, "web_urls": urls}
 
     # -- web endpoints ------------------------------------------------------------------
-    def _endpoints(self, app_id: str, stored: dict[str, Any], ephemeral: bool) -> list[Any]:
+    def _endpoints(self, app_id: str, stored: dict[str, Any], ephemeral: bool,
+                   reserve: bool = True) -> list[Any]:
         if self.web is None:
             return []
         from ketch._server.endpoints import app_endpoints
 
         return app_endpoints(self.web, app_id, stored, ephemeral=ephemeral,
-                             workspace=self.workspace)
+                             workspace=self.workspace, reserve=reserve)
 
     def _claim_endpoints(
         self, app_id: str, stored: dict[str, Any], ephemeral: bool
     ) -> dict[str, str]:
         """Check the app's labels are free (a second `serve` of an app takes them over from
         the first) and record each endpoint's URL in its function spec."""
-        endpoints = self._endpoints(app_id, stored, ephemeral)
+        # Checked before any port is reserved: a refused deploy writes nothing.
+        endpoints = self._endpoints(app_id, stored, ephemeral, reserve=False)
         if not endpoints:
             return {}
         assert self.web is not None
@@ -213,6 +215,7 @@ class AppManager:
         for other_id in taken_over:
             self.logs_note(other_id, "another `ketch serve` of this app took its URLs over")
             self.stop(other_id)
+        endpoints = self._endpoints(app_id, stored, ephemeral)
         urls = {}
         for ep in endpoints:
             stored["functions"][ep.tag]["web_url"] = urls[ep.tag] = self.web.url(ep)

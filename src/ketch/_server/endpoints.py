@@ -12,8 +12,9 @@ from ketch._utils.labels import default_label, host_label
 
 def app_endpoints(
     web: WebService, app_id: str, stored: dict[str, Any], *, ephemeral: bool, workspace: str,
+    reserve: bool = True,
 ) -> list[Endpoint]:
-    """The endpoints of one app version (ports are reserved as a side effect)."""
+    """The endpoints of one app version; with `reserve`, new ones get a port recorded."""
     out = []
     for tag, fspec in stored["functions"].items():
         spec = fspec.get("web")
@@ -23,6 +24,6 @@ def app_endpoints(
         host = host_label(workspace, stored["environment"], label, ephemeral=ephemeral)
         out.append(Endpoint(
             function_id=stable_id("fu", app_id, tag), app_id=app_id, app_name=stored["name"],
-            tag=tag, host=host, port=web.port_for(host), web=spec,
+            tag=tag, host=host, port=web.port_for(host, reserve=reserve), web=spec,
         ))
     return out

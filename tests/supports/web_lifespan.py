@@ -1,0 +1,51 @@
+"""An ASGI app whose lifespan events are recorded to a file per container (W2).
+
+Only ketch and the standard library at the top; FastAPI is imported where the app is built.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ketch
+
+app = ketch.App("ketch-web-lifespan")
+
+
+def lifespan_log(pid: int) -> Path:
+    """Where a container of `lifespan_app` records its lifespan events."""
+    return Path(tempfile.gettempdir()) / f"ketch-test-lifespan-{pid}.log"
+
+
+@app.function(max_containers=1)
+@ketch.concurrent(max_inputs=8)
+@ketch.asgi_app()
+def lifespan_app() -> Any:
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    log = lifespan_log(os.getpid())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        with log.open("a") as fh:
+            fh.write("startup\n")
+        yield
+        with log.open("a") as fh:
+            fh.write("shutdown\n")
+
+    web_app = FastAPI(lifespan=lifespan)
+
+    @web_app.get("/")
+    async def root() -> dict[str, Any]:
+        return {"pid": os.getpid(), "log": str(log)}
+
+    @web_app.post("/echo")
+    async def echo(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    return web_app

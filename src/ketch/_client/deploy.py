@@ -147,6 +147,11 @@ def _refuse_unsupported(tag: str, opts: Any) -> None:
             f"{tag}: schedule= is not supported by ketch yet; trigger the function from cron "
             "or a loop that calls .spawn() instead"
         )
+    if opts.batch_max_size is not None:
+        raise InvalidError(
+            f"{tag}: @batched is not supported by ketch yet; remove it and take one input per "
+            "call (or pass lists yourself)"
+        )
     if opts.volumes:
         raise InvalidError(
             f"{tag}: volumes= is not supported by ketch yet; use Image.add_local_dir for "

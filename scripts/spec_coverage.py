@@ -25,14 +25,11 @@ NOTES: dict[str, str] = {
     "A6": "with_options / with_concurrency / with_batching not yet",
     "A9": "run_commands / apt_install are refused by name (no root filesystem builder yet)",
     "B3": "result expiry (OutputExpiredError) is implemented; no test waits out a TTL yet",
-    "W5": "labels of web methods on classes (<app>-<cls>-<method>) not yet: web decorators "
-          "on @app.cls methods are refused",
     "W7": "history / rollback not yet",
     "W14": "not yet (303 long-request redirects)",
     "S3": "@concurrent slots are honoured by calls and the gateway; the bounded queue (429 "
           "past it) is not yet",
     "S5": "@batched is validated, and a deploy with it is refused until batching exists",
-    "S6": "one pool per parameter set is proven (test_cls); web methods on classes not yet",
     "S7": "GPU functions wait when the host has none; GPU discovery and assignment not yet",
 }
 

@@ -19,6 +19,12 @@ class PartialFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.raw_f(*args, **kwargs)
 
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        # A web decorator on a method of an @app.cls class: instances get a bound method.
+        if obj is None:
+            return self
+        return self.raw_f.__get__(obj, owner)
+
 
 def wrap(target: Any, decorator: str, **flags: Any) -> PartialFunction:
     from ketch.cls import Cls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import os
 import re
@@ -67,6 +68,7 @@ class App:
         self._classes: dict[str, Cls] = {}
         self._raw: dict[str, Any] = {}
         self._entrypoints: dict[str, LocalEntrypoint] = {}
+        self._web_methods: dict[str, Function] = {}  # "<Cls>.<method>" -> endpoint handle
         self._app_id: str | None = None
         self._function_ids: dict[str, str] = {}
         _APPS.add(self)
@@ -100,7 +102,7 @@ class App:
         return self._raw
 
     def _handles(self) -> dict[str, Function | Cls]:
-        return {**self._functions, **self._classes}
+        return {**self._functions, **self._classes, **self._web_methods}
 
     def _in_container(self) -> bool:
         return os.environ.get("KETCH_APP_NAME") == self._name and "KETCH_CONTAINER_ID" in os.environ
@@ -181,6 +183,20 @@ class App:
             handle = Cls(tag=tag, user_cls=user_cls, options=opts, app=self)
             self._classes[tag] = handle
             self._raw[tag] = user_cls
+            from ketch.cls import class_web_methods
+
+            for name, web in class_web_methods(user_cls).items():
+                # Each web method is an endpoint of its own, served by containers of the
+                # class (one pool per parameter set, parameters from the query string).
+                method_tag = f"{tag}.{name}"
+                endpoint = Function(
+                    tag=method_tag, raw_f=None, app=self,
+                    options=dataclasses.replace(opts, is_web=True, retries=None),
+                )
+                endpoint._web = web
+                endpoint._cls_web = (tag, name)  # type: ignore[attr-defined]
+                self._web_methods[method_tag] = endpoint
+                self._raw[method_tag] = user_cls
             return handle
 
         return deco

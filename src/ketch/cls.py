@@ -108,6 +108,28 @@ def class_methods(user_cls: type) -> dict[str, dict[str, Any]]:
     return out
 
 
+def class_web_methods(user_cls: type) -> dict[str, dict[str, Any]]:
+    """Methods carrying a web decorator, with its settings: each becomes an endpoint."""
+    from ketch._partial import PartialFunction
+
+    out: dict[str, dict[str, Any]] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, PartialFunction) and value.flags.get("web"):
+                out[name] = value.flags["web"]
+    return out
+
+
+def parameter_types(user_cls: type) -> dict[str, str]:
+    """Declared parameters and their type names, for parameters read from a URL."""
+    hints = _parameter_types(user_cls)
+    out = {}
+    for name in declared_parameters(user_cls):
+        hint = hints.get(name, "str")
+        out[name] = hint if isinstance(hint, str) else getattr(hint, "__name__", "str")
+    return out
+
+
 def encode_params(params: dict[str, Any]) -> bytes | None:
     """A stable encoding: equal parameter sets give equal bytes, hence one pool."""
     if not params:
@@ -213,6 +235,9 @@ class Obj:
         base = cls._function
         # A looked-up class knows its methods once its handle has been resolved.
         methods = cls._methods or base._info.get("methods") or {}
+        web = cls._app._web_methods.get(f"{cls.tag}.{name}") if cls._app is not None else None
+        if web is not None:
+            return web  # a web endpoint: reached over HTTP (its .remote() says so)
         if (cls._user_cls is not None or base._info) and name not in methods:
             raise AttributeError(f"{cls.tag} has no @method() named {name!r}")
         info = methods.get(name, {})

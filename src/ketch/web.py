@@ -33,17 +33,6 @@ def _no_parens(value: Any, name: str) -> None:
         raise InvalidError(f"did you forget parentheses? write @{name}() rather than @{name}")
 
 
-def _refuse_method(raw: Any, name: str) -> None:
-    """Web methods of `@app.cls` classes are not served yet: say so here, where the
-    decorator is, rather than let the class drop the endpoint later."""
-    first = next(iter(inspect.signature(raw).parameters), None)
-    if first == "self":
-        raise InvalidError(
-            f"@{name} on the method {raw.__qualname__}: web endpoints on @app.cls classes "
-            "are not supported yet; decorate a module-level @app.function instead"
-        )
-
-
 def fastapi_endpoint(
     _warn_parentheses_missing: Any = None,
     *,
@@ -66,7 +55,6 @@ def fastapi_endpoint(
             raise InvalidError(
                 "a web endpoint cannot be a generator; return a StreamingResponse instead"
             )
-        _refuse_method(raw, "fastapi_endpoint")
         return wrap(f, "fastapi_endpoint", web=web)
 
     return deco
@@ -85,9 +73,10 @@ def _app_factory(kind: str, name: str, extra: dict[str, Any]) -> Callable[[Any],
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if inspect.iscoroutinefunction(raw):
             raise InvalidError(f"@{name} takes a plain (non-async) function that returns the app")
-        _refuse_method(raw, name)
         params = [p for p in inspect.signature(raw).parameters.values()
                   if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if params and params[0].name == "self":
+            params = params[1:]  # a method of an @app.cls class: self is the instance
         if params:
             raise InvalidError(f"@{name} functions take no arguments (got {params[0].name!r})")
         return wrap(f, name, web={"type": kind, **extra})

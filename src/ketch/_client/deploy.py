@@ -131,6 +131,14 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             "web": getattr(handle, "_web", None),
         }
         _refuse_unsupported(tag, opts)
+        cls_web = getattr(handle, "_cls_web", None)
+        if cls_web is not None:
+            from ketch.cls import parameter_types
+
+            spec["kind"] = "cls"
+            spec["web_method"] = cls_web[1]
+            spec["params"] = sorted(declared_parameters(raw))
+            spec["param_types"] = parameter_types(raw)
         if isinstance(handle, Cls):
             spec["methods"] = class_methods(raw)
             spec["params"] = sorted(declared_parameters(raw))

@@ -168,8 +168,15 @@ class WebService:
         if wait > 0:
             return Denied(429, "rate limit exceeded for this workspace; retry later",
                           [("retry-after", str(max(1, math.ceil(wait))))])
+        params = None
+        cls_params = ep.web.get("cls_params")
+        if cls_params:
+            try:
+                params = _params_from_query(head.target, cls_params)  # type: ignore[arg-type]
+            except ValueError as exc:
+                return Denied(400, str(exc))
         try:
-            inp, addr = await self.scheduler.acquire_web(ep.function_id)
+            inp, addr = await self.scheduler.acquire_web(ep.function_id, params)
         except NotFoundError:
             return Denied(503, f"app {ep.app_name!r} is stopped")
         except Error as exc:
@@ -193,6 +200,35 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
         raise InvalidError(f"TLS: cannot use the certificate {cert!r} with the key {key!r}: "
                            f"{exc} (settings tls_cert, tls_key)") from None
     return ctx
+
+
+def _params_from_query(target: str, types: dict[str, str]) -> bytes | None:
+    """Class parameters given in the URL's query string, encoded as the SDK encodes them,
+    so that `?x=1` and `Model(x=1)` share a pool (S6)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from ketch.cls import encode_params
+
+    given = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
+    params: dict[str, object] = {}
+    for name, kind in types.items():
+        if name not in given:
+            continue
+        raw = given[name]
+        if kind == "int":
+            try:
+                params[name] = int(raw)
+            except ValueError:
+                raise ValueError(f"parameter {name} must be an integer, got {raw!r}") from None
+        elif kind == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(f"parameter {name} must be true or false, got {raw!r}")
+            params[name] = raw.lower() in ("1", "true", "yes")
+        elif kind == "bytes":
+            params[name] = raw.encode()
+        else:
+            params[name] = raw
+    return encode_params(params)
 
 
 def _bind(host: str, port: int) -> socket.socket:

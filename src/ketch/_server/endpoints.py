@@ -24,6 +24,9 @@ def app_endpoints(
         host = host_label(workspace, stored["environment"], label, ephemeral=ephemeral)
         out.append(Endpoint(
             function_id=stable_id("fu", app_id, tag), app_id=app_id, app_name=stored["name"],
-            tag=tag, host=host, port=web.port_for(host, reserve=reserve), web=spec,
+            tag=tag, host=host, port=web.port_for(host, reserve=reserve),
+            # A class's web method takes the class parameters from the query string.
+            web={**spec, "cls_params": fspec.get("param_types")} if fspec.get("web_method")
+            else spec,
         ))
     return out

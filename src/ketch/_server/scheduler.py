@@ -307,6 +307,7 @@ class Scheduler:
             "params": c.pool.params,
             "sys_path": [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p],
             "web_runtime": self.runtime_web,
+            "web_method": fdef.spec.get("web_method"),
             "web_socket": str(self.sockets_dir / f"{cid}.sock"),
             "web_urls": {
                 f.tag: f.spec["web_url"] for f in self.functions.values()

@@ -206,16 +206,7 @@ class Scheduler:
         if pool.retired:
             return
         opts = pool.function.options
-        view = PoolView(
-            queued=len(pool.queue),
-            running=pool.running_inputs(),
-            min_containers=int(opts.get("min_containers") or 0) if pool.params is None else 0,
-            max_containers=opts.get("max_containers"),
-            buffer_containers=int(opts.get("buffer_containers") or 0),
-            max_inputs=pool.function.max_inputs,
-            target_inputs=opts.get("target_inputs"),
-        )
-        want = desired_containers(view)
+        want = desired_containers(_view(pool))
         live = pool.live()
         gpu = opts.get("gpu")
         if gpu and not self.backend.capacity().gpus:
@@ -642,13 +633,7 @@ class Scheduler:
             if pool.retired:
                 continue
             opts = pool.function.options
-            view = PoolView(
-                queued=len(pool.queue), running=pool.running_inputs(),
-                min_containers=int(opts.get("min_containers") or 0) if pool.params is None else 0,
-                max_containers=opts.get("max_containers"),
-                buffer_containers=int(opts.get("buffer_containers") or 0),
-                max_inputs=pool.function.max_inputs, target_inputs=opts.get("target_inputs"),
-            )
+            view = _view(pool)
             live = pool.live()
             idle = {c.cid: c.idle_since for c in live if c.state == "ready" and not c.inflight}
             window = float(opts.get("scaledown_window") or 60)
@@ -668,6 +653,21 @@ class Scheduler:
                 c.handle.kill()
         for task in list(self._tasks):
             task.cancel()
+
+
+def _view(pool: Pool) -> PoolView:
+    """What the autoscaling policy sees of a pool."""
+    opts = pool.function.options
+    return PoolView(
+        queued=len(pool.queue),
+        running=pool.running_inputs(),
+        # min_containers keeps the parameterless pool warm, not one per parameter set.
+        min_containers=int(opts.get("min_containers") or 0) if pool.params is None else 0,
+        max_containers=opts.get("max_containers"),
+        buffer_containers=int(opts.get("buffer_containers") or 0),
+        max_inputs=pool.function.max_inputs,
+        target_inputs=opts.get("target_inputs"),
+    )
 
 
 def _copied_root(fdef: FunctionDef) -> str | None:

@@ -50,8 +50,16 @@ def test_every_example_is_covered() -> None:
     assert files == sorted(EXPECTED), "add new examples to EXPECTED in this file"
 
 
+# Examples that are also the proof of a behaviour (the seed's own pattern, end to end).
+SPECS = {"web_polling.py": "W18", "web_streaming.py": "W10", "web_class.py": "S6",
+         "web_apps.py": "W2", "web_server.py": "W4"}
+
+
 @pytest.mark.spec("A7")
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.spec(SPECS[n])] if n in SPECS else [])
+    for n in sorted(EXPECTED)
+])
 def test_example_runs(server, name: str) -> None:
     args, patterns = EXPECTED[name]
     out = ok(ketch(server.home, "run", str(EXAMPLES / name), *args))

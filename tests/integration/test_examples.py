@@ -40,6 +40,9 @@ EXPECTED: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "web_polling.py": (("--seconds", "1"), [r"^accepted fc-\w+$",
                                             r"^result slept 1s after [1-9]\d* polls of 202$"]),
     "web_server.py": ((), [r"^my_file_server: Directory listing for /$"]),
+    "web_domains.py": ((), [r'^api\.example\.com: \{"message":"hello world"\}$',
+                            r'^api\.example\.net: \{"message":"hello world"\}$',
+                            r'^7\.wild\.example\.org: \{"message":"wildcard world"\}$']),
     # Unanchored: container log lines may land between a print and its newline.
     "web_class.py": ((), [r"root=\.: 200, lists etc/: False",
                           r"root\?root=%2F: 200, lists etc/: True"]),
@@ -51,7 +54,7 @@ def test_every_example_is_covered() -> None:
 
 
 # Examples that are also the proof of a behaviour (the seed's own pattern, end to end).
-SPECS = {"web_polling.py": "W18", "web_streaming.py": "W10", "web_class.py": "S6",
+SPECS = {"web_domains.py": "W8", "web_polling.py": "W18", "web_streaming.py": "W10", "web_class.py": "S6",
          "web_apps.py": "W2", "web_server.py": "W4"}
 
 

@@ -133,6 +133,9 @@ class WebService:
     def url(self, ep: Endpoint) -> str:
         return f"{self.scheme}://{_url_host(self.host)}:{ep.port}"
 
+    def gateway_url(self) -> str:
+        return f"{self.scheme}://{_url_host(self.host)}:{self.port}"
+
     def host_url(self, ep: Endpoint) -> str:
         return f"{self.scheme}://{ep.host}.{self.domain}:{self.port}"
 

@@ -64,6 +64,8 @@ def build_api(server: Server) -> FastAPI:
                 for cid, c in sched.containers.items()
             },
             "queued": sum(len(p.queue) for p in sched.pools.values()),
+            # Where host- and custom-domain-routed web traffic goes (Host header decides).
+            "gateway": server.web.gateway_url(),
             "counters": dict(sched.counters),
         }
 

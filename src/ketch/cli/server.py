@@ -77,6 +77,7 @@ def status(as_json: bool) -> None:
     click.echo(f"ketch server pid {info.pid}, up {_uptime(st['uptime'])}")
     click.echo(f"  api:   {info.api_url}")
     click.echo(f"  calls: {info.host}:{info.call_port}")
+    click.echo(f"  web gateway: {st.get('gateway')} (host and custom-domain routing)")
     click.echo(f"  home:  {cfg.home}")
     click.echo(f"  apps: {st['apps']}  containers: {len(st['containers'])}  queued: {st['queued']}")
 

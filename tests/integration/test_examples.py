@@ -54,8 +54,8 @@ def test_every_example_is_covered() -> None:
 
 
 # Examples that are also the proof of a behaviour (the seed's own pattern, end to end).
-SPECS = {"web_domains.py": "W8", "web_polling.py": "W18", "web_streaming.py": "W10", "web_class.py": "S6",
-         "web_apps.py": "W2", "web_server.py": "W4"}
+SPECS = {"web_domains.py": "W8", "web_polling.py": "W18", "web_streaming.py": "W10",
+         "web_class.py": "S6", "web_apps.py": "W2", "web_server.py": "W4"}
 
 
 @pytest.mark.spec("A7")

@@ -194,12 +194,12 @@ class Scheduler:
         inp.started = time.monotonic()
         c.inflight[inp.iid] = inp
         c.assigned += 1
+        # A deadline, not a timer per input: one sweep a quarter second checks them all.
+        inp.deadline = inp.started + float(inp.function.options.get("timeout") or 300)
         if inp.future is not None:
             if not inp.future.done():
                 inp.future.set_result(c.web_addr or "")
             return
-        # A deadline, not a timer per input: one sweep a quarter second checks them all.
-        inp.deadline = inp.started + float(inp.function.options.get("timeout") or 300)
         c.channel.send({"t": "input", "iid": inp.iid, "kind": inp.kind, **inp.request})
 
     def _reconcile(self, pool: Pool) -> None:
@@ -443,6 +443,15 @@ class Scheduler:
     def _on_timeout(self, inp: Input) -> None:
         c = inp.container
         if inp.done or c is None:
+            return
+        if inp.future is not None:
+            # T4: a web handler past the function's timeout. Its request cannot be answered
+            # from here, so the container goes: the gateway answers 502, never hangs.
+            self._clear_deadline(inp)
+            self.counters["timeouts"] += 1
+            c.stop_reason = "uninterruptible"
+            if c.handle is not None:
+                c.handle.kill()
             return
         c.inflight.pop(inp.iid, None)
         inp.container = None

@@ -122,3 +122,22 @@ def test_generator_functions_need_remote_gen(server: object, running: None) -> N
         list(count_to.starmap([(1,)]))
     with pytest.raises(InvalidError, match=r"\.remote\(\)"):
         list(sleep_for.remote_gen(0))
+
+
+@pytest.mark.spec("B5")
+def test_closing_remote_gen_early_stops_the_remote_generator(server: object, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from supports.calls import app as calls_app
+    from supports.calls import endless_gen
+
+    trace = tmp_path / "items"
+    with calls_app.run(show_logs=False):
+        gen = endless_gen.remote_gen(str(trace))
+        assert [next(gen) for _ in range(3)] == [0, 1, 2]
+        gen.close()
+        time.sleep(1.0)
+        produced = len(trace.read_text().split())
+        time.sleep(1.0)
+        # Nothing more is produced once the caller has let go.
+        assert len(trace.read_text().split()) == produced

@@ -77,3 +77,15 @@ async def async_pause_gen(pause: float) -> AsyncIterator[str]:
 @app.function(max_containers=1)
 def count_to(n: int) -> Iterator[int]:
     yield from range(n)
+
+
+@app.function()
+def endless_gen(path: str):  # type: ignore[no-untyped-def]
+    """Yields forever, recording each item, until the caller stops iterating."""
+    i = 0
+    while True:
+        with open(path, "a") as fh:
+            fh.write(f"{i}\n")
+        yield i
+        i += 1
+        time.sleep(0.05)

@@ -240,16 +240,21 @@ class Client:
         await self._channel()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         iid = self.submit(fid, req, "gen", queue.put_nowait)
+        finished = False
         try:
             while True:
                 msg = await queue.get()
                 if msg["t"] == "item":
                     yield payload.loads(msg["payload"])
                 else:
+                    finished = True
                     result_of(msg)
                     return
         finally:
             self.pending.pop(iid, None)
+            if not finished:
+                # The caller stopped iterating: stop the generator in its container too.
+                self.send({"t": "cancel", "call_id": iid, "rid": None})
 
     def subscribe_logs(self, app_id: str, handler: Callable[[dict[str, Any]], None]) -> None:
         self.log_subscriptions[app_id] = handler

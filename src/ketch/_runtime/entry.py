@@ -27,6 +27,7 @@ class Runtime:
         )
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.sync_running: set[str] = set()
+        self.sync_gens: set[str] = set()
         self.target: Target | None = None
         self.stopping = asyncio.Event()
         self.web_server: Any = None
@@ -118,6 +119,12 @@ class Runtime:
             await asyncio.wait(list(self.tasks.values()))
 
     def cancel(self, iid: str) -> None:
+        if iid in self.sync_gens:
+            # A sync generator stops at its next item: the task stops asking for items.
+            task = self.tasks.get(iid)
+            if task is not None:
+                task.cancel()
+            return
         if iid in self.sync_running:
             # Threads cannot be interrupted: the server replaces this container instead.
             self.ch.send({"t": "stuck", "iid": iid})
@@ -164,7 +171,7 @@ class Runtime:
                 self.ch.send({"t": "item", "iid": iid, "payload": payload.dumps(item)})
             return
         done = object()
-        self.sync_running.add(iid)
+        self.sync_gens.add(iid)
         try:
             while True:
                 item = await loop.run_in_executor(self.pool, next, gen, done)
@@ -172,7 +179,7 @@ class Runtime:
                     return
                 self.ch.send({"t": "item", "iid": iid, "payload": payload.dumps(item)})
         finally:
-            self.sync_running.discard(iid)
+            self.sync_gens.discard(iid)
 
     def _error(self, exc: BaseException) -> dict[str, Any]:
         module = self.target.module if self.target is not None else None

@@ -27,6 +27,8 @@ NOTES: dict[str, str] = {
     "B3": "result expiry (OutputExpiredError) is implemented; no test waits out a TTL yet",
     "W7": "history / rollback not yet",
     "W14": "not yet (303 long-request redirects)",
+    "O2": "counters and gauges (inputs, cold starts, crashes, timeouts, retries, gateway "
+          "responses by class, containers by state, queue depth); no latency histograms yet",
     "S3": "@concurrent slots are honoured by calls and the gateway; the bounded queue (429 "
           "past it) is not yet",
     "S5": "@batched is validated, and a deploy with it is refused until batching exists",

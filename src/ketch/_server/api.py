@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from ketch.exception import AlreadyExistsError, Error, InvalidError, NotFoundError
@@ -46,6 +46,14 @@ def build_api(server: Server) -> FastAPI:
     async def on_error(request: Request, exc: Error) -> JSONResponse:
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
         return JSONResponse(_error_body(exc), status_code=code)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from ketch._server.metrics import registry_for
+
+        return Response(generate_latest(registry_for(server)), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:

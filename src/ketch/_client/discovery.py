@@ -180,7 +180,3 @@ def _is_ketch_server(pid: int) -> bool:
     except OSError:
         return False
     return b"ketch._server" in cmdline
-
-
-def server_home(config: Config) -> Path:
-    return config.home

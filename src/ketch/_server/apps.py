@@ -331,11 +331,3 @@ class AppManager:
             "methods": fdef.spec.get("methods", {}),
             "params": fdef.spec.get("params", []),
         }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

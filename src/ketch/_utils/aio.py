@@ -115,9 +115,7 @@ def iter_sync(agen: AsyncIterator[T]) -> Iterator[T]:
                 return
             yield item
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            asyncio.run_coroutine_threadsafe(aclose(), loop)
+        _close_on(loop, agen)
 
 
 async def iter_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -136,9 +134,14 @@ async def iter_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
                 return
             yield item
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            asyncio.run_coroutine_threadsafe(aclose(), loop)
+        _close_on(loop, agen)
+
+
+def _close_on(loop: asyncio.AbstractEventLoop, agen: AsyncIterator[Any]) -> None:
+    """Close an async generator on the loop it lives on, when its consumer stops early."""
+    aclose = getattr(agen, "aclose", None)
+    if aclose is not None:
+        asyncio.run_coroutine_threadsafe(aclose(), loop)
 
 
 async def _anext(agen: AsyncIterator[T]) -> tuple[bool, Any]:

@@ -18,21 +18,32 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What the tests do not (yet) show, per ID. Keep it honest: an ID without tests is "not yet".
 NOTES: dict[str, str] = {
-    "A2": "cpu= and memory= are accepted as requests but not enforced yet (S8)",
+    "A2": "cpu= and memory= (number or (request, limit): the limit is enforced) on the local "
+          "backend, see S8; gpu= see S7",
     "A2b": "web_server containers get their own network namespace (slirp4netns, host "
            "loopback at 10.0.2.2); other containers share the host's network; no filesystem "
            "sandbox yet",
-    "A6": "with_options / with_concurrency / with_batching not yet",
+    "A6": "with_options covers cpu, memory, gpu, secrets, timeout, startup_timeout, retries, "
+          "min/max/buffer_containers, scaledown_window (not volumes); each distinct set of "
+          "overrides is its own pool",
     "A9": "run_commands / apt_install are refused by name (no root filesystem builder yet)",
     "B3": "result expiry (OutputExpiredError) is implemented; no test waits out a TTL yet",
-    "W7": "history / rollback not yet",
-    "W14": "not yet (303 long-request redirects)",
+    "W7": "a rollback saves the old version's spec as a new version (Modal-style) and rolls "
+          "it in like a redeploy",
     "O2": "counters and gauges (inputs, cold starts, crashes, timeouts, retries, gateway "
-          "responses by class, containers by state, queue depth); no latency histograms yet",
-    "S3": "@concurrent slots are honoured by calls and the gateway; the bounded queue (429 "
-          "past it) is not yet",
-    "S5": "@batched is validated, and a deploy with it is refused until batching exists",
-    "S7": "GPU functions wait when the host has none; GPU discovery and assignment not yet",
+          "responses by class, containers by state, queue depth) and latency histograms (web "
+          "requests by endpoint and status class, calls by function)",
+    "S3": "queue bound is per pool (KETCH_MAX_QUEUE, default 10,000): calls past it get "
+          "ResourceExhaustedError, web requests 429",
+    "S5": "@batched with @concurrent is refused (as on Modal); a class with a @batched method "
+          "has no other method; not on web endpoints or generators",
+    "S7": "scheduling is tested on a FAKE inventory (KETCH_FAKE_GPUS) only: no test here ran "
+          "on a real GPU; nvidia-smi discovery is unit-tested on sample output",
+    "S8": "cgroup v1 (tested), cgroup v2 (not exercised: this host's v2 tree has no memory "
+          "controller), RLIMIT_DATA fallback (MemoryError, no kill; cpu not limited); cgroups "
+          "of a server killed with -9 are left behind",
+    "D3": "Volume on the local backend (bind mount in a private mount namespace, symlink "
+          "fallback); no Ray backend yet, so 'reachable from every node' is not built",
 }
 
 

@@ -8,10 +8,13 @@ from ketch import exception
 from ketch._partial import batched, concurrent
 from ketch.app import App
 from ketch.cls import Cls, enter, exit, method, parameter
+from ketch.dict import Dict
 from ketch.functions import Function, FunctionCall
 from ketch.image import Image
+from ketch.queue import Queue
 from ketch.retries import Retries
 from ketch.secret import Secret
+from ketch.volume import Volume
 from ketch.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 
 __version__ = "0.1.0"
@@ -19,11 +22,14 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "Cls",
+    "Dict",
     "Function",
     "FunctionCall",
     "Image",
+    "Queue",
     "Retries",
     "Secret",
+    "Volume",
     "asgi_app",
     "batched",
     "concurrent",

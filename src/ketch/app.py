@@ -173,9 +173,12 @@ class App:
                 flags, user_cls = user_cls.flags, user_cls.raw_f
             if not inspect.isclass(user_cls):
                 raise InvalidError(f"@app.cls decorates a class, not {user_cls!r}")
+            from ketch.cls import class_batching
+
             opts = validate_function_options(
                 dict(kwargs), is_generator=False, is_web=False, where="@app.cls",
-                concurrent=flags.get("concurrent"), batched=flags.get("batched"),
+                concurrent=flags.get("concurrent"),
+                batched=class_batching(user_cls) or flags.get("batched"),
             )
             _check_global(user_cls, opts)
             tag = opts.name or user_cls.__name__
@@ -272,15 +275,21 @@ def print_log(entry: dict[str, Any]) -> None:
 
 class _RunContext:
     def __init__(self, app: App, environment: str | None, show_logs: bool,
-                 name_hint: str | None = None) -> None:
+                 name_hint: str | None = None, *, name: str | None = None,
+                 detach: bool = False) -> None:
         self.app = app
         self.environment = environment
         self.show_logs = show_logs
         self.name_hint = name_hint
+        self.name = name  # `--name`: wins over the App's own name
+        # `ketch run --detach`: the app is not tied to this connection and outlives it.
+        self.detach = detach
 
     def _ephemeral_name(self) -> str:
         """An unnamed App runs under the name of its file: given by `ketch run`, else the
         module that defines its functions, else the script being run."""
+        if self.name:
+            return self.name
         if self.app._name:
             return self.app._name
         candidates = [self.name_hint]
@@ -306,7 +315,8 @@ class _RunContext:
             environment=self.environment or client.config.environment,
             ephemeral=True, log=log or _quiet, config=client.config,
         )
-        client.lease(result["app_id"])
+        if not self.detach:
+            client.lease(result["app_id"])
         if self.show_logs:
             client.subscribe_logs(result["app_id"], print_log)
         return self.app
@@ -320,6 +330,8 @@ class _RunContext:
             return
         client = await Client.current()
         client.release(app_id)
+        if self.detach:
+            return  # left running until `ketch app stop`
         with contextlib.suppress(Exception):
             await ApiClient(client.config).call("POST", f"/v1/apps/{app_id}/stop")
         self.app._app_id = None

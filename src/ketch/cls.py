@@ -100,12 +100,41 @@ def class_methods(user_cls: type) -> dict[str, dict[str, Any]]:
     for klass in reversed(user_cls.__mro__):
         for name, value in vars(klass).items():
             info = getattr(value, "_ketch_method", None)
+            if info is None and _batched_flags(value) is not None:
+                info = {"is_generator": False}  # a @batched method is a method too
             if info is not None:
                 gen = info.get("is_generator")
                 if gen is None:
                     gen = inspect.isgeneratorfunction(value) or inspect.isasyncgenfunction(value)
                 out[name] = {"is_generator": bool(gen)}
     return out
+
+
+def _batched_flags(value: Any) -> tuple[int, int] | None:
+    from ketch._partial import PartialFunction
+
+    if isinstance(value, PartialFunction):
+        flags: tuple[int, int] | None = value.flags.get("batched")
+        return flags
+    return None
+
+
+def class_batching(user_cls: type) -> tuple[int, int] | None:
+    """The (max_batch_size, wait_ms) of the class's @batched method, if it has one. Batches
+    are formed per container pool, so such a class has that one method and no other."""
+    found = {name: flags for klass in reversed(user_cls.__mro__)
+             for name, value in vars(klass).items()
+             if (flags := _batched_flags(value)) is not None}
+    if not found:
+        return None
+    others = sorted(set(class_methods(user_cls)) - set(found))
+    if len(found) > 1 or others:
+        raise InvalidError(
+            f"{user_cls.__name__}: a class with a @batched method can have no other "
+            f"@method() or @batched method (found: {', '.join(sorted(found) + others)}); "
+            "put the other methods on a class of their own"
+        )
+    return next(iter(found.values()))
 
 
 def class_web_methods(user_cls: type) -> dict[str, dict[str, Any]]:
@@ -160,10 +189,78 @@ class Cls:
         self._params = declared_parameters(user_cls) if user_cls is not None else {}
         self._types = _parameter_types(user_cls) if user_cls is not None else {}
         self._function = Function(tag=tag, raw_f=None, options=options, app=app, lookup=lookup)
+        self._overrides: dict[str, Any] = {}
 
     @property
     def tag(self) -> str:
         return self._tag
+
+    # -- per-handle options (A6): each distinct set of overrides is a container pool -----
+    def _derive(self, overrides: dict[str, Any]) -> Cls:
+        twin = Cls(tag=self._tag, user_cls=self._user_cls, options=self._options,
+                   app=self._app, lookup=self._lookup)
+        twin._methods = self._methods
+        twin._overrides = {**self._overrides, **overrides}
+        return twin
+
+    def with_options(
+        self, *, cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None, gpu: str | list[str] | None = None,
+        secrets: list[Any] | None = None, timeout: int | None = None,
+        startup_timeout: int | None = None, retries: Any = None,
+        min_containers: int | None = None, max_containers: int | None = None,
+        buffer_containers: int | None = None, scaledown_window: int | None = None,
+    ) -> Cls:
+        """This class with other resources, limits or scaling; its calls run in containers
+        of their own (one pool per distinct set of options and parameters)."""
+        import dataclasses as dc
+
+        from ketch._utils.options import validate_function_options
+
+        given = {k: v for k, v in {
+            "cpu": cpu, "memory": memory, "gpu": gpu, "secrets": secrets, "timeout": timeout,
+            "startup_timeout": startup_timeout, "retries": retries,
+            "min_containers": min_containers, "max_containers": max_containers,
+            "buffer_containers": buffer_containers, "scaledown_window": scaledown_window,
+        }.items() if v is not None}
+        opts = validate_function_options(dict(given), is_generator=False, is_web=False,
+                                         where=f"{self._tag}.with_options")
+        low = given.get("min_containers", self._overrides.get("min_containers",
+                                                              self._options.min_containers))
+        high = given.get("max_containers", self._overrides.get("max_containers",
+                                                               self._options.max_containers))
+        if high is not None and low > high:
+            raise InvalidError(f"{self._tag}.with_options: max_containers ({high}) must be at "
+                               f"least min_containers ({low})")
+        out: dict[str, Any] = {}
+        for key in given:
+            value = getattr(opts, key)
+            if key == "retries":
+                value = dc.asdict(value)
+            elif key == "secrets":
+                value = [s.spec() for s in value]
+            out[key] = value
+        return self._derive(out)
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls:
+        """This class with containers that take up to `max_inputs` inputs at once."""
+        from ketch._utils.options import validate_concurrent
+
+        n, target = validate_concurrent(max_inputs, target_inputs)
+        if self._overrides.get("batch_max_size") or self._options.batch_max_size:
+            raise InvalidError(f"{self._tag} is @batched: it cannot also take concurrent "
+                               "inputs (use with_batching to change its batches)")
+        return self._derive({"max_inputs": n, "target_inputs": target})
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls:
+        """This class with its inputs grouped into lists of up to `max_batch_size`."""
+        from ketch._utils.options import validate_batched
+
+        size, wait = validate_batched(max_batch_size, wait_ms)
+        if int(self._overrides.get("max_inputs") or self._options.max_inputs) > 1:
+            raise InvalidError(f"{self._tag} takes concurrent inputs: it cannot also be "
+                               "batched")
+        return self._derive({"batch_max_size": size, "batch_wait_ms": wait})
 
     def __repr__(self) -> str:
         return f"Cls({self._tag!r})"
@@ -244,6 +341,7 @@ class Obj:
         if cls._app is not None and base._function_id is None:
             base._function_id = cls._app._function_ids.get(cls.tag)
         fn = base._bind(name, self._blob, lambda: getattr(self._local_instance(), name))
+        fn._overrides = cls._overrides or None
         fn._options = dataclasses.replace(
             base._options, is_generator=bool(info.get("is_generator"))
         )

@@ -28,6 +28,15 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_TRUSTED_PROXIES": ("trusted_proxies", str),
     "KETCH_TLS_CERT": ("tls_cert", str),
     "KETCH_TLS_KEY": ("tls_key", str),
+    "KETCH_FORK_SERVER": ("fork_server", bool),
+    "KETCH_FORK_TEMPLATES": ("fork_templates", int),
+    "KETCH_REQUEST_TIMEOUT": ("request_timeout", float),
+    "KETCH_MAX_QUEUE": ("max_queue", int),
+    "KETCH_LOG_RETENTION_BYTES": ("log_retention_bytes", int),
+    "KETCH_CALL_RECORDS": ("call_records", int),
+    "KETCH_DICT_VALUE_LIMIT": ("dict_value_limit", int),
+    "KETCH_QUEUE_ITEM_LIMIT": ("queue_item_limit", int),
+    "KETCH_QUEUE_PARTITION_SIZE": ("queue_partition_size", int),
 }
 
 # Settings for which an empty value means "off".
@@ -55,6 +64,25 @@ class Config:
     # The gateway serves HTTPS with this certificate (PEM, chain) and key; empty: plain HTTP.
     tls_cert: str = ""
     tls_key: str = ""
+    # Containers forked from a template process that has already imported the function
+    # (fork server); off: every container is a fresh interpreter. At most `fork_templates`
+    # templates are kept, the least recently used going first.
+    fork_server: bool = True
+    fork_templates: int = 16
+    # A web request with no response after this many seconds gets a 303 to its result URL.
+    request_timeout: float = 150.0
+    # Inputs (calls and web requests) that may wait in one function pool's queue; past it,
+    # calls fail with ResourceExhaustedError and web requests get 429.
+    max_queue: int = 10_000
+    # Stored container output and platform events per app; past it the oldest half goes.
+    log_retention_bytes: int = 16 * 1024 * 1024
+    # Web call records kept per app (spawned calls stay until their results expire).
+    call_records: int = 1000
+    # Shared state (Dict, Queue): the largest pickled Dict value and Queue item, in bytes,
+    # and how many items one Queue partition holds before put() blocks or raises queue.Full.
+    dict_value_limit: int = 1024**3
+    queue_item_limit: int = 1024**2
+    queue_partition_size: int = 5000
 
     @classmethod
     def load(cls, profile: str | None = None) -> Config:
@@ -138,6 +166,11 @@ def _check(key: str, given: object, where: str) -> Any:
         expected = " or ".join(k.__name__ for k in kinds)
         raise InvalidError(f"{where}: expected {expected}, got {given!r}")
     value: Any = given
+    if key == "max_queue" and value < 1:
+        raise InvalidError(f"{where}: must be at least 1, got {value}")
+    if key == "request_timeout" and not 0 < value <= 86400:
+        raise InvalidError(f"{where}: request_timeout is in seconds, more than 0 and at most "
+                           f"86400, got {value}")
     if key.endswith("_port") and not 0 <= value <= 65535:
         raise InvalidError(f"{where}: a port must be between 0 and 65535, got {value}")
     if kinds in ((int,), (int, float)) and value < 0:

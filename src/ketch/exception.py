@@ -26,6 +26,7 @@ __all__ = [
     "PendingDeprecationError",
     "RemoteError",
     "RequestSizeError",
+    "ResourceExhaustedError",
     "SandboxTerminatedError",
     "SandboxTimeoutError",
     "SerializationError",
@@ -102,6 +103,10 @@ class DeserializationError(Error):
 
 class RequestSizeError(Error):
     """A request or payload is larger than the server accepts."""
+
+
+class ResourceExhaustedError(Error):
+    """A bounded resource is full (a function's queue of waiting inputs); retry later."""
 
 
 class InternalFailure(Error):

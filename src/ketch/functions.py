@@ -56,6 +56,8 @@ class Function:
         self._info: dict[str, Any] = {}
         self._web_url: str | None = None
         self._web: dict[str, Any] | None = None  # the web decorator's settings, if any
+        # Options a class handle overrides (Cls.with_options): its calls get a pool of their own.
+        self._overrides: dict[str, Any] | None = None
         self.remote = Aio(self._remote, "remote")
         self.remote_gen = AioIter(self._remote_gen, "remote_gen")
         self.spawn = Aio(self._spawn, "spawn")
@@ -172,8 +174,11 @@ class Function:
         )
 
     def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return {"args": payload.dumps((args, kwargs)), "method": self._method,
-                "params": self._params}
+        req: dict[str, Any] = {"args": payload.dumps((args, kwargs)), "method": self._method,
+                               "params": self._params}
+        if self._overrides:
+            req["options"] = self._overrides
+        return req
 
     def _refuse(self, how: str, *, generator_ok: bool = False) -> None:
         if self._options.is_web:

@@ -240,7 +240,10 @@ def test_app_logs_show_stored_output_after_the_run(server, tmp_path) -> None:
     for i in range(3):
         assert re.search(rf"\[talk ta-[0-9a-z]+\] line-{i} from {name}$", out, re.M), out
     assert "to stderr" in out
-    tail = ok(ketch(server.home, "app", "logs", name, "--tail", "1")).strip().splitlines()
+    # Platform events (containers starting and stopping) are stored too, as `system`.
+    assert re.search(r"\[talk ta-[0-9a-z]+\] ketch: container started$", out, re.M), out
+    tail = ok(ketch(server.home, "app", "logs", name, "--tail", "1", "--source", "stdout",
+                    "--source", "stderr")).strip().splitlines()
     assert len(tail) == 1 and tail[0].endswith("to stderr")
     assert ok(ketch(server.home, "app", "logs", name, "--since", "1h")).count(name) == 3
     assert_clean_error(ketch(server.home, "app", "logs", f"no-such-{name}"), "NotFoundError")

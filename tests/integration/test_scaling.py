@@ -90,15 +90,5 @@ def test_unsupported_semantic_parameters_refuse_the_deploy(server: object) -> No
 
     with pytest.raises(InvalidError, match="schedule"):
         other.deploy()
-
-    batched_app = ketch.App("refusals-batched")
-
-    @batched_app.function(serialized=True)
-    @ketch.batched(max_batch_size=4, wait_ms=10)
-    def in_batches(xs: list[int]) -> list[int]:
-        return xs
-
-    with pytest.raises(InvalidError, match="batched"):
-        batched_app.deploy()
     listed = run_sync(ApiClient().call("GET", "/v1/apps"))
     assert not any(a["name"].startswith("refusals") for a in listed)

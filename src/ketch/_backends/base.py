@@ -6,6 +6,10 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ketch.config import Config
 
 # A container's exit reasons, as the scheduler sees them.
 EXITED = "exited"
@@ -31,6 +35,25 @@ class ContainerSpec:
     # A network namespace of its own with outbound traffic through a user-mode stack, so
     # that servers on fixed ports (web_server) of several containers do not collide.
     isolate_network: bool = False
+    # Mount path inside the container -> directory on the host (volumes).
+    volumes: dict[str, str] = field(default_factory=dict)
+    # What a fork server needs to load the function ahead of time; None: always a plain start.
+    fork: ForkSpec | None = None
+
+
+@dataclass(frozen=True)
+class ForkSpec:
+    """A function's code as a fork-server template loads it ahead of any container
+    (docs/architecture.md, "Fork server"). Containers of one `group` (a function at one app
+    version) retire together; `preload` is JSON: the function spec, the parameters (base64)
+    when `snapshot` instantiates the class in the template, sys.path, the web runtime path."""
+
+    group: str
+    preload: dict[str, Any]
+    # The template runs `@enter(snap=True)` hooks once (enable_memory_snapshot=True).
+    snapshot: bool = False
+    # How long a start may wait for a template that is still loading the code.
+    startup_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +89,10 @@ class Backend(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources at server shutdown."""
 
+    def retire(self, group: str) -> None:  # noqa: B027 - optional hook
+        """Containers of `group` (see ForkSpec) will not be started again: let go of
+        what was kept to start them quickly (a fork-server template)."""
+
 
 # Backends by name, imported lazily so that only the chosen one is loaded (ray is heavy).
 BACKENDS = {
@@ -73,7 +100,8 @@ BACKENDS = {
 }
 
 
-def load_backend(name: str) -> Backend:
+def load_backend(name: str, config: Config | None = None) -> Backend:
+    """The backend called `name`, built with the process's settings."""
     import importlib
 
     from ketch.exception import InvalidError
@@ -83,5 +111,5 @@ def load_backend(name: str) -> Backend:
         raise InvalidError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
     module, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module), attr)
-    backend: Backend = cls()
+    backend: Backend = cls(config)
     return backend

@@ -24,15 +24,19 @@ import signal
 import tempfile
 from pathlib import Path
 
+from ketch._backends import limits as _limits
 from ketch._backends.base import (
     EXITED,
     KILLED,
+    OOM,
     Backend,
     Capacity,
     ContainerHandle,
     ContainerSpec,
     LogSink,
 )
+from ketch._backends.forkserver import ForkedProcess, ForkServer
+from ketch.config import Config
 
 # slirp4netns' defaults: the namespace gets 10.0.2.100/24, the gateway 10.0.2.2 stands for
 # the host's loopback and 10.0.2.3 is a DNS forwarder to the host's resolvers.
@@ -94,11 +98,14 @@ class _NetHelper:
 
 
 class LocalContainer(ContainerHandle):
-    def __init__(self, container_id: str, proc: asyncio.subprocess.Process, log: LogSink,
-                 net: _NetHelper | None = None) -> None:
+    def __init__(self, container_id: str, proc: asyncio.subprocess.Process | ForkedProcess,
+                 log: LogSink,
+                 net: _NetHelper | None = None, limits: _limits.Limits | None = None) -> None:
         self.container_id = container_id
         self.proc = proc
         self.net = net
+        self.limits = limits  # cpu= / memory= (S8): its cgroups go when it has exited
+        self._log = log
         self._killed = False
         self._pumps = [
             asyncio.ensure_future(_pump(proc.stdout, "stdout", log)),
@@ -134,12 +141,23 @@ class LocalContainer(ContainerHandle):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._pumps), 2.0)
             self._signal(signal.SIGKILL)  # children the user left behind go with the container
+        except asyncio.CancelledError:
+            if self.limits is not None:  # the server is stopping: leave no cgroup behind
+                self._signal(signal.SIGKILL)
+                self.limits.cleanup()
+            raise
         finally:
             if self.net is not None:
                 self.net.release()  # even when cancelled: the helper then exits by itself
         if self.net is not None:
             await self.net.close()
         reason = KILLED if self._killed or code == -signal.SIGKILL else EXITED
+        if self.limits is not None:
+            if self.limits.oom_killed():
+                reason = OOM
+                self._log("system", f"container killed: out of memory (over its limit of "
+                                    f"{self.limits.memory_mb} MiB, {self.limits.mechanism})")
+            self.limits.cleanup()
         return reason, code
 
 
@@ -284,9 +302,18 @@ async def _wire_network(proc: asyncio.subprocess.Process, slirp: str) -> _NetHel
         "(it needs read-write access to /dev/net/tun, and user namespaces when not root)")
 
 
+def _shared_env(spec: ContainerSpec) -> dict[str, str]:
+    """The environment of a container that shares the host's network (the only kind that
+    is forked), as a plain start gives it."""
+    return {**spec.env, "PYTHONUNBUFFERED": "1", "KETCH_HOST_ADDR": "127.0.0.1"}
+
+
 class LocalBackend(Backend):
-    def __init__(self) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         self._private: Path | None = None  # a directory of this server's own (0700)
+        config = config or Config()
+        # Containers forked from a template that has loaded the function (fork server).
+        self.forks = ForkServer(config.fork_templates) if config.fork_server else None
 
     def _resolv_conf(self) -> Path | None:
         """The resolv.conf for isolated containers when the host's will not do (read each
@@ -306,15 +333,30 @@ class LocalBackend(Backend):
             os.replace(tmp, path)
         return path
 
+    def retire(self, group: str) -> None:
+        if self.forks is not None:
+            self.forks.retire(group)
+
     async def close(self) -> None:
+        if self.forks is not None:
+            await self.forks.close()
         if self._private is not None:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
 
     async def start(self, spec: ContainerSpec, log: LogSink) -> LocalContainer:
+        if self.forks is not None and spec.fork is not None:
+            forked = await self.forks.start(spec, _shared_env(spec), log)
+            if forked is not None:
+                return LocalContainer(spec.container_id, forked, log)
         env = dict(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         argv = [str(spec.python), "-m", "ketch._runtime"]
+        if spec.volumes:
+            from ketch._backends.mounts import volume_argv
+
+            argv, volume_env = volume_argv(spec.volumes, argv)  # innermost: after the network
+            env.update(volume_env)
         slirp = None
         if spec.block_network:
             argv = [*_new_netns_prefix(), "/bin/sh", "-c", _loopback_up() + 'exec "$0" "$@"',
@@ -327,16 +369,26 @@ class LocalBackend(Backend):
             env["KETCH_HOST_ADDR"] = HOST_LOOPBACK_ADDR
         else:
             env["KETCH_HOST_ADDR"] = "127.0.0.1"
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            cwd=spec.cwd,
-            stdin=asyncio.subprocess.PIPE if slirp else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=2**20,
-        )
+        # Outermost, so that the namespace helpers and the runtime all run inside the limits.
+        limits = _limits.prepare(spec.container_id, spec.cpu, spec.memory_mb)
+        if limits is not None:
+            argv = limits.wrap(argv)
+            log("system", limits.describe())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=spec.cwd,
+                stdin=asyncio.subprocess.PIPE if slirp else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=2**20,
+            )
+        except BaseException:
+            if limits is not None:
+                limits.cleanup()
+            raise
         net = None
         if slirp is not None:
             try:
@@ -345,8 +397,10 @@ class LocalBackend(Backend):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+                if limits is not None:
+                    limits.cleanup()
                 raise
-        return LocalContainer(spec.container_id, proc, log, net)
+        return LocalContainer(spec.container_id, proc, log, net, limits)
 
     def capacity(self) -> Capacity:
         cpus = float(os.cpu_count() or 1)

@@ -30,6 +30,9 @@ def module_name_of(obj: Any) -> str:
     mod = getattr(obj, "__module__", None) or "__main__"
     if mod == "__main__":
         main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name and not spec.name.startswith("__main__"):
+            return str(spec.name)  # `python -m pkg.module`: importable under its real name
         path = getattr(main, "__file__", None)
         if not path:
             raise InvalidError(
@@ -108,6 +111,7 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
     from ketch.cls import Cls, class_methods, declared_parameters
     from ketch.image import Image
     from ketch.secret import Secret
+    from ketch.volume import volume_mounts
 
     functions: dict[str, dict[str, Any]] = {}
     for tag, handle in app._handles().items():
@@ -127,6 +131,7 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             "options": options_spec(opts),
             "image": image.spec(),
             "secrets": [s.spec() for s in secrets],
+            "volumes": volume_mounts(tag, app._volumes, opts.volumes),
             "is_generator": opts.is_generator,
             "web": getattr(handle, "_web", None),
         }
@@ -154,16 +159,6 @@ def _refuse_unsupported(tag: str, opts: Any) -> None:
         raise InvalidError(
             f"{tag}: schedule= is not supported by ketch yet; trigger the function from cron "
             "or a loop that calls .spawn() instead"
-        )
-    if opts.batch_max_size is not None:
-        raise InvalidError(
-            f"{tag}: @batched is not supported by ketch yet; remove it and take one input per "
-            "call (or pass lists yourself)"
-        )
-    if opts.volumes:
-        raise InvalidError(
-            f"{tag}: volumes= is not supported by ketch yet; use Image.add_local_dir for "
-            "read-only data"
         )
 
 

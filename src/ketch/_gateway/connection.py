@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from ketch._gateway.exchange import QUEUED, RESOLVING, UPGRADING, Exchange
+from ketch._gateway.exchange import BACKPRESSURE, QUEUED, RESOLVING, UPGRADING, Exchange
 from ketch._gateway.http import (
     BadRequest,
     analyse_head,
@@ -28,7 +28,8 @@ from ketch._gateway.http import (
     parse_host,
     platform_response,
 )
-from ketch._gateway.resolver import Denied, RequestHead, Target
+from ketch._gateway.longrequests import CALL_ID_PARAMS, redirect, result_id, still_running
+from ketch._gateway.resolver import Denied, Ready, RequestHead, Target
 from ketch._gateway.upstream import HIGH_WATER, LOW_WATER, Upstream, UpstreamUnavailable
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._linger_timer: asyncio.TimerHandle | None = None
+        # When the request in flight gets a 303 unless its response has begun (W14); 0: none.
+        # The same timer serves it: the common path only stores a number.
+        self._req_deadline = 0.0
         self._stop = False  # parse no further request on this connection
         self._gone = False
         self._shutting = False  # the gateway is closing: outcomes read "cancelled"
@@ -375,6 +379,9 @@ class ClientConnection(asyncio.Protocol):
             self._answer(ex, *ex.reject)
             self._end(ex, None)
             return
+        when = self._req_deadline = self._loop.time() + self._limits.request_timeout
+        if self._timer is None or self._timer_at > when:
+            self._schedule(when)
         self._spawn(ex, self._resolve(ex))
 
     def _spawn(self, ex: Exchange, coro: Coroutine[Any, Any, None]) -> None:
@@ -401,14 +408,17 @@ class ClientConnection(asyncio.Protocol):
         ex.task = None
         self._resolved(ex, result)
 
-    def _resolved(self, ex: Exchange, result: Target | Denied) -> None:
-        if isinstance(result, Denied):
-            self._stats["denied"] += 1
-            self._answer(ex, result.status, result.message, result.headers)
+    def _resolved(self, ex: Exchange, result: Target | Denied | Ready) -> None:
+        if isinstance(result, (Denied, Ready)):
+            if isinstance(result, Ready):
+                self._send_ready(ex, result)
+            else:
+                self._stats["denied"] += 1
+                self._answer(ex, result.status, result.message, result.headers)
             self._end(ex, None)
             return
         ex.destination = result
-        if self._gone:
+        if self._gone and ex.sink is None:
             self._end(ex, self._gone_outcome())
             return
         assert ex.head is not None and ex.facts is not None and ex.fwd is not None
@@ -438,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
             self._end(ex, self._gone_outcome())
             return
         ex.task = None
-        if self._gone:
+        if self._gone and ex.sink is None:
             self._gw._pool.put(up)
             self._end(ex, self._gone_outcome())
             return
@@ -451,10 +461,14 @@ class ClientConnection(asyncio.Protocol):
             self._end(ex, "client_error")
             return
         up.start(ex, ex.forward_head)
-        self.resume(RESOLVING)
+        if ex.sink is None:
+            self.resume(RESOLVING)
 
     def _end(self, ex: Exchange, outcome: str | None) -> None:
         """The exchange is over: release its target, then go on with the connection."""
+        if ex.sink is not None:
+            ex.sink.end(outcome)  # detached (W14): this connection moved on long ago
+            return
         if ex.ended:
             return
         ex.ended = True
@@ -468,6 +482,7 @@ class ClientConnection(asyncio.Protocol):
                 log.exception("releasing the target of %s failed", ex.head)
         if self._active is ex:
             self._active = None
+            self._req_deadline = 0.0
         if self._gone:
             return
         if self._tunnel is not None or not ex.started or ex.close_client or not ex.body_done:
@@ -478,6 +493,9 @@ class ClientConnection(asyncio.Protocol):
     def _answer(self, ex: Exchange, status: int, message: str,
                 headers: list[tuple[str, str]] | None = None) -> None:
         """Send a platform answer for `ex`, unless its response has begun."""
+        if ex.sink is not None:
+            ex.sink.answer(status, message, headers)
+            return
         if ex.started or self._gone:
             return
         close = (ex.close_client or not ex.body_done or not ex.keep_alive or ex.http10
@@ -492,8 +510,24 @@ class ClientConnection(asyncio.Protocol):
             data = data[:data.index(b"\r\n\r\n") + 4]
         self.transport.write(data)
         ex.started = True
+        if ex.head is not None:
+            ex.head.status = status
         ex.close_client = close
         self._stats[STATUS_KEYS[min(status // 100, 5)]] += 1
+        if close:
+            self._stop = True
+
+    def _send_ready(self, ex: Exchange, ready: Ready) -> None:
+        """Send a complete response the gateway holds (a long request's result)."""
+        if ex.started or self._gone:
+            return
+        close = not ex.keep_alive or ex.http10 or ex.close_client
+        self.transport.write(ready.encode(close=close, head_only=ex.is_head_method))
+        ex.started = True
+        if ex.head is not None:
+            ex.head.status = ready.status
+        ex.close_client = close
+        self._stats[STATUS_KEYS[min(ready.status // 100, 5)]] += 1
         if close:
             self._stop = True
 
@@ -549,10 +583,13 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = when
         self._idle = False
         if self._timer is None or self._timer_at > when:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(when, self._on_timer)
-            self._timer_at = when
+            self._schedule(when)
+
+    def _schedule(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer_at = when
 
     def _cancel_timer(self) -> None:
         self._deadline = 0.0
@@ -560,15 +597,52 @@ class ClientConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        deadline = self._deadline
-        if not deadline or self._gone:
+        if self._gone:
             return
-        if self._loop.time() < deadline - 0.002:  # the deadline moved on meanwhile
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+        now = self._loop.time() + 0.002
+        if self._req_deadline and now >= self._req_deadline:
+            self._req_deadline = 0.0
+            self._on_request_timeout()
+        if self._deadline and now >= self._deadline and not self._gone:
+            self._deadline = 0.0
+            self._on_timeout()
+        # Deadlines moved on meanwhile, or were set by what ran above: wait for the next.
+        later = [d for d in (self._deadline, self._req_deadline) if d]
+        if later and not self._gone:
+            when = min(later)
+            if self._timer is None or self._timer_at > when:
+                self._schedule(when)
+
+    def _on_request_timeout(self) -> None:
+        """No response head within the request timeout: unless it cannot be, the request is
+        detached and its client redirected to the result URL (W14). A response that has
+        begun (a stream), a websocket, a body still arriving and a result URL itself are
+        left alone."""
+        ex = self._active
+        if (ex is None or ex.started or ex.ended or ex.websocket or not ex.body_done
+                or ex.sink is not None or self._tunnel is not None or self._draining
+                or ex.head is None or result_id(ex.head.target) is not None):
             return
-        self._deadline = 0.0
-        self._on_timeout()
+        close = not ex.keep_alive or ex.http10 or ex.close_client
+        call_id = self._gw.results.detach(ex, self._gw.owner_of(ex.head))
+        if call_id is None:
+            return  # no room to keep another response: the client waits on
+        target = ex.head.target
+        location = f"{target}{'&' if '?' in target else '?'}{CALL_ID_PARAMS[0]}={call_id}"
+        data = redirect(location, still_running(self._limits.request_timeout)).encode(
+            close=close, head_only=ex.is_head_method)
+        self.transport.write(data)
+        self._stats["responses_3xx"] += 1
+        if close:
+            self._stop = True
+        # The exchange goes on without this connection: it no longer holds back reading,
+        # and a paused write side must not hold back the upstream now read into the sink.
+        self._active = None
+        self.resume(RESOLVING | BACKPRESSURE)
+        up = ex.upstream
+        if up is not None and self.write_paused:
+            up.resume_reading()
+        self._pump()
 
     def _on_timeout(self) -> None:
         if self._gone or self._active is not None or self._tunnel is not None:

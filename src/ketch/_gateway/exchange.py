@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ketch._gateway.http import Forwarding, HeadFacts
+    from ketch._gateway.longrequests import ResultSink
     from ketch._gateway.resolver import RequestHead, Target
     from ketch._gateway.upstream import Upstream
 
@@ -40,7 +41,7 @@ class Exchange:
     __slots__ = (
         "body_done", "body_size", "chunked", "client", "close_client", "destination", "ended",
         "error", "facts", "forward_head", "fwd", "has_body", "head", "http10", "is_head_method",
-        "keep_alive", "method", "pending", "reject", "retried", "retryable", "started",
+        "keep_alive", "method", "pending", "reject", "retried", "retryable", "sink", "started",
         "target", "task", "tunnel_data", "upstream", "websocket",
     )
 
@@ -74,6 +75,9 @@ class Exchange:
         self.tunnel_data = b""
         self.error: tuple[int, str] | None = None  # a fault found mid-way: status, message
         self.reject: tuple[int, str] | None = None  # answer this without asking the resolver
+        # Set when the request outlived the request timeout and its client got a 303: the
+        # response goes to this sink (also `client` then) instead (W14).
+        self.sink: ResultSink | None = None
 
     def send_body(self, data: bytes) -> None:
         """Pass on one piece of the request body, framed for the upstream."""

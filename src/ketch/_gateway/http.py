@@ -36,6 +36,11 @@ class Limits:
     upstream_idle_timeout: float = 4.0
     max_idle_per_upstream: int = 64
     max_response_head_bytes: int = 64 * 1024
+    # Long requests (W14): a request with no response head after this many seconds gets a
+    # 303 to its result URL, which waits as long again per visit.
+    request_timeout: float = 150.0
+    result_retention: float = 600.0  # a finished long request's response is kept this long
+    max_kept_bytes: int = 256 * 1024**2  # all long-request responses, buffered or kept
 
 
 class BadRequest(Exception):

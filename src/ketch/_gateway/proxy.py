@@ -11,18 +11,20 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 from ketch._gateway.connection import STATUS_KEYS, ClientConnection
 from ketch._gateway.http import Limits
-from ketch._gateway.resolver import Denied, RequestHead, Resolver, Target
+from ketch._gateway.longrequests import LongRequests, owner_of
+from ketch._gateway.resolver import Denied, Ready, RequestHead, Resolver, Target
 from ketch._gateway.upstream import Pool
 
-__all__ = ["Denied", "Gateway", "Limits", "RequestHead", "Resolver", "Target"]
+__all__ = ["Denied", "Gateway", "Limits", "Ready", "RequestHead", "Resolver", "Target"]
 
 _STAT_NAMES = (
     "connections", "requests", *STATUS_KEYS[1:], "denied", "bad_requests", "timeouts",
     "client_gone", "upstream_connects", "upstream_reused", "upstream_retries",
-    "upstream_errors", "websockets",
+    "upstream_errors", "websockets", "long_requests",
 )
 
 
@@ -37,6 +39,9 @@ class Gateway:
         self.trusted_proxies = trusted_proxies
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
         self._pool = Pool(limits, self.stats)
+        self.results = LongRequests(limits, self.stats)  # detached long requests (W14)
+        # Names the endpoint a detached request is for; its result is read there only.
+        self.owner_of: Callable[[RequestHead], str] = owner_of
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[ClientConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -72,6 +77,7 @@ class Gateway:
         for server in self._servers:
             server.close()
         tasks = [t for c in list(self._connections) for t in c.shutdown()]
+        tasks += self.results.close()  # before the pool: their targets are released here
         self._pool.close()
         await asyncio.sleep(0)  # let the aborted connections report, releasing their targets
         if tasks:
@@ -82,5 +88,7 @@ class Gateway:
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        self._pool.sweep(time.monotonic())
+        now = time.monotonic()
+        self._pool.sweep(now)
+        self.results.sweep(now)
         self._sweeper = loop.call_later(1.0, self._sweep)

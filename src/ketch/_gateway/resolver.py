@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Denied", "RequestHead", "Resolver", "Target"]
+__all__ = ["Denied", "Ready", "RequestHead", "Resolver", "Target"]
 
 
 @dataclass(slots=True)
@@ -23,6 +23,7 @@ class RequestHead:
     # address in X-Forwarded-For (port 0 then).
     client: tuple[str, int]
     is_upgrade: bool  # a websocket upgrade request
+    status: int = 0  # the response status sent to the client, once sent (for call records)
 
 
 @dataclass
@@ -32,6 +33,23 @@ class Denied:
     status: int
     message: str
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Ready:
+    """A complete response the gateway holds itself (a long request's kept result, W14):
+    sent as is, framed by the gateway."""
+
+    status: int
+    head: bytes  # status line and fields, each line ending in CRLF; no framing fields
+    body: bytes
+
+    def encode(self, *, close: bool, head_only: bool = False) -> bytes:
+        framing = b"" if self.status in (204, 304) else b"content-length: %d\r\n" % len(self.body)
+        if close:
+            framing += b"connection: close\r\n"
+        data = self.head + framing + b"\r\n"
+        return data if head_only else data + self.body
 
 
 class Target(Protocol):
@@ -51,4 +69,4 @@ class Target(Protocol):
 
 # Runs in a task of its own per request. Its await is cancelled if the client disconnects
 # while it waits (a container starting, a queue): clean up on CancelledError.
-Resolver = Callable[[RequestHead], Awaitable["Target | Denied"]]
+Resolver = Callable[[RequestHead], Awaitable["Target | Denied | Ready"]]

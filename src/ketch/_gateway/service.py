@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ketch._gateway.auth import CREDENTIAL_HEADERS, check, credentials
-from ketch._gateway.proxy import Denied, Gateway, Limits, RequestHead
+from ketch._gateway.longrequests import result_id
+from ketch._gateway.proxy import Denied, Gateway, Limits, Ready, RequestHead
 from ketch._gateway.ratelimit import TokenBucket
 from ketch._gateway.routes import Endpoint, RouteTable, build_table
 from ketch._server.scheduler import Scheduler
 from ketch._server.store import Store
-from ketch.exception import Error, InvalidError, NotFoundError
+from ketch.exception import Error, InvalidError, NotFoundError, ResourceExhaustedError
 
 log = logging.getLogger("ketch.gateway")
 
@@ -29,14 +30,14 @@ log = logging.getLogger("ketch.gateway")
 class _Target:
     address: str
     remove_headers: frozenset[bytes]
-    on_release: Callable[[], None]
+    on_release: Callable[[str], None]
 
     def release(self, outcome: str) -> None:
         on_release, self.on_release = self.on_release, _noop
-        on_release()
+        on_release(outcome)
 
 
-def _noop() -> None:
+def _noop(outcome: str) -> None:
     pass
 
 
@@ -59,6 +60,7 @@ class WebService:
         self.bucket = TokenBucket(rate, burst)
         self.tokens: dict[str, str] = store.live_tokens()
         self.gateway = Gateway(self.resolve, limits, trusted_proxies)
+        self.gateway.owner_of = self._owner_of
         scheduler.on_container_gone = self.gateway.forget
         self._listeners: dict[int, Any] = {}
         self.gone: dict[str, Endpoint] = {}  # host label -> endpoint of a stopped app
@@ -148,8 +150,14 @@ class WebService:
         self._listeners.clear()
         await self.gateway.close()
 
+    def _owner_of(self, head: RequestHead) -> str:
+        """The endpoint a detached long request is for (its host label): its result URL
+        answers at any of that endpoint's addresses, and at no other endpoint's."""
+        ep = self.table.lookup(head.host, head.local_port, self.domain)
+        return ep.host if ep is not None else f"-{head.host}|{head.local_port}"
+
     # -- the resolver -------------------------------------------------------------------
-    async def resolve(self, head: RequestHead) -> _Target | Denied:
+    async def resolve(self, head: RequestHead) -> _Target | Denied | Ready:
         ep = self.table.lookup(head.host, head.local_port, self.domain)
         if ep is None:
             old = self._gone_ports.get(head.local_port)
@@ -171,6 +179,10 @@ class WebService:
         if wait > 0:
             return Denied(429, "rate limit exceeded for this workspace; retry later",
                           [("retry-after", str(max(1, math.ceil(wait))))])
+        call_id = result_id(head.target)
+        if call_id is not None:
+            # A long request's result URL (W14): read the kept response; never run anything.
+            return await self.gateway.results.answer(call_id, head, ep.host)
         params = None
         cls_params = ep.web.get("cls_params")
         if cls_params:
@@ -182,11 +194,14 @@ class WebService:
             inp, addr = await self.scheduler.acquire_web(ep.function_id, params)
         except NotFoundError:
             return Denied(503, f"app {ep.app_name!r} is stopped")
+        except ResourceExhaustedError as exc:
+            return Denied(429, str(exc), [("retry-after", "1")])
         except Error as exc:
             return Denied(502, f"{ep.tag} failed to start: {str(exc).splitlines()[0]}")
         except Exception as exc:
             return Denied(502, f"{ep.tag} failed to start: {exc!r}")
-        return _Target(addr, remove, lambda: self.scheduler.web_done(inp))
+        return _Target(addr, remove,
+                       lambda outcome: self.scheduler.web_done(inp, outcome, head.status))
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -193,6 +193,8 @@ class Upstream(asyncio.Protocol):
             dechunk=dechunk, upgrade=tunnel, lower=lower,
         )
         ex.started = True
+        if ex.head is not None:
+            ex.head.status = status
         self.pool.stats[_STATUS_KEYS[status // 100]] += 1
         if no_body:
             self._state = _DONE

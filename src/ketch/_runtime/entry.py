@@ -11,15 +11,18 @@ import signal
 import sys
 from typing import Any
 
-from ketch._runtime.loader import Target, add_sys_path
+from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload
 from ketch._utils.wire import Channel, ChannelClosed, open_channel
 
 
 class Runtime:
-    def __init__(self, channel: Channel, init: dict[str, Any]) -> None:
+    def __init__(self, channel: Channel, init: dict[str, Any],
+                 preloaded: Preloaded | None = None) -> None:
         self.ch = channel
         self.init = init
+        # Code a fork-server template loaded before this process was forked from it.
+        self.preloaded = preloaded
         self.spec: dict[str, Any] = init["function"]
         max_inputs = int(self.spec["options"].get("max_inputs") or 1)
         self.pool = concurrent.futures.ThreadPoolExecutor(
@@ -28,6 +31,7 @@ class Runtime:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.sync_running: set[str] = set()
         self.sync_gens: set[str] = set()
+        self.batches: dict[str, Any] = {}  # iid -> its @batched batch (see batch.py)
         self.target: Target | None = None
         self.stopping = asyncio.Event()
         self.web_server: Any = None
@@ -43,10 +47,16 @@ class Runtime:
             from ketch.compat.shim import install_modal_alias
 
             install_modal_alias()
-            target = await loop.run_in_executor(
-                self.pool, Target, self.spec, self.init.get("params")
-            )
-            for hook in target.enter():
+            pre = self.preloaded
+            params = self.init.get("params")
+            if pre is not None and pre.serves(self.spec, params):
+                target = pre.target
+                await loop.run_in_executor(self.pool, target.instantiate, params)
+                hooks = target.enter(snap=False) if pre.snapped else target.enter()
+            else:
+                target = await loop.run_in_executor(self.pool, Target, self.spec, params)
+                hooks = target.enter()
+            for hook in hooks:
                 result = await loop.run_in_executor(self.pool, hook)
                 if inspect.isawaitable(result):
                     await result
@@ -111,6 +121,10 @@ class Runtime:
                 t = msg["t"]
                 if t == "input":
                     self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
+                elif t == "batch":
+                    from ketch._runtime import batch as batching
+
+                    batching.start(self, msg)
                 elif t == "cancel":
                     self.cancel(msg["iid"])
                 elif t == "stop":
@@ -119,6 +133,11 @@ class Runtime:
             await asyncio.wait(list(self.tasks.values()))
 
     def cancel(self, iid: str) -> None:
+        if iid in self.batches:
+            from ketch._runtime import batch as batching
+
+            batching.cancel(self, iid)
+            return
         if iid in self.sync_gens:
             # A sync generator stops at its next item: the task stops asking for items.
             task = self.tasks.get(iid)
@@ -197,7 +216,7 @@ class Runtime:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def _main() -> int:
+async def _main(preloaded: Preloaded | None = None) -> int:
     ch = await open_channel(os.environ["KETCH_CALL_ADDR"])
     ch.send({
         "t": "hello", "role": "container", "cid": os.environ["KETCH_CONTAINER_ID"],
@@ -206,7 +225,7 @@ async def _main() -> int:
     first = (await ch.recv())[0]
     if first["t"] != "init":
         return 0
-    rt = Runtime(ch, first)
+    rt = Runtime(ch, first, preloaded)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, rt.stopping.set)
     if not await rt.start():
@@ -219,6 +238,15 @@ async def _main() -> int:
     await rt.shutdown()
     ch.close()
     return 0
+
+
+def run_forked(preloaded: Preloaded) -> int:
+    """The container's life in a process forked from a template (_runtime/template.py),
+    which then leaves with os._exit like `main`."""
+    code = asyncio.run(_main(preloaded))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import inspect
 import sys
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -16,7 +17,8 @@ import cloudpickle
 class Target:
     """What a container runs: a plain function, or an instance of a user class."""
 
-    def __init__(self, spec: dict[str, Any], params: bytes | None) -> None:
+    def __init__(self, spec: dict[str, Any], params: bytes | None, *,
+                 instantiate: bool = True) -> None:
         self.spec = spec
         self.module: types.ModuleType | None = None
         self.instance: Any = None
@@ -26,14 +28,22 @@ class Target:
             self.module = importlib.import_module(spec["module"])
             obj = _find(self.module, spec)
         self.obj = obj
-        if spec.get("kind") == "cls":
+        if instantiate:
+            self.instantiate(params)
+
+    def instantiate(self, params: bytes | None) -> None:
+        """Create the instance a class's methods run on (nothing to do for a function)."""
+        if self.spec.get("kind") == "cls" and self.instance is None:
             from ketch.cls import decode_params
 
-            self.instance = _instantiate(obj, decode_params(params))
+            self.instance = _instantiate(self.obj, decode_params(params))
 
-    def enter(self) -> list[Callable[[], Any]]:
-        """The @enter hooks of a class, in definition order (snap=True ones first)."""
-        return _hooks(self.instance, "_ketch_enter") if self.instance is not None else []
+    def enter(self, *, snap: bool | None = None) -> list[Callable[[], Any]]:
+        """The @enter hooks of a class, in definition order (snap=True ones first); only
+        those with that `snap` flag when it is given."""
+        if self.instance is None:
+            return []
+        return _hooks(self.instance, "_ketch_enter", snap)
 
     def exit_hooks(self) -> list[Callable[[], Any]]:
         return _hooks(self.instance, "_ketch_exit") if self.instance is not None else []
@@ -78,12 +88,12 @@ def _instantiate(cls: Any, params: dict[str, Any]) -> Any:
     return obj
 
 
-def _hooks(instance: Any, marker: str) -> list[Callable[[], Any]]:
+def _hooks(instance: Any, marker: str, snap: bool | None = None) -> list[Callable[[], Any]]:
     found = []
     for klass in reversed(type(instance).__mro__):
         for name, value in vars(klass).items():
             info = getattr(value, marker, None)
-            if info is not None:
+            if info is not None and (snap is None or bool(info.get("snap")) == snap):
                 found.append((0 if info.get("snap") else 1, name))
     seen: set[str] = set()
     hooks = []
@@ -92,6 +102,23 @@ def _hooks(instance: Any, marker: str) -> list[Callable[[], Any]]:
             seen.add(name)
             hooks.append(getattr(instance, name))
     return hooks
+
+
+@dataclass
+class Preloaded:
+    """What a fork-server template loaded before forking a container (see
+    _runtime/template.py): the target, and whether its `@enter(snap=True)` hooks ran."""
+
+    target: Target
+    params: bytes | None
+    snapped: bool
+
+    def serves(self, spec: dict[str, Any], params: bytes | None) -> bool:
+        """Whether the container the server describes runs this very code (else it
+        loads its own, as a plain start would)."""
+        mine = self.target.spec
+        same = all(spec.get(k) == mine.get(k) for k in ("module", "tag", "kind", "serialized"))
+        return same and (not self.snapped or params == self.params)
 
 
 def add_sys_path(entries: list[str]) -> None:

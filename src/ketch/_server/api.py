@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
+from ketch._server.ops_api import build_ops_router
 from ketch.exception import AlreadyExistsError, Error, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def _error_body(exc: Error) -> dict[str, Any]:
 
 def build_api(server: Server) -> FastAPI:
     app = FastAPI(title="ketch management API", version="1")
+    app.include_router(build_ops_router(server))  # history, rollback, logs, containers, calls
 
     def auth(authorization: str = Header(default="")) -> None:
         given = authorization.removeprefix("Bearer ").strip()
@@ -54,6 +56,10 @@ def build_api(server: Server) -> FastAPI:
         from ketch._server.metrics import registry_for
 
         return Response(generate_latest(registry_for(server)), media_type=CONTENT_TYPE_LATEST)
+
+    from ketch._server.api_status import status_router
+
+    app.include_router(status_router(server))
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -145,20 +151,16 @@ def build_api(server: Server) -> FastAPI:
     async def stop_app(name: str, environment: str = "main") -> dict[str, Any]:
         app_ = server.apps.find(environment, name)
         if app_ is None:
-            app_id = name if name in server.apps.apps else None
+            # An id, or the name of a running ephemeral app (`ketch run --detach`).
+            app_id = name if name in server.apps.apps else next(
+                (i for i, a in server.apps.apps.items()
+                 if a["name"] == name and a["environment"] == environment), None)
             if app_id is None:
                 raise NotFoundError(f"app {name!r} is not running in environment {environment!r}")
         else:
             app_id = app_["app_id"]
         server.apps.stop(app_id)
         return {"stopped": app_id}
-
-    @app.get("/v1/apps/{name}/logs", dependencies=[Depends(auth)])
-    async def app_logs(
-        name: str, environment: str = "main", tail: int | None = None, since: float | None = None
-    ) -> dict[str, Any]:
-        app_id = _resolve_app_id(server, environment, name)
-        return {"app_id": app_id, "lines": server.logs.read(app_id, tail=tail, since=since)}
 
     @app.post("/v1/tokens", dependencies=[Depends(auth)])
     async def create_token() -> dict[str, Any]:
@@ -204,14 +206,7 @@ def build_api(server: Server) -> FastAPI:
             raise NotFoundError(f"secret {name!r} not found in environment {environment!r}")
         return {"deleted": name}
 
+    from ketch._server.api_volumes import volume_router
+
+    app.include_router(volume_router(server))
     return app
-
-
-def _resolve_app_id(server: Server, environment: str, name: str) -> str:
-    app_ = server.apps.find(environment, name)
-    if app_ is not None:
-        return str(app_["app_id"])
-    for row in reversed(server.store.list_apps()):
-        if row["app_id"] == name or (row["name"] == name and row["environment"] == environment):
-            return str(row["app_id"])
-    raise NotFoundError(f"no app named {name!r} in environment {environment!r}")

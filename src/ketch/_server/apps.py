@@ -18,11 +18,13 @@ from ketch._server.images import ImageBuilder, mount_files
 from ketch._server.model import FunctionDef
 from ketch._server.scheduler import Scheduler
 from ketch._server.store import Store
+from ketch._server.volumes import VolumeManager
 from ketch._utils.ids import new_id, stable_id
 from ketch.exception import AlreadyExistsError, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
     from ketch._gateway.service import WebService
+    from ketch._server.logs import LogHub
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
@@ -42,9 +44,10 @@ class AppManager:
     def __init__(
         self, home: Path, store: Store, scheduler: Scheduler, builder: ImageBuilder,
         box: SecretBox, *, web: WebService | None = None, workspace: str = "local",
-        on_note: Callable[[str, str], None] | None = None,
+        on_note: Callable[[str, str], None] | None = None, logs: LogHub | None = None,
     ) -> None:
         self.web = web
+        self.logs = logs
         self.workspace = workspace
         self.on_note = on_note
         self._tasks: set[asyncio.Task[None]] = set()
@@ -54,6 +57,7 @@ class AppManager:
         self.builder = builder
         self.box = box
         self.apps: dict[str, dict[str, Any]] = {}  # app_id -> {name, environment, state, ...}
+        self.volumes = VolumeManager(home, store)
 
     # -- blobs --------------------------------------------------------------------------
     def blob_path(self, sha: str) -> Path:
@@ -157,14 +161,10 @@ class AppManager:
         for tag, fspec in functions.items():
             secrets = [self._check_secret(environment, s) for s in fspec.get("secrets", [])]
             stored_functions[tag] = {**fspec, "secrets": secrets}
-        built = {}
-        for tag, fspec in stored_functions.items():
-            img = fspec["image"]
-            log(f"image for {tag}: checking")
-            built[tag] = await self.builder.build(img, log)
-            mount = self.mount_dir(img)
-            if mount is not None:
-                await asyncio.to_thread(mount_files, img, mount)
+        # Every volume checked (and only then any created) before anything else changes.
+        self.volumes.attach(environment, stored_functions,
+                            forbidden=[self.home, self.scheduler.sockets_dir])
+        built = await self._build_images(stored_functions, log)
         if ephemeral:
             app_id = spec.get("app_id") or new_id("ap")
             if spec.get("app_id") and spec["app_id"] not in self.apps:
@@ -183,7 +183,79 @@ class AppManager:
         ids = self._activate(app_id, stored, version, "ephemeral" if ephemeral else "deployed",
                              source_dir, built)
         await self.refresh_routes()
+        self._event(app_id, f"deployed version {version}")
         return {"app_id": app_id, "version": version, "functions": ids, "web_urls": urls}
+
+    async def _build_images(self, functions: dict[str, Any], log: Log) -> dict[str, Any]:
+        built = {}
+        for tag, fspec in functions.items():
+            img = fspec["image"]
+            log(f"image for {tag}: checking")
+            built[tag] = await self.builder.build(img, log)
+            mount = self.mount_dir(img)
+            if mount is not None:
+                await asyncio.to_thread(mount_files, img, mount)
+        return built
+
+    def _event(self, app_id: str, text: str) -> None:
+        if self.logs is not None:
+            self.logs.event(app_id, "-", "ketch", text)
+
+    # -- versions (W7) ------------------------------------------------------------------
+    def history(self, app_id: str) -> list[dict[str, Any]]:
+        """Every version of an app, oldest first, marking the one being served."""
+        live = self.apps.get(app_id)
+        rows = []
+        for version, stored, created in self.store.app_versions(app_id):
+            rows.append({
+                "version": version, "created": created,
+                "source": (stored.get("source") or {}).get("blob"),
+                "spec_hash": _spec_hash(stored),
+                "functions": sorted(stored.get("functions", {})),
+                "rollback_of": stored.get("rollback_of"),
+                "live": live is not None and live["version"] == version,
+            })
+        return rows
+
+    async def rollback(self, app_id: str, version: int | None, log: Log) -> dict[str, Any]:
+        """Serve an earlier version again, as a new version whose spec is the old one's.
+
+        It goes live like a redeploy: the new version's containers start on demand while
+        the old ones finish what they hold (a rolling replacement with the URLs kept)."""
+        app = self.apps.get(app_id)
+        if app is None or app["state"] != "deployed":
+            raise InvalidError(f"app {app_id} is not deployed; only a deployed app rolls back")
+        versions = {v: stored for v, stored, _ in self.store.app_versions(app_id)}
+        current = int(app["version"])
+        if version is None:
+            earlier = [v for v in versions if v < current]
+            if not earlier:
+                raise NotFoundError(f"app {app['name']!r} has no version before {current}")
+            version = max(earlier)
+        if version not in versions:
+            raise NotFoundError(
+                f"app {app['name']!r} has no version {version} (it has 1 to {max(versions)})"
+            )
+        if version == current:
+            raise InvalidError(f"version {version} of {app['name']!r} is already live")
+        old = versions[version]
+        stored = {**old, "rollback_of": version,
+                  "functions": {tag: dict(f) for tag, f in old["functions"].items()}}
+        for fspec in stored["functions"].values():
+            for ref in fspec.get("secrets", []):
+                if ref.get("kind") == "named":  # deleted since: refuse before anything changes
+                    self.secret_values(ref["environment"], ref["name"])
+        built = await self._build_images(stored["functions"], log)
+        source_dir = None
+        if stored.get("source"):
+            source_dir = str(self._source_dir(stored["source"]["blob"]))
+        self._claim_endpoints(app_id, stored, ephemeral=False)
+        new = self.store.save_app_version(app_id, stored["name"], stored["environment"],
+                                          "deployed", stored)
+        self._activate(app_id, stored, new, "deployed", source_dir, built)
+        await self.refresh_routes()
+        self._event(app_id, f"rolled back to version {version} (as version {new})")
+        return {"app_id": app_id, "version": new, "rollback_of": version}
 
     # -- web endpoints ------------------------------------------------------------------
     def _endpoints(self, app_id: str, stored: dict[str, Any], ephemeral: bool,
@@ -248,6 +320,7 @@ class AppManager:
                 environment=stored["environment"], version=version, tag=tag, spec=fspec,
                 image=built[tag], source_dir=source_dir,
                 mount_dir=str(mount / "root") if mount and (mount / "root").exists() else None,
+                volumes=self.volumes.host_mounts(fspec.get("volumes") or []),
             )
             self.scheduler.register(fdef)
             ids[tag] = fid
@@ -331,3 +404,14 @@ class AppManager:
             "methods": fdef.spec.get("methods", {}),
             "params": fdef.spec.get("params", []),
         }
+
+
+def _spec_hash(stored: dict[str, Any]) -> str:
+    """What a version runs, in one hash: its functions' code and settings. Sealed secret
+    values are left out (sealing is randomised) and so are the URLs given at deploy."""
+    functions = {
+        tag: {k: v for k, v in f.items() if k not in ("web_url", "web_host_url", "secrets")}
+        for tag, f in stored.get("functions", {}).items()
+    }
+    text = json.dumps([functions, stored.get("source")], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

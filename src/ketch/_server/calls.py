@@ -13,6 +13,7 @@ from typing import Any
 from ketch._server.apps import AppManager
 from ketch._server.errors import error_payload
 from ketch._server.logs import LogHub
+from ketch._server.objects import ObjectServer
 from ketch._server.scheduler import Scheduler
 from ketch._utils.wire import Channel, ChannelClosed, server_channel
 from ketch.exception import Error, OutputExpiredError
@@ -22,9 +23,13 @@ log = logging.getLogger("ketch.calls")
 
 class CallServer:
     def __init__(
-        self, scheduler: Scheduler, apps: AppManager, logs: LogHub, token: str
+        self, scheduler: Scheduler, apps: AppManager, logs: LogHub, token: str,
+        objects: ObjectServer | None = None,
     ) -> None:
         self.scheduler = scheduler
+        # Dict and Queue requests ("obj" messages) are answered by the objects module.
+        self.objects = objects or ObjectServer(
+            scheduler.store, scheduler.store.path.parent / "objects")
         self.apps = apps
         self.logs = logs
         self.token = token
@@ -83,6 +88,8 @@ class CallServer:
                         task = asyncio.ensure_future(self._request(ch, msg))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
+                    elif t == "obj":
+                        self.objects.handle(ch, msg)
                     elif t == "logs":
                         self.logs.subscribe(msg["app_id"], ch)
                     elif t == "lease":
@@ -92,6 +99,7 @@ class CallServer:
         finally:
             sched.client_disconnected(client_id, ch)
             self.logs.unsubscribe_all(ch)
+            self.objects.disconnected(ch)
             for task in tasks:
                 task.cancel()
             for app_id in self.leases.pop(ch, set()):

@@ -76,7 +76,7 @@ class Server:
         os.chmod(self.home, 0o700)
         self.token = read_or_create_token(self.home)
         self.store = Store(self.home / "ketch.db")
-        self.logs = LogHub(self.home / "logs")
+        self.logs = LogHub(self.home / "logs", config.log_retention_bytes)
         self.box = SecretBox(self.home / "secret.key")
         self.builder = ImageBuilder(self.home / "images")
         self.runtime_core, self.runtime_web = runtime_dist.install(self.home)
@@ -91,7 +91,7 @@ class Server:
         call_port = call_sock.getsockname()[1]
         api_port = api_sock.getsockname()[1]
         self.scheduler = Scheduler(
-            backend=load_backend(os.environ.get("KETCH_BACKEND", "local")),
+            backend=load_backend(os.environ.get("KETCH_BACKEND", "local"), cfg),
             store=self.store,
             logs=self.logs,
             call_addr=f"unix:{self.unix_path}",
@@ -101,7 +101,13 @@ class Server:
             stop_grace=cfg.stop_grace,
             runtime_paths=(str(self.runtime_core), str(self.runtime_web)),
             sockets_dir=self.sockets_dir,
+            max_queue=cfg.max_queue,
         )
+        from ketch._server.records import CallRecorder
+
+        self.records = CallRecorder(self.store, cfg.call_records)
+        self.scheduler.on_input_done = self.records.input_done
+        self.scheduler.on_web_done = self.records.web_done
         from ketch._gateway.proxy import Limits
         from ketch._gateway.service import WebService
 
@@ -111,15 +117,22 @@ class Server:
             trusted_proxies=frozenset(
                 p.strip() for p in cfg.trusted_proxies.split(",") if p.strip() not in ("", "-")
             ),
-            limits=Limits(), tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
+            limits=Limits(request_timeout=cfg.request_timeout), tls_cert=cfg.tls_cert,
+            tls_key=cfg.tls_key,
         )
         gateway_port = await self.web.start()
         self.apps = AppManager(
             self.home, self.store, self.scheduler, self.builder, self.box, web=self.web,
             workspace=cfg.workspace,
             on_note=lambda app_id, line: self.logs.emit(app_id, "-", "ketch", "system", line),
+            logs=self.logs,
         )
-        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token)
+        from ketch._server.objects import Limits as ObjectLimits
+        from ketch._server.objects import ObjectServer
+
+        objects = ObjectServer(self.store, self.home / "objects", ObjectLimits(
+            cfg.dict_value_limit, cfg.queue_item_limit, cfg.queue_partition_size))
+        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token, objects)
         call_server = await asyncio.start_server(self.calls.handle, sock=call_sock, limit=2**20)
         unix_server = await asyncio.start_unix_server(
             self.calls.handle, path=str(self.unix_path), limit=2**20
@@ -137,7 +150,9 @@ class Server:
         # The server process owns SIGTERM/SIGINT (it stops containers first); uvicorn must
         # not take them over.
         api.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        api_task = asyncio.ensure_future(api.serve(sockets=[api_sock]))
+        # Containers reach the API (volume files) on a unix socket beside the call socket.
+        api_unix = _bind_unix(self.sockets_dir / "api.sock")
+        api_task = asyncio.ensure_future(api.serve(sockets=[api_sock, api_unix]))
 
         restored = await self.apps.restore(lambda line: log.info("%s", line))
         resumed = self.scheduler.resume_pending_calls()
@@ -164,11 +179,15 @@ class Server:
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 if json.loads(cfg.server_file.read_text()).get("pid") == os.getpid():
                     cfg.server_file.unlink()
+            with contextlib.suppress(Exception):
+                self.records.flush()
             await self.scheduler.shutdown()
+            await self.scheduler.backend.close()  # fork-server templates, network helpers
             await self.web.close()
             call_server.close()
             unix_server.close()
             self.unix_path.unlink(missing_ok=True)
+            (self.sockets_dir / "api.sock").unlink(missing_ok=True)
             api.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(api_task, 3)
@@ -185,11 +204,21 @@ class Server:
                     continue
                 last_tick = time.monotonic()
                 self.scheduler.tick()
+                self.records.flush()
                 if time.time() - last_expiry > 300:
                     last_expiry = time.time()
                     self.store.expire_results(time.time())
             except Exception:
                 log.exception("periodic work failed")
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)  # left by a server that was killed
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

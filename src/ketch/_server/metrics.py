@@ -64,4 +64,7 @@ class _ServerCollector(Collector):
 def registry_for(server: Server) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ServerCollector(server))
+    # The latency histograms are observed as requests and calls finish (records.py).
+    registry.register(server.records.web_latency)
+    registry.register(server.records.call_latency)
     return registry

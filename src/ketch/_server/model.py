@@ -26,6 +26,8 @@ class FunctionDef:
     image: BuiltImage
     source_dir: str | None
     mount_dir: str | None
+    # Mount path in the container -> the volume's directory on the host.
+    volumes: dict[str, str] = field(default_factory=dict)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -35,6 +37,11 @@ class FunctionDef:
     @property
     def max_inputs(self) -> int:
         return int(self.options.get("max_inputs") or 1)
+
+    @property
+    def batch_size(self) -> int:
+        """@batched: the most inputs one call of the function takes (0: not batched)."""
+        return int(self.options.get("batch_max_size") or 0)
 
 
 @dataclass(eq=False)
@@ -54,6 +61,8 @@ class Input:
     done: bool = False
     # Web requests are not sent to the container: assignment hands the gateway its address.
     future: asyncio.Future[str] | None = None
+    queued_at: float = 0.0  # monotonic time it joined its queue (@batched waits from it)
+    created: float = field(default_factory=time.monotonic)  # for call records and latency
 
 
 @dataclass(eq=False)
@@ -72,11 +81,14 @@ class Container:
     )
     stop_reason: str | None = None  # set when ketch itself stops or kills it
     web_addr: str | None = None  # where the container serves HTTP, for web functions
+    gpus: tuple[int, ...] = ()  # indices of the host GPUs it holds (S7)
 
     assigned: int = 0  # inputs handed to it over its life
 
     @property
     def free_slots(self) -> int:
+        if self.pool.function.batch_size:
+            return 0 if self.inflight else 1  # one batch at a time
         free = self.pool.function.max_inputs - len(self.inflight)
         limit = self.pool.function.options.get("inputs_per_container")
         if limit:
@@ -98,6 +110,7 @@ class Pool:
     waiting_reason: str | None = None  # why queued inputs are not being served, for status
     backoff_until: float = 0.0  # after a start-up failure, no automatic restarts until then
     reconcile_scheduled: bool = False
+    batch_timer: asyncio.TimerHandle | None = None  # @batched: dispatch when wait_ms is up
 
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state in ("starting", "ready")]

@@ -4,9 +4,12 @@ lifecycle (start, ready, crash, timeout, scale-down), retries, and spawned-call 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import pickle
 import tempfile
@@ -15,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ketch._backends.base import Backend, ContainerSpec
+from ketch._backends import gpu as gpus
+from ketch._backends.base import Backend, ContainerSpec, ForkSpec
 from ketch._server.autoscaling import PoolView, containers_to_retire, desired_containers
 from ketch._server.errors import error_payload
 from ketch._server.logs import LogHub
@@ -23,7 +27,13 @@ from ketch._server.model import Container, FunctionDef, Input, Pool
 from ketch._server.store import Store
 from ketch._utils.ids import new_id
 from ketch._utils.wire import Channel
-from ketch.exception import ExecutionError, FunctionTimeoutError, InputCancellation, NotFoundError
+from ketch.exception import (
+    ExecutionError,
+    FunctionTimeoutError,
+    InputCancellation,
+    NotFoundError,
+    ResourceExhaustedError,
+)
 
 log = logging.getLogger("ketch.scheduler")
 
@@ -47,6 +57,7 @@ class Scheduler:
         stop_grace: float = 5.0,
         runtime_paths: tuple[str, str] = ("", ""),
         sockets_dir: Path | None = None,
+        max_queue: int = 10_000,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -58,6 +69,10 @@ class Scheduler:
         self.stop_grace = stop_grace
         self.runtime_core, self.runtime_web = runtime_paths
         self.sockets_dir = sockets_dir or Path(tempfile.mkdtemp(prefix="ketch-sock-"))
+        # Inputs that may wait in one pool's queue (S3): past it new ones are refused.
+        self.max_queue = max(1, max_queue)
+        self._gpu_inventory: gpus.Inventory | None = None  # discovered on first need
+        self.gpu_owner: dict[int, str] = {}  # GPU index -> container holding it
         self.functions: dict[str, FunctionDef] = {}
         self.pools: dict[str, Pool] = {}
         self.containers: dict[str, Container] = {}
@@ -71,6 +86,9 @@ class Scheduler:
         self.counters: collections.Counter[str] = collections.Counter()
         # Told the web address of each container that goes, so pooled connections to it close.
         self.on_container_gone: Callable[[str], None] | None = None
+        # Told of every finished input and web request (call records, latency histograms).
+        self.on_input_done: Callable[[Input, bool], None] | None = None
+        self.on_web_done: Callable[[Input, str, int], None] | None = None
 
     # -- functions ----------------------------------------------------------------------
     def register(self, fdef: FunctionDef) -> None:
@@ -98,23 +116,32 @@ class Scheduler:
 
     def _retire_pool(self, pool: Pool) -> None:
         pool.retired = True
+        self.backend.retire(_fork_group(pool.function))  # its fork-server template goes
         # Inputs still queued for the old version move to the new one.
         newer = self.functions.get(pool.function.function_id)
         while pool.queue and newer is not None and newer is not pool.function:
             inp = pool.queue.popleft()
             inp.function = newer
-            inp.pool_key = self._pool_for(newer, inp.request.get("params")).key
+            new_pool = self._pool_for(newer, inp.request.get("params"), inp.request.get("options"))
+            inp.function = new_pool.function
+            inp.pool_key = new_pool.key
             self._enqueue(inp)
         for c in list(pool.containers.values()):
             if not c.inflight:
                 self._stop_container(c, "retired")
 
-    def _pool_for(self, fdef: FunctionDef, params: bytes | None) -> Pool:
+    def _pool_for(self, fdef: FunctionDef, params: bytes | None,
+                  overrides: dict[str, Any] | None = None) -> Pool:
         digest = hashlib.sha256(params).hexdigest()[:16] if params else "-"
+        if overrides:
+            # Cls.with_options / with_concurrency / with_batching: a pool of its own (A6).
+            blob = json.dumps(overrides, sort_keys=True, default=str).encode()
+            digest += "+" + hashlib.sha256(blob).hexdigest()[:12]
         key = f"{fdef.function_id}:{fdef.version}:{digest}"
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = Pool(key=key, function=fdef, params=params)
+            function = with_overrides(fdef, overrides) if overrides else fdef
+            pool = self.pools[key] = Pool(key=key, function=function, params=params)
         return pool
 
     # -- inputs -------------------------------------------------------------------------
@@ -144,8 +171,12 @@ class Scheduler:
                 error=error_payload(NotFoundError(f"function {function_id} is not deployed")),
             )
             return
-        pool = self._pool_for(fdef, request.get("params"))
-        inp = Input(iid, fdef, pool.key, request, kind, client_id, spawned)
+        pool = self._pool_for(fdef, request.get("params"), request.get("options"))
+        inp = Input(iid, pool.function, pool.key, request, kind, client_id, spawned)
+        full = self._queue_full(pool)
+        if full is not None:
+            self._finish(inp, ok=False, error=error_payload(full))
+            return
         self.inputs[iid] = inp
         self.counters["inputs"] += 1
         self._enqueue(inp)
@@ -162,23 +193,37 @@ class Scheduler:
                     error=error_payload(ExecutionError("the function's app is stopped")),
                 )
                 return
-            inp.function = fdef
-            pool = self._pool_for(fdef, inp.request.get("params"))
+            pool = self._pool_for(fdef, inp.request.get("params"), inp.request.get("options"))
+            inp.function = pool.function
             inp.pool_key = pool.key
         if front:
             pool.queue.appendleft(inp)
         else:
+            inp.queued_at = time.monotonic()
             pool.queue.append(inp)
         self._dispatch(pool)
 
+    def _queue_full(self, pool: Pool) -> ResourceExhaustedError | None:
+        """The refusal for a new input when its pool's queue is at the bound (S3)."""
+        if len(pool.queue) < self.max_queue:
+            return None
+        self.counters["queue_full"] += 1
+        return ResourceExhaustedError(
+            f"{pool.function.tag}: too many inputs waiting ({len(pool.queue)} queued, the "
+            f"limit is {self.max_queue}); retry later, or raise max_containers / "
+            "@concurrent(max_inputs=) or the server's max_queue (KETCH_MAX_QUEUE)"
+        )
+
     def _dispatch(self, pool: Pool) -> None:
-        while pool.queue:
+        while pool.queue and not pool.function.batch_size:
             ready = [c for c in pool.containers.values() if c.state == "ready" and c.free_slots]
             if not ready:
                 break
             c = max(ready, key=lambda c: c.free_slots)
             while pool.queue and c.free_slots > 0:
                 self._assign(pool.queue.popleft(), c)
+        if pool.function.batch_size:
+            self._dispatch_batches(pool)
         # Scaling decisions are batched per loop turn: a burst of submits costs one.
         if not pool.reconcile_scheduled:
             pool.reconcile_scheduled = True
@@ -188,7 +233,37 @@ class Scheduler:
         pool.reconcile_scheduled = False
         self._reconcile(pool)
 
-    def _assign(self, inp: Input, c: Container) -> None:
+    def _dispatch_batches(self, pool: Pool) -> None:
+        """@batched (S5): up to max_batch_size queued inputs go to an idle container as one
+        batch; a short batch waits until the oldest input has waited wait_ms."""
+        size = pool.function.batch_size
+        wait = float(pool.function.options.get("batch_wait_ms") or 0) / 1000
+        while pool.queue:
+            idle = [c for c in pool.containers.values() if c.state == "ready" and not c.inflight]
+            if not idle:
+                return
+            if len(pool.queue) < size:
+                due = pool.queue[0].queued_at + wait - time.monotonic()
+                if due > 0:
+                    if pool.batch_timer is None:
+                        pool.batch_timer = asyncio.get_running_loop().call_later(
+                            due, self._batch_due, pool)
+                    return
+            c = idle[0]
+            batch = [pool.queue.popleft() for _ in range(min(size, len(pool.queue)))]
+            for inp in batch:
+                self._assign(inp, c, send=False)
+            assert c.channel is not None
+            c.channel.send({"t": "batch", "kind": "call", "inputs": [
+                {"iid": inp.iid, "args": inp.request.get("args"),
+                 "method": inp.request.get("method")} for inp in batch
+            ]})
+
+    def _batch_due(self, pool: Pool) -> None:
+        pool.batch_timer = None
+        self._dispatch(pool)
+
+    def _assign(self, inp: Input, c: Container, *, send: bool = True) -> None:
         assert c.channel is not None
         inp.container = c
         inp.started = time.monotonic()
@@ -200,7 +275,8 @@ class Scheduler:
             if not inp.future.done():
                 inp.future.set_result(c.web_addr or "")
             return
-        c.channel.send({"t": "input", "iid": inp.iid, "kind": inp.kind, **inp.request})
+        if send:
+            c.channel.send({"t": "input", "iid": inp.iid, "kind": inp.kind, **inp.request})
 
     def _reconcile(self, pool: Pool) -> None:
         if pool.retired:
@@ -209,21 +285,54 @@ class Scheduler:
         want = desired_containers(_view(pool))
         live = pool.live()
         gpu = opts.get("gpu")
-        if gpu and not self.backend.capacity().gpus:
-            # S7: a GPU function never runs without one; its inputs wait, and say why.
-            pool.waiting_reason = f"waiting: no GPU of type {gpu} on this host"
-            return
         pool.waiting_reason = None
         if pool.queue and not live:
             want = max(want, 1)
         if time.monotonic() < pool.backoff_until and not pool.queue:
             return
         for _ in range(want - len(live)):
+            held: tuple[int, ...] = ()
+            if gpu:
+                # S7: a GPU function never runs without its GPUs; its inputs wait, saying why.
+                taken = self._take_gpus(pool, gpu)
+                if taken is None:
+                    break
+                held = taken
             # Registered now, not in the task: the next reconcile must already count it.
-            c = Container(cid=new_id("ta"), pool=pool)
+            c = Container(cid=new_id("ta"), pool=pool, gpus=held)
+            for index in held:
+                self.gpu_owner[index] = c.cid
             pool.containers[c.cid] = c
             self.containers[c.cid] = c
             self._spawn_task(self._start_container(c))
+
+    def gpu_inventory(self) -> gpus.Inventory:
+        if self._gpu_inventory is None:
+            self._gpu_inventory = gpus.discover()
+        return self._gpu_inventory
+
+    def _take_gpus(self, pool: Pool, request: str | list[str]) -> tuple[int, ...] | None:
+        """Free GPUs meeting the request, or None with the pool's waiting reason set."""
+        inv = self.gpu_inventory()
+        got = gpus.assign(request, inv.devices, frozenset(self.gpu_owner))
+        if got is None:
+            what = gpus.request_text(request)
+            if gpus.could_ever_fit(request, inv.devices):
+                pool.waiting_reason = (f"waiting: no GPU of type {what} free (all matching "
+                                       "GPUs are held by other containers)")
+            else:
+                pool.waiting_reason = (f"waiting: no GPU of type {what} on this host "
+                                       f"(GPUs here: {inv.describe()})")
+        return got
+
+    def _release_gpus(self, c: Container) -> None:
+        for index in c.gpus:
+            if self.gpu_owner.get(index) == c.cid:
+                del self.gpu_owner[index]
+        # Pools waiting for a GPU may start a container now.
+        for pool in list(self.pools.values()):
+            if pool.queue and pool.function.options.get("gpu") and not pool.retired:
+                asyncio.get_running_loop().call_soon(self._reconcile, pool)
 
     # -- containers ---------------------------------------------------------------------
     def _spawn_task(self, coro: Any) -> None:
@@ -238,6 +347,10 @@ class Scheduler:
         try:
             env = dict(fdef.image.env)
             env.update(self.secret_env(fdef))
+            env.update(fdef.spec.get("override_env") or {})  # with_options(secrets=[inline])
+            from ketch._server.volumes import container_mounts
+
+            volumes = container_mounts(fdef.volumes, fdef.spec.get("volumes") or [])
         except Exception as exc:
             self._startup_failed(c, error_payload(exc))
             self._forget(c)
@@ -256,10 +369,15 @@ class Scheduler:
         cwd = Path(fdef.source_dir or fdef.image.root)
         if fdef.image.workdir and Path(fdef.image.workdir).is_dir():
             cwd = Path(fdef.image.workdir)
+        env.update(self._gpu_env(c))
         spec = ContainerSpec(
             container_id=cid, python=fdef.image.python, env=env, cwd=cwd,
+            cpu=_limit_of(fdef.options.get("cpu")), memory_mb=_mb_limit(fdef.options.get("memory")),
+            gpus=tuple(str(i) for i in c.gpus),
             block_network=bool(fdef.options.get("block_network")),
             isolate_network=(fdef.spec.get("web") or {}).get("type") == "web_server",
+            volumes=volumes,
+            fork=self._fork_spec(fdef, c.pool.params),
         )
 
         def sink(stream: str, line: str) -> None:
@@ -277,6 +395,39 @@ class Scheduler:
         asyncio.get_running_loop().call_later(startup, self._check_started, c, startup)
         reason, code = await c.handle.wait()
         self._container_exited(c, reason, code)
+
+    def _gpu_env(self, c: Container) -> dict[str, str]:
+        """CUDA_VISIBLE_DEVICES names the container's own GPUs (none: it sees no GPU)."""
+        inv = self.gpu_inventory()
+        if not c.gpus and not inv.devices:
+            return {}
+        visible = ",".join(str(i) for i in c.gpus)
+        env = {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
+        if c.gpus:
+            names = ", ".join(d.name for d in inv.devices if d.index in c.gpus)
+            note = " (a fake inventory from KETCH_FAKE_GPUS: no real GPU)" if inv.fake else ""
+            self._event(c, f"GPUs {visible} assigned: {names}{note}")
+            if inv.fake:
+                env["KETCH_FAKE_GPUS"] = "1"
+        return env
+
+    def _fork_spec(self, fdef: FunctionDef, params: bytes | None) -> ForkSpec:
+        """What a fork-server template loads for containers of this pool."""
+        snapshot = (bool(fdef.options.get("enable_memory_snapshot"))
+                    and fdef.spec.get("kind") == "cls")
+        # Parameters only matter to a template that builds the instance (a snapshot);
+        # otherwise one template serves every parameter set.
+        given = params if snapshot and params else None
+        return ForkSpec(
+            group=_fork_group(fdef),
+            preload={
+                "function": fdef.spec, "sys_path": _sys_path(fdef), "web_runtime": self.runtime_web,
+                "params": base64.b64encode(given).decode() if given else None,
+            },
+            snapshot=snapshot,
+            startup_timeout=float(fdef.options.get("startup_timeout")
+                                  or fdef.options.get("timeout") or 300),
+        )
 
     def _check_started(self, c: Container, limit: float) -> None:
         if c.state == "starting" and c.handle is not None:
@@ -296,7 +447,7 @@ class Scheduler:
             "t": "init",
             "function": fdef.spec,
             "params": c.pool.params,
-            "sys_path": [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p],
+            "sys_path": _sys_path(fdef),
             "web_runtime": self.runtime_web,
             "web_method": fdef.spec.get("web_method"),
             "web_socket": str(self.sockets_dir / f"{cid}.sock"),
@@ -339,6 +490,7 @@ class Scheduler:
             c.web_addr = msg.get("web_addr")
             c.state = "ready"
             c.idle_since = time.monotonic()
+            self._event(c, "container started")
             if c.pool.retired:
                 self._stop_container(c, "retired")
             else:
@@ -362,6 +514,7 @@ class Scheduler:
         c.state = "dead"
         pool = c.pool
         self._forget(c)
+        self._event(c, _exit_text(c, was, reason, code))
         if was == "starting":
             err = c.startup_error or error_payload(
                 ExecutionError(
@@ -372,7 +525,7 @@ class Scheduler:
             self._startup_failed(c, err)
             return
         if c.inflight:
-            deliberate = c.stop_reason in ("uninterruptible",)
+            deliberate = c.stop_reason in ("uninterruptible", STOPPED_BY_OPERATOR)
             if not deliberate:
                 self.counters["crashes"] += 1
                 pool.crash_times.append(time.monotonic())
@@ -388,6 +541,8 @@ class Scheduler:
                     msg = (
                         f"{inp.function.tag}: its container crashed {inp.crashes} times while "
                         f"running this input (last exit: {reason}, code {code}); giving up"
+                        + ("; it was killed for using more memory than its memory= limit"
+                           if reason == "oom" else "")
                     )
                     tail = "\n".join(list(c.log_tail)[-10:])
                     self._finish(inp, ok=False, error=error_payload(ExecutionError(msg), tail))
@@ -410,6 +565,8 @@ class Scheduler:
         c.state = "dead"
         c.pool.containers.pop(c.cid, None)
         self.containers.pop(c.cid, None)
+        if c.gpus:
+            self._release_gpus(c)
         if c.pool.retired and not c.pool.containers and not c.pool.queue:
             self.pools.pop(c.pool.key, None)
 
@@ -449,6 +606,8 @@ class Scheduler:
             # from here, so the container goes: the gateway answers 502, never hangs.
             self._clear_deadline(inp)
             self.counters["timeouts"] += 1
+            self._event(c, f"web request timed out after {inp.function.options.get('timeout')}s;"
+                           " its container is killed")
             c.stop_reason = "uninterruptible"
             if c.handle is not None:
                 c.handle.kill()
@@ -459,6 +618,7 @@ class Scheduler:
             c.channel.send({"t": "cancel", "iid": inp.iid, "reason": "timeout"})
         self.counters["timeouts"] += 1
         limit = inp.function.options.get("timeout") or 300
+        self._event(c, f"input {inp.iid} timed out after {limit}s")
         err = error_payload(
             FunctionTimeoutError(f"{inp.function.tag} timed out after {limit}s")
         )
@@ -496,6 +656,8 @@ class Scheduler:
         if inp.future is not None:
             # A web request that could not get a container: the gateway answers for it.
             inp.done = True
+            if self.on_web_done is not None:
+                self.on_web_done(inp, "no_container", 502)
             if not inp.future.done():
                 from ketch._utils.payload import rebuild_exception
 
@@ -504,6 +666,8 @@ class Scheduler:
         inp.done = True
         self._clear_deadline(inp)
         self.inputs.pop(inp.iid, None)
+        if self.on_input_done is not None:
+            self.on_input_done(inp, ok)
         if inp.container is not None:
             inp.container.inflight.pop(inp.iid, None)
         msg = {"t": "res", "iid": inp.iid, "ok": ok, "payload": payload, "error": error}
@@ -555,6 +719,9 @@ class Scheduler:
         if fdef is None:
             raise NotFoundError("the endpoint's app is not running")
         pool = self._pool_for(fdef, params)
+        full = self._queue_full(pool)
+        if full is not None:
+            raise full  # the gateway answers 429 (S3)
         inp = Input(new_id("wr"), fdef, pool.key, {"params": params}, "web", None)
         inp.future = asyncio.get_running_loop().create_future()
         self.counters["web_requests"] += 1
@@ -566,10 +733,12 @@ class Scheduler:
             raise
         return inp, addr
 
-    def web_done(self, inp: Input) -> None:
+    def web_done(self, inp: Input, outcome: str = "cancelled", status: int = 0) -> None:
         if inp.done:
             return
         inp.done = True
+        if self.on_web_done is not None:
+            self.on_web_done(inp, outcome, status)
         self._clear_deadline(inp)
         pool = self.pools.get(inp.pool_key)
         if pool is not None and inp in pool.queue:
@@ -590,6 +759,10 @@ class Scheduler:
         fdef = self.functions.get(function_id)
         if fdef is None:
             raise NotFoundError(f"function {function_id} is not deployed")
+        full = self._queue_full(
+            self._pool_for(fdef, request.get("params"), request.get("options")))
+        if full is not None:
+            raise full
         self.store.insert_call(call_id, function_id, fdef.app_id, pickle.dumps(request))
         self.submit(function_id, call_id, request, "call", None, spawned=True)
 
@@ -635,6 +808,48 @@ class Scheduler:
             n += 1
         return n
 
+    # -- status -------------------------------------------------------------------------
+    def status(self, app_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per function (`app_id/tag` keys without an app filter): containers by state,
+        queue depth, inputs running and why queued inputs wait. A plain dict for the API."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(fdef: FunctionDef) -> dict[str, Any]:
+            key = fdef.tag if app_id is not None else f"{fdef.app_name}/{fdef.tag}"
+            if key not in out:
+                out[key] = {
+                    "app_id": fdef.app_id, "function": fdef.tag, "queued": 0, "running": 0,
+                    "containers": {"starting": 0, "idle": 0, "busy": 0, "draining": 0},
+                    "pools": 0, "waiting": [],
+                    "max_containers": fdef.options.get("max_containers"),
+                    "min_containers": int(fdef.options.get("min_containers") or 0),
+                    "gpu": fdef.options.get("gpu"),
+                }
+            return out[key]
+
+        for fdef in self.functions.values():
+            if app_id is None or fdef.app_id == app_id:
+                entry(fdef)
+        now = time.monotonic()
+        for pool in self.pools.values():
+            fdef = pool.function
+            if app_id is not None and fdef.app_id != app_id:
+                continue
+            e = entry(fdef)
+            e["pools"] += 1
+            e["queued"] += len(pool.queue)
+            e["running"] += pool.running_inputs()
+            for c in pool.containers.values():
+                state = c.state
+                if state == "ready":
+                    state = "busy" if c.inflight else "idle"
+                if state in e["containers"]:
+                    e["containers"][state] += 1
+            for reason in _waiting_reasons(pool, now):
+                if reason not in e["waiting"]:
+                    e["waiting"].append(reason)
+        return out
+
     # -- periodic -----------------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
@@ -663,6 +878,66 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
 
+    # -- operations (`ketch container list | stop`, platform events) ----------------------
+    # Read-only views and one operator action, kept apart from the scheduling logic above.
+    def _event(self, c: Container, text: str) -> None:
+        fdef = c.pool.function
+        if fdef.app_id:
+            self.logs.event(fdef.app_id, fdef.tag, c.cid, text)
+
+    def container_rows(self, app_id: str | None = None) -> list[dict[str, Any]]:
+        """Live containers: id, app, function, state (starting/idle/busy/draining), inputs
+        in flight, start time and process id."""
+        now_wall, now = time.time(), time.monotonic()
+        rows = []
+        for c in self.containers.values():
+            fdef = c.pool.function
+            if app_id is not None and fdef.app_id != app_id:
+                continue
+            state = c.state
+            if state == "ready":
+                state = "busy" if c.inflight else "idle"
+            rows.append({
+                "container_id": c.cid, "app_id": fdef.app_id, "app": fdef.app_name,
+                "function": fdef.tag, "version": fdef.version, "state": state,
+                "inflight": len(c.inflight), "started": now_wall - (now - c.started),
+                "pid": getattr(c.handle, "pid", None),
+            })
+        return sorted(rows, key=lambda r: r["started"])
+
+    def stop_container_by_id(self, cid: str) -> dict[str, Any]:
+        """Stop one container now. Its function inputs in flight go back to the front of
+        the queue as after a crash, without counting against their crash allowance, and
+        the pool starts a replacement if it still needs one."""
+        c = self.containers.get(cid)
+        if c is None:
+            raise NotFoundError(f"no running container {cid!r} (see `ketch container list`)")
+        requeued = sum(1 for inp in c.inflight.values() if inp.future is None)
+        self._event(c, "container stopped by an operator")
+        c.stop_reason = STOPPED_BY_OPERATOR
+        if c.handle is not None:
+            c.handle.kill()
+        else:
+            self._stop_container(c, STOPPED_BY_OPERATOR)
+        return {"stopped": cid, "requeued": requeued}
+
+
+STOPPED_BY_OPERATOR = "stopped by operator"
+
+
+def _exit_text(c: Container, was: str, reason: str, code: int | None) -> str:
+    """The platform event for a container's end, as `ketch app logs` shows it."""
+    if was == "starting":
+        return f"container failed to start ({reason}, exit code {code})"
+    if c.stop_reason is not None and c.stop_reason != "uninterruptible":
+        return f"container stopped ({c.stop_reason})"
+    if c.inflight:
+        return (f"container crashed ({reason}, exit code {code}) with {len(c.inflight)} "
+                "input(s) in flight")
+    if c.stop_reason == "uninterruptible":
+        return f"container killed ({reason})"
+    return f"container exited ({reason}, exit code {code})"
+
 
 def _view(pool: Pool) -> PoolView:
     """What the autoscaling policy sees of a pool."""
@@ -674,9 +949,82 @@ def _view(pool: Pool) -> PoolView:
         min_containers=int(opts.get("min_containers") or 0) if pool.params is None else 0,
         max_containers=opts.get("max_containers"),
         buffer_containers=int(opts.get("buffer_containers") or 0),
-        max_inputs=pool.function.max_inputs,
+        # A batched container takes a whole batch at once.
+        max_inputs=pool.function.batch_size or pool.function.max_inputs,
         target_inputs=opts.get("target_inputs"),
     )
+
+
+# Options that Cls.with_options / with_concurrency / with_batching may override per pool.
+OVERRIDABLE = frozenset({
+    "cpu", "memory", "gpu", "timeout", "startup_timeout", "retries", "min_containers",
+    "max_containers", "buffer_containers", "scaledown_window", "max_inputs", "target_inputs",
+    "batch_max_size", "batch_wait_ms",
+})
+
+
+def with_overrides(fdef: FunctionDef, overrides: dict[str, Any]) -> FunctionDef:
+    """The function as a pool with overridden options sees it. Unknown keys are ignored;
+    secrets add named secrets (resolved as at deploy) and inline values."""
+    options = dict(fdef.options)
+    options.update({k: v for k, v in overrides.items() if k in OVERRIDABLE})
+    spec = {**fdef.spec, "options": options}
+    secrets = overrides.get("secrets") or []
+    named = [s for s in secrets if isinstance(s, dict) and s.get("kind") == "named"]
+    inline: dict[str, str] = {}
+    for s in secrets:
+        if isinstance(s, dict) and s.get("kind") == "inline":
+            inline.update({str(k): str(v) for k, v in (s.get("values") or {}).items()})
+    if named:
+        spec["secrets"] = list(fdef.spec.get("secrets") or []) + named
+    if inline:
+        spec["override_env"] = inline
+    return dataclasses.replace(fdef, spec=spec)
+
+
+def _waiting_reasons(pool: Pool, now: float) -> list[str]:
+    """Why the queued inputs of a pool are not running yet, in words for `app status`."""
+    if not pool.queue:
+        return []
+    reasons = []
+    if pool.waiting_reason:
+        reasons.append(pool.waiting_reason)
+    if now < pool.backoff_until:
+        reasons.append(f"waiting: crash-loop backoff after a failed start "
+                       f"({pool.backoff_until - now:.0f}s left)")
+    live = pool.live()
+    cap = pool.function.options.get("max_containers")
+    if cap is not None and len(live) >= int(cap) and not any(c.free_slots > 0 for c in live):
+        reasons.append(f"waiting: at max_containers ({cap}), all slots busy")
+    starting = sum(1 for c in live if c.state == "starting")
+    if starting:
+        reasons.append(f"waiting: {starting} container(s) starting")
+    if pool.retired:
+        reasons.append("waiting: an older version, handing its inputs to the new one")
+    return reasons
+
+
+def _limit_of(value: Any) -> float | None:
+    """cpu= as a number, or the limit of a (request, limit) pair."""
+    if isinstance(value, list | tuple):
+        return float(value[1])
+    return None if value is None else float(value)
+
+
+def _mb_limit(value: Any) -> int | None:
+    """memory= in MiB, or the limit of a (request, limit) pair."""
+    if isinstance(value, list | tuple):
+        return int(value[1])
+    return None if value is None else int(value)
+
+
+def _sys_path(fdef: FunctionDef) -> list[str]:
+    return [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p]
+
+
+def _fork_group(fdef: FunctionDef) -> str:
+    """The containers that one fork-server template may serve: a function at one version."""
+    return f"{fdef.function_id}:{fdef.version}"
 
 
 def _copied_root(fdef: FunctionDef) -> str | None:

@@ -68,6 +68,68 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE web_calls (
+        call_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        function TEXT NOT NULL,
+        status INTEGER NOT NULL,        -- HTTP status sent, 0 when none was
+        outcome TEXT NOT NULL,          -- ok | client_gone | upstream_error | ...
+        created REAL NOT NULL,
+        duration REAL NOT NULL
+    );
+    CREATE INDEX web_calls_app ON web_calls(app_id, created);
+    CREATE INDEX calls_app ON calls(app_id, created);
+    """,
+    """
+    CREATE TABLE objects (
+        object_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,             -- dict | queue
+        environment TEXT NOT NULL,
+        name TEXT,                      -- NULL for an ephemeral object
+        created REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX objects_name ON objects(environment, kind, name)
+        WHERE name IS NOT NULL;
+    CREATE TABLE dict_entries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order, kept on overwrite
+        object_id TEXT NOT NULL,
+        key BLOB NOT NULL,              -- the pickled key: equal bytes, same key
+        value BLOB,                     -- inline value, or NULL when it is in a blob file
+        blob TEXT,                      -- file under objects/ for large values
+        size INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX dict_entries_key ON dict_entries(object_id, key);
+    CREATE TABLE queue_items (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        object_id TEXT NOT NULL,
+        partition TEXT NOT NULL,        -- '' is the default partition
+        value BLOB,
+        blob TEXT,
+        size INTEGER NOT NULL
+    );
+    CREATE INDEX queue_items_partition ON queue_items(object_id, partition, seq);
+    CREATE TABLE queue_partitions (
+        object_id TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        expires REAL NOT NULL,          -- last put + its partition_ttl
+        PRIMARY KEY (object_id, partition)
+    );
+    CREATE TABLE object_ops (
+        op_id TEXT PRIMARY KEY,         -- a mutation re-sent after a reconnect runs once
+        reply BLOB NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE volumes (
+        volume_id TEXT PRIMARY KEY,     -- its directory: volumes/<environment>/<volume_id>
+        environment TEXT NOT NULL,
+        name TEXT,                      -- NULL for an ephemeral volume
+        created REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX volumes_name ON volumes(environment, name) WHERE name IS NOT NULL;
+    """,
 ]
 
 
@@ -164,6 +226,14 @@ class Store:
         return [
             {**(_app_row(r[:5]) or {}), "created": r[5], "updated": r[6]} for r in rows
         ]
+
+    def app_versions(self, app_id: str) -> list[tuple[int, dict[str, Any], float]]:
+        """Every version of an app, oldest first: (number, stored spec, time saved)."""
+        rows = self._db.execute(
+            "SELECT version, spec, created FROM app_versions WHERE app_id = ? ORDER BY version",
+            (app_id,),
+        ).fetchall()
+        return [(int(r[0]), json.loads(r[1]), float(r[2])) for r in rows]
 
     def mark_ephemeral_stopped(self) -> None:
         with self.tx() as db:
@@ -299,6 +369,52 @@ class Store:
                 (time.time(), token_id),
             )
         return cur.rowcount > 0
+
+
+class CallRecords:
+    """Records of spawned and web calls for `ketch call list | get` (O3)."""
+
+    def __init__(self, store: Store) -> None:
+        self._db = store._db
+        self._store = store
+
+    def add_web(self, rows: list[tuple[str, str, str, int, str, float, float]]) -> None:
+        with self._store.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO web_calls VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def trim_web(self, app_id: str, keep: int) -> None:
+        with self._store.tx() as db:
+            db.execute(
+                "DELETE FROM web_calls WHERE app_id = ? AND created < COALESCE((SELECT created"
+                " FROM web_calls WHERE app_id = ? ORDER BY created DESC LIMIT 1 OFFSET ?), 0)",
+                (app_id, app_id, max(keep - 1, 0)),
+            )
+
+    def spawned(self, app_id: str, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT call_id, function_id, status, attempts, created, finished FROM calls"
+            " WHERE app_id = ? ORDER BY created DESC LIMIT ?", (app_id, limit),
+        ).fetchall()
+        keys = ("call_id", "function_id", "status", "attempts", "created", "finished")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def web(self, app_id: str, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT call_id, function, status, outcome, created, duration FROM web_calls"
+            " WHERE app_id = ? ORDER BY created DESC LIMIT ?", (app_id, limit),
+        ).fetchall()
+        keys = ("call_id", "function", "http_status", "outcome", "created", "duration")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def web_call(self, call_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT call_id, app_id, function, status, outcome, created, duration"
+            " FROM web_calls WHERE call_id = ?", (call_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("call_id", "app_id", "function", "http_status", "outcome", "created", "duration")
+        return dict(zip(keys, row, strict=True))
 
 
 def _app_row(row: Any) -> dict[str, Any] | None:

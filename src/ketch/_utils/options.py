@@ -8,7 +8,6 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, TypeGuard
 
 from ketch.exception import InvalidError, _stacklevel_outside_ketch, deprecation_warning
@@ -274,19 +273,15 @@ def _volumes(value: object) -> dict[str, Any]:
         raise InvalidError(
             f"volumes must be a dict of mount path to volume, got {type(value).__name__}"
         )
+    from ketch._utils.volume_paths import check_mount_path, check_mount_set
+
     out: dict[str, Any] = {}
     for key, volume in value.items():
-        if not isinstance(key, str | PurePosixPath):
-            raise InvalidError(f"volumes: mount paths must be strings, got {key!r}")
-        path = PurePosixPath(key)
-        if not path.is_absolute() or path == PurePosixPath("/") or ".." in path.parts:
-            raise InvalidError(
-                f"volumes: {str(key)!r} is not a usable mount path; use an absolute path "
-                "below '/' without '..', e.g. '/data'"
-            )
-        if str(path) in out:
-            raise InvalidError(f"volumes: {str(path)!r} is mounted twice")
-        out[str(path)] = volume
+        path = check_mount_path(key)
+        if path in out:
+            raise InvalidError(f"volumes: {path!r} is mounted twice")
+        out[path] = volume
+    check_mount_set(list(out))
     return out
 
 

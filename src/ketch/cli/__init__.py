@@ -71,12 +71,36 @@ def _verbose_from_config() -> bool:
 @click.option("--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
-    """ketch: serverless Python functions and web endpoints on your own machines."""
+    """ketch: serverless Python functions and web endpoints on your own machines.
+
+    \b
+    Example:
+      ketch run examples/hello.py
+      ketch deploy examples/web.py && ketch app list
+    """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
 
 
-def main() -> None:
-    from ketch.cli import apps, run, secrets, serve, server, tokens  # noqa: F401  (registers)
+def register_commands() -> click.Group:
+    """The `ketch` group with every command module imported (each registers itself)."""
+    from ketch.cli import (  # noqa: F401  (registers)
+        apps,
+        calls,
+        compat,
+        containers,
+        objects,
+        run,
+        secrets,
+        serve,
+        server,
+        status,
+        tokens,
+        volumes,
+    )
 
-    cli(prog_name="ketch")
+    return cli
+
+
+def main() -> None:
+    register_commands()(prog_name="ketch")

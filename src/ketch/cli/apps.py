@@ -1,13 +1,24 @@
-"""`ketch app list | stop | logs`."""
+"""`ketch app list | stop | logs | history | rollback`."""
 
 from __future__ import annotations
 
-import json
 import time
+from typing import Any
 
 import click
 
 from ketch.cli import cli
+from ketch.cli.output import (
+    api,
+    clock,
+    console,
+    echo_json,
+    follow,
+    parse_duration,
+    print_entry,
+)
+
+_ENV_HELP = "Environment (default: the configured one, usually main)."
 
 
 def _environment(given: str | None) -> str:
@@ -21,24 +32,31 @@ def _environment(given: str | None) -> str:
 
 @cli.group()
 def app() -> None:
-    """Inspect and manage apps."""
+    """Inspect and manage apps.
+
+    \b
+    Example:
+      ketch app list
+      ketch app logs my-app -f
+    """
 
 
 @app.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--env", "environment", default=None, help="Only this environment.")
 def list_apps(as_json: bool, environment: str | None) -> None:
-    """List apps, running and stopped."""
-    from ketch._client.deploy import ApiClient
-    from ketch._utils.aio import run_sync
+    """List apps, running and stopped.
 
-    rows = run_sync(ApiClient().call("GET", "/v1/apps"))
+    \b
+    Example:
+      ketch app list --json
+    """
+    rows = api("GET", "/v1/apps")
     if environment:
         rows = [r for r in rows if r["environment"] == environment]
     if as_json:
-        click.echo(json.dumps(rows))
+        echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("app id", "name", "env", "state", "version", "containers", "created")
@@ -48,51 +66,119 @@ def list_apps(as_json: bool, environment: str | None) -> None:
         created = time.strftime("%m-%d %H:%M", time.localtime(r["created"]))
         table.add_row(r["app_id"], r["name"], r["environment"], r["state"], str(r["version"]),
                       str(r["containers"]), created)
-    Console().print(table)
+    console().print(table)
 
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None,
-              help="Environment (default: the configured one, usually main).")
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def stop(name: str, environment: str | None, yes: bool) -> None:
-    """Stop an app (by name or app id): its containers go and its URLs stop answering."""
-    from ketch._client.deploy import ApiClient
-    from ketch._utils.aio import run_sync
+    """Stop an app (by name or app id): its containers go and its URLs stop answering.
 
-    out = run_sync(ApiClient().call("POST", f"/v1/apps/{name}/stop",
-                                    params={"environment": _environment(environment)}))
+    \b
+    Example:
+      ketch app stop my-app -y
+    """
+    out = api("POST", f"/v1/apps/{name}/stop",
+              params={"environment": _environment(environment)})
     click.echo(f"Stopped app {name!r} ({out['stopped']}).")
 
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None,
-              help="Environment (default: the configured one, usually main).")
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@click.option("-f", "--follow", "follow_", is_flag=True,
+              help="Keep printing new lines as they come, until Ctrl-C.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @click.option("--since", default=None, help="Only lines newer than this (e.g. 10m, 2h, 1d).")
-def logs(name: str, environment: str | None, tail: int | None, since: str | None) -> None:
-    """Show an app's stored container output (by name, the latest app of that name)."""
-    from ketch._client.deploy import ApiClient
-    from ketch._utils.aio import run_sync
+@click.option("--function", default=None, help="Only this function's containers.")
+@click.option("--source", "sources", multiple=True,
+              type=click.Choice(["stdout", "stderr", "system"]),
+              help="Only this stream; `system` is the platform's events. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs(name: str, environment: str | None, follow_: bool, tail: int | None,
+         since: str | None, function: str | None, sources: tuple[str, ...],
+         as_json: bool) -> None:
+    """Show an app's stored container output and platform events (a stopped app's too).
 
-    params: dict[str, object] = {"environment": _environment(environment)}
+    Lines read `time [function container] text`; platform events (containers starting,
+    stopping, crashing, deploys, timeouts) are the `system` source, marked `ketch:`.
+
+    \b
+    Example:
+      ketch app logs my-app --since 2h --tail 100
+      ketch app logs my-app -f --function square --source stderr
+    """
+    params: dict[str, Any] = {"environment": _environment(environment)}
     if tail is not None:
         params["tail"] = tail
     if since:
-        params["since"] = time.time() - _duration(since)
-    out = run_sync(ApiClient().call("GET", f"/v1/apps/{name}/logs", params=params))
-    for line in out["lines"]:
-        ts, fn, cid, _stream, text = line.split("\t", 4)
-        click.echo(f"{time.strftime('%H:%M:%S', time.localtime(float(ts)))} [{fn} {cid}] {text}")
+        params["since"] = time.time() - parse_duration(since)
+    if function:
+        params["function"] = function
+    if sources:
+        params["source"] = list(sources)
+    path = f"/v1/apps/{name}/logs"
+    if follow_:
+        follow(path, params, lambda entry: print_entry(entry, as_json))
+        return
+    out = api("GET", path, params=params)
+    for entry in out["entries"]:
+        print_entry(entry, as_json)
 
 
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise click.BadParameter(
-            f"{text!r} is not a duration like 30s, 10m, 2h or 1d", param_hint="--since"
-        ) from None
+@app.command()
+@click.argument("name")
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(name: str, environment: str | None, as_json: bool) -> None:
+    """List an app's deployed versions: number, time, source hash, and which one is live.
+
+    \b
+    Example:
+      ketch app history my-app
+    """
+    out = api("GET", f"/v1/apps/{name}/history",
+              params={"environment": _environment(environment)})
+    rows = out["versions"]
+    if as_json:
+        echo_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("version", "deployed", "source", "spec", "functions", "note")
+    for r in rows:
+        note = "live" if r["live"] else ""
+        if r["rollback_of"]:
+            note = ", ".join(filter(None, [note, f"rollback to v{r['rollback_of']}"]))
+        table.add_row(f"v{r['version']}", clock(r["created"]), (r["source"] or "-")[:12],
+                      r["spec_hash"], ", ".join(r["functions"]), note)
+    console().print(table)
+
+
+@app.command()
+@click.argument("name")
+@click.argument("version", required=False)
+@click.option("--env", "environment", default=None, help=_ENV_HELP)
+def rollback(name: str, version: str | None, environment: str | None) -> None:
+    """Serve an earlier version of a deployed app again (default: the previous one).
+
+    The old version's spec becomes a new version (as a redeploy would): its containers
+    replace the live ones with no request dropped, and the URLs stay the same.
+
+    \b
+    Example:
+      ketch app rollback my-app
+      ketch app rollback my-app v2
+    """
+    params: dict[str, Any] = {"environment": _environment(environment)}
+    if version is not None:
+        text = version.lower().removeprefix("v")
+        if not text.isdigit():
+            raise click.BadParameter(f"{version!r} is not a version number like 3 or v3",
+                                     param_hint="VERSION")
+        params["version"] = int(text)
+    out = api("POST", f"/v1/apps/{name}/rollback", params=params)
+    click.echo(f"Rolled {name!r} back to v{out['rollback_of']}: now serving it as "
+               f"v{out['version']}.")

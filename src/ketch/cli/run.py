@@ -91,27 +91,34 @@ def _entry_command(entry: LocalEntrypoint | Function, prog: str) -> click.Comman
                          help=inspect.getdoc(raw))
 
 
+# Options after REF belong to the entrypoint (`ketch run --name x app.py --name ada`).
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
+                               "allow_interspersed_args": False, "help_option_names": []})
 @click.argument("ref", required=False)
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--env", "environment", default=None, help="Environment to run in.")
+@click.option("--name", default=None, help="Run the app under this name.")
+@click.option("--detach", is_flag=True,
+              help="Keep the app running after the entrypoint returns (stop it with "
+                   "`ketch app stop`).")
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
 @click.option("--help", "show_help", is_flag=True,
               help="Show this message (after REF: the entrypoint's options) and exit.")
 @click.pass_context
 def run(ctx: click.Context, ref: str | None, module: bool, environment: str | None,
-        quiet: bool, show_help: bool) -> None:
+        name: str | None, detach: bool, quiet: bool, show_help: bool) -> None:
     """Run an app's local entrypoint (or one function) with the app running ephemerally.
 
     The entrypoint's parameters are options after REF: `def main(n_items: int)` takes
-    `--n-items 3`, and a bool `flag` takes `--flag/--no-flag`.
+    `--n-items 3`, and a bool `flag` takes `--flag/--no-flag`. Options of `ketch run`
+    itself go before REF.
 
     \b
     Example:
       ketch run examples/hello.py
       ketch run examples/hello.py::square --x 7
       ketch run -m mypackage.app::main --n 3
+      ketch run --detach jobs.py   # the app outlives this command
     """
     if ref is None:
         if show_help:
@@ -125,7 +132,7 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
             f"{ref} names a class; ketch run takes a local entrypoint or a function"
         )
     cmd = _entry_command(entry, f"ketch run {ref}")
-    if show_help:
+    if show_help or "--help" in ctx.args:
         with click.Context(cmd, info_name=cmd.name) as sub:
             click.echo(cmd.get_help(sub))
         return
@@ -133,7 +140,9 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
     from ketch.app import _RunContext
 
     hint = target.module.__name__.rpartition(".")[2]
-    with _RunContext(target.app, environment, not quiet, name_hint=hint):
+    with _RunContext(target.app, environment, not quiet, name_hint=hint, name=name,
+                     detach=detach) as running:
+        app_id = running.app_id
         print_web_urls(target.app)
         if isinstance(entry, LocalEntrypoint):
             result = entry.raw_f(**kwargs)
@@ -148,6 +157,9 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
             value = entry.remote(**kwargs)
             if value is not None:
                 click.echo(value)
+    if detach:
+        click.echo(f"Detached: app {app_id} keeps running; stop it with "
+                   f"`ketch app stop {app_id}`.", err=True)
 
 
 @cli.command()
@@ -155,24 +167,39 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--name", default=None, help="Deploy under this app name.")
 @click.option("--env", "environment", default=None, help="Environment to deploy to.")
-def deploy(ref: str, module: bool, name: str | None, environment: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON (app id, version, functions and URLs).")
+def deploy(ref: str, module: bool, name: str | None, environment: str | None,
+           as_json: bool) -> None:
     """Deploy an app persistently: it keeps running after this command and server restarts.
 
     \b
     Example:
       ketch deploy examples/hello.py
       ketch deploy -m mypackage.app --name my-app
+      ketch deploy app.py --json | jq .functions
     """
     target = _load(ref, module, need_entry=False)
     app = target.app
     from ketch._utils.aio import Aio
+    from ketch.cli.output import DeployProgress, echo_json
 
-    def show(line: str) -> None:
-        click.echo(f"  {line}", err=True)
-
-    Aio(app._deploy)(name=name, environment_name=environment, log=show)
+    with DeployProgress(f"deploying {name or app.name}", quiet=as_json) as show:
+        Aio(app._deploy)(name=name, environment_name=environment, log=show)
+    if as_json:
+        echo_json({"app_id": app.app_id, "name": name or app.name, "functions": _urls(app)})
+        return
     click.echo(f"Deployed app {name or app.name!r} ({app.app_id}).")
     print_functions(app)
+
+
+def _urls(app: Any) -> dict[str, str | None]:
+    """Each function's web URL (None for plain functions)."""
+    out: dict[str, str | None] = {}
+    for tag, handle in sorted(app._handles().items()):
+        fn: Any = getattr(handle, "_function", handle)
+        out[tag] = fn.get_web_url()
+    return out
 
 
 def print_functions(app: Any) -> None:

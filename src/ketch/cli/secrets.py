@@ -15,7 +15,12 @@ _ENV_HELP = "Environment (default: the configured one, usually main)."
 
 @cli.group()
 def secret() -> None:
-    """Manage named secrets (stored encrypted by the server; values are never shown)."""
+    """Manage named secrets (stored encrypted by the server; values are never shown).
+
+    \b
+    Example:
+      ketch secret create my-db --from-dotenv .env
+    """
 
 
 def _from_json(path: str) -> dict[str, str]:
@@ -83,7 +88,12 @@ def create(name: str, pairs: tuple[str, ...], dotenv: str | None, json_file: str
 @click.option("--env", "environment", default=None, help=_ENV_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_secrets(environment: str | None, as_json: bool) -> None:
-    """List secret names (never values)."""
+    """List secret names (never values).
+
+    \b
+    Example:
+      ketch secret list --json
+    """
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
@@ -100,7 +110,12 @@ def list_secrets(environment: str | None, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--env", "environment", default=None, help=_ENV_HELP)
 def delete(name: str, environment: str | None) -> None:
-    """Delete a secret."""
+    """Delete a secret (apps already deployed with it fail to start new containers).
+
+    \b
+    Example:
+      ketch secret delete my-db
+    """
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 

@@ -39,11 +39,12 @@ def _forget_modules(files: set[Path]) -> None:
 @click.argument("ref")
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--env", "environment", default=None, help="Environment to serve in.")
+@click.option("--name", default=None, help="Serve the app under this name.")
 @click.option("--timeout", type=float, default=None,
               help="Stop after this many seconds (default: run until Ctrl-C).")
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
-def serve(ref: str, module: bool, environment: str | None, timeout: float | None,
-          quiet: bool) -> None:
+def serve(ref: str, module: bool, environment: str | None, name: str | None,
+          timeout: float | None, quiet: bool) -> None:
     """Serve an app's web endpoints with `-dev` URLs, reloading on every edit.
 
     \b
@@ -56,12 +57,12 @@ def serve(ref: str, module: bool, environment: str | None, timeout: float | None
     from ketch.app import _RunContext, print_log
     from ketch.cli.run import print_functions
 
-    path, name = parse_ref(ref)
+    path, member = parse_ref(ref)
     root = Path(path).resolve().parent if not module else Path.cwd().resolve()
-    target = find_target(import_target(path, is_module=module), name, need_entry=False)
+    target = find_target(import_target(path, is_module=module), member, need_entry=False)
     hint = target.module.__name__.rpartition(".")[2]
     # Logs are subscribed below, by this command: platform notes are shown even with --quiet.
-    ctx = _RunContext(target.app, environment, False, name_hint=hint)
+    ctx = _RunContext(target.app, environment, False, name_hint=hint, name=name)
     app_name = ctx._ephemeral_name()
     noted = threading.Event()
 
@@ -117,7 +118,7 @@ def serve(ref: str, module: bool, environment: str | None, timeout: float | None
                 reload.clear()
                 try:
                     _forget_modules(files)
-                    fresh = find_target(import_target(path, is_module=module), name,
+                    fresh = find_target(import_target(path, is_module=module), member,
                                         need_entry=False)
                     run_sync(deploy_app(fresh.app, name=app_name,
                                         environment=environment or ctx_env(),

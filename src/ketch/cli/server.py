@@ -15,7 +15,12 @@ from ketch.config import Config
 
 @cli.group()
 def server() -> None:
-    """Manage the ketch server for this state directory (KETCH_HOME)."""
+    """Manage the ketch server for this state directory (KETCH_HOME).
+
+    \b
+    Example:
+      ketch server status
+    """
 
 
 @server.command()
@@ -44,7 +49,13 @@ def start(daemon: bool) -> None:
 
 @server.command()
 def stop() -> None:
-    """Stop the server."""
+    """Stop the server (its containers stop with it; deployed apps come back on the next
+    start).
+
+    \b
+    Example:
+      ketch server stop
+    """
     from ketch._client.discovery import stop_server
 
     if stop_server(Config.load()):
@@ -56,7 +67,12 @@ def stop() -> None:
 @server.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Show whether the server runs, with its addresses and containers."""
+    """Show whether the server runs, with its addresses and containers.
+
+    \b
+    Example:
+      ketch server status --json
+    """
     from ketch._client.deploy import ApiClient
     from ketch._client.discovery import read_server
     from ketch._utils.aio import run_sync

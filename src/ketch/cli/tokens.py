@@ -12,7 +12,12 @@ from ketch.cli import cli
 
 @cli.group()
 def token() -> None:
-    """Manage proxy-auth tokens (for endpoints with requires_proxy_auth=True)."""
+    """Manage proxy-auth tokens (for endpoints with requires_proxy_auth=True).
+
+    \b
+    Example:
+      ketch token create --json
+    """
 
 
 @token.command()
@@ -41,7 +46,12 @@ def create(as_json: bool) -> None:
 @token.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_tokens(as_json: bool) -> None:
-    """List token ids (never secrets)."""
+    """List token ids (never secrets).
+
+    \b
+    Example:
+      ketch token list
+    """
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
@@ -58,7 +68,12 @@ def list_tokens(as_json: bool) -> None:
 @token.command()
 @click.argument("token_id")
 def revoke(token_id: str) -> None:
-    """Revoke a token: requests carrying it get 401 from then on."""
+    """Revoke a token: requests carrying it get 401 from then on.
+
+    \b
+    Example:
+      ketch token revoke wk-0123456789abcdef
+    """
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 

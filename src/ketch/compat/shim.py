@@ -37,9 +37,22 @@ class _ModalFinder(importlib.abc.MetaPathFinder):
 
 
 def real_modal_installed() -> bool:
-    if any(isinstance(f, _ModalFinder) for f in sys.meta_path):
-        return False
-    return importlib.util.find_spec("modal") is not None
+    """Whether a `modal` other than this alias can be imported (asked of every finder but
+    ours, so the answer holds with the alias already installed)."""
+    module = sys.modules.get("modal")
+    if module is not None:
+        return not module.__name__.startswith("ketch")
+    for finder in sys.meta_path:
+        if isinstance(finder, _ModalFinder):
+            continue
+        find = getattr(finder, "find_spec", None)
+        if find is not None and find("modal", None) is not None:
+            return True
+    return False
+
+
+def alias_active() -> bool:
+    return _installed
 
 
 def install_modal_alias() -> bool:

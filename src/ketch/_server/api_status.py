@@ -1,0 +1,38 @@
+"""`GET /v1/apps/{name}/status`: per function, containers by state, queue depth and why
+inputs wait (issue 4, "Status"); `GET /v1/status/functions` for every running app."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+
+if TYPE_CHECKING:
+    from ketch._server.main import Server
+
+
+def status_router(server: Server) -> APIRouter:
+    def auth(authorization: str = Header(default="")) -> None:
+        given = authorization.removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given, server.token):
+            raise HTTPException(401, "missing or wrong server token")
+
+    router = APIRouter(dependencies=[Depends(auth)])
+
+    @router.get("/v1/apps/{name}/status")
+    async def app_status(name: str, environment: str = "main") -> dict[str, Any]:
+        from ketch._server.ops_api import resolve_app_id
+
+        app_id = resolve_app_id(server, environment, name)
+        live = server.apps.apps.get(app_id)
+        return {
+            "app_id": app_id, "name": name, "running": live is not None,
+            "functions": server.scheduler.status(app_id),
+        }
+
+    @router.get("/v1/status/functions")
+    async def all_status() -> dict[str, Any]:
+        return {"functions": server.scheduler.status()}
+
+    return router

@@ -1,0 +1,175 @@
+"""The management API's volume routes: records, listings, and streamed file transfer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from ketch._server import volumes as vfs
+
+if TYPE_CHECKING:
+    from ketch._server.main import Server
+    from ketch._server.volumes import VolumeManager
+
+T = TypeVar("T")
+
+# Builtin errors of file operations, passed to the SDK by name (it raises the same type).
+_FS_STATUS: dict[type[OSError], int] = {
+    FileNotFoundError: 404, FileExistsError: 409, IsADirectoryError: 400,
+    NotADirectoryError: 400,
+}
+_CHUNK = 2**20
+
+
+class NameIn(BaseModel):
+    name: str
+    environment: str = "main"
+    create_if_missing: bool = False
+
+
+class EnvIn(BaseModel):
+    environment: str = "main"
+
+
+class PathsIn(BaseModel):
+    paths: list[str]
+
+
+class CopyIn(BaseModel):
+    sources: list[str]
+    dest: str
+    recursive: bool = False
+
+
+async def _fs(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking file operation off the loop; its OS errors become JSON answers."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except tuple(_FS_STATUS) as exc:
+        code = next(c for t, c in _FS_STATUS.items() if isinstance(exc, t))
+        raise HTTPException(code, {"type": type(exc).__name__, "message": str(exc)}) from exc
+
+
+def volume_router(server: Server) -> APIRouter:
+    def auth(authorization: str = Header(default="")) -> None:
+        given = authorization.removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given, server.token):
+            raise HTTPException(401, "missing or wrong server token")
+
+    router = APIRouter(prefix="/v1/volumes", dependencies=[Depends(auth)])
+
+    def manager() -> VolumeManager:
+        return server.apps.volumes
+
+    def root(vid: str) -> Path:
+        return manager().live_path(vid)
+
+    @router.get("")
+    async def list_volumes(environment: str = "main") -> list[dict[str, Any]]:
+        vfs.check_names(None, environment)
+        return manager().list_named(environment)
+
+    @router.post("")
+    async def create(body: NameIn) -> dict[str, Any]:
+        return manager().create(body.environment, body.name).as_dict()
+
+    @router.post("/lookup")
+    async def lookup(body: NameIn) -> dict[str, Any]:
+        rec = manager().lookup(body.environment, body.name,
+                               create_if_missing=body.create_if_missing)
+        return rec.as_dict()
+
+    @router.post("/ephemeral")
+    async def ephemeral(body: EnvIn) -> dict[str, Any]:
+        return manager().create_ephemeral(body.environment).as_dict()
+
+    @router.delete("/named/{name}")
+    async def delete_named(name: str, environment: str = "main") -> dict[str, Any]:
+        rec = manager().lookup(environment, name, create_if_missing=False)
+        await asyncio.to_thread(manager().purge, manager().delete(rec))
+        return {"deleted": rec.volume_id}
+
+    @router.get("/{vid}")
+    async def get(vid: str) -> dict[str, Any]:
+        return manager().get(vid).as_dict()
+
+    @router.delete("/{vid}")
+    async def delete(vid: str) -> dict[str, Any]:
+        rec = manager().get(vid)
+        await asyncio.to_thread(manager().purge, manager().delete(rec))
+        return {"deleted": vid}
+
+    @router.post("/{vid}/commit")
+    async def commit(vid: str) -> dict[str, Any]:
+        await asyncio.to_thread(vfs.syncfs, root(vid))
+        return {"ok": True}
+
+    @router.post("/{vid}/reload")
+    async def reload(vid: str) -> dict[str, Any]:
+        root(vid)  # nothing to fetch on one host: only check the volume is still there
+        return {"ok": True}
+
+    @router.get("/{vid}/ls")
+    async def listdir(vid: str, path: str = "/", recursive: bool = False) -> list[dict[str, Any]]:
+        return await _fs(vfs.list_entries, root(vid), path, recursive)
+
+    @router.post("/{vid}/exists")
+    async def exists(vid: str, body: PathsIn) -> list[str]:
+        return await _fs(vfs.existing, root(vid), body.paths)
+
+    @router.get("/{vid}/files")
+    async def download(vid: str, path: str) -> StreamingResponse:
+        fd, size = await _fs(vfs.open_for_read, root(vid), path)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while data := await asyncio.to_thread(os.read, fd, _CHUNK):
+                    yield data
+            finally:
+                os.close(fd)
+
+        return StreamingResponse(body(), media_type="application/octet-stream",
+                                 headers={"content-length": str(size)})
+
+    @router.put("/{vid}/files")
+    async def upload(vid: str, path: str, request: Request, force: bool = False,
+                     mode: int | None = None) -> dict[str, Any]:
+        where = root(vid)  # on the loop: the store is not used from threads
+        up = await _fs(lambda: vfs.Upload(where, manager().staging, path, force=force,
+                                          mode=mode))
+        try:
+            pending: list[bytes] = []
+            held = 0
+            async for chunk in request.stream():
+                pending.append(chunk)
+                held += len(chunk)
+                if held >= _CHUNK:  # one thread hop per MiB, not per network read
+                    await asyncio.to_thread(up.write, b"".join(pending))
+                    pending, held = [], 0
+            if pending:
+                await asyncio.to_thread(up.write, b"".join(pending))
+            size = await _fs(up.finish)
+        except BaseException:
+            await asyncio.to_thread(up.abort)
+            raise
+        return {"path": path, "size": size}
+
+    @router.delete("/{vid}/files")
+    async def remove(vid: str, path: str, recursive: bool = False) -> dict[str, Any]:
+        await _fs(vfs.remove, root(vid), path, recursive)
+        return {"removed": path}
+
+    @router.post("/{vid}/copy")
+    async def copy(vid: str, body: CopyIn) -> dict[str, Any]:
+        await _fs(vfs.copy, root(vid), body.sources, body.dest, body.recursive)
+        return {"ok": True}
+
+    return router

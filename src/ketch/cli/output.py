@@ -1,0 +1,154 @@
+"""What the commands print: tables, JSON, times, durations, and followed NDJSON streams."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console that writes plain text when not on a terminal or under NO_COLOR."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    plain = bool(os.environ.get("NO_COLOR")) or not stream.isatty()
+    # Piped output is read by scripts and people alike: wide enough that no cell wraps.
+    return Console(file=stream, no_color=plain, highlight=False, emoji=False,
+                   force_terminal=False if plain else None,
+                   width=None if stream.isatty() else 200)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data))
+
+
+def clock(ts: float | None, *, date: bool = True) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", time.localtime(ts))
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def parse_duration(text: str, param: str = "--since") -> float:
+    """`30s`, `10m`, `2h`, `1d` or a number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        value = -1.0
+    if value < 0:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 10m, 2h or 1d",
+                                 param_hint=param)
+    return value
+
+
+def print_entry(entry: dict[str, Any], as_json: bool) -> None:
+    """One stored or live log entry: `HH:MM:SS [function container] line`."""
+    if as_json:
+        echo_json({k: v for k, v in entry.items() if k != "t"})
+        return
+    mark = "ketch: " if entry["stream"] == "system" else ""
+    click.echo(f"{clock(entry['ts'], date=False)} [{entry['function']} {entry['container']}] "
+               f"{mark}{entry['line']}")
+
+
+def api(method: str, path: str, **kwargs: Any) -> Any:
+    from ketch._client.deploy import ApiClient
+    from ketch._utils.aio import run_sync
+
+    return run_sync(ApiClient().call(method, path, **kwargs))
+
+
+def follow(path: str, params: dict[str, Any], on_item: Callable[[dict[str, Any]], None]) -> None:
+    """Read an NDJSON stream of the management API until the server ends it (or Ctrl-C)."""
+    from ketch._client.deploy import ApiClient, _json_or_raise
+    from ketch._utils.aio import run_sync
+
+    async def go() -> None:
+        async with await ApiClient()._http() as http, \
+                http.stream("GET", path, params={**params, "follow": "true"}) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                _json_or_raise(resp)
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    on_item(json.loads(line))
+
+    run_sync(go())
+
+
+class DeployProgress:
+    """Shows a deploy's log stream: on a terminal, a live line per image being checked or
+    built (its current step and latest output) and one for the deploy; elsewhere, the plain
+    lines. A failing build's last lines come with its error either way."""
+
+    def __init__(self, what: str, *, quiet: bool = False) -> None:
+        self.what = what
+        self.quiet = quiet
+        self.live = not quiet and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        self._progress: Any = None
+        self._images: dict[str, Any] = {}
+        self._current: str | None = None
+        self._steps: dict[str, int] = {}
+
+    def __enter__(self) -> DeployProgress:
+        if self.live:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                console=console(stderr=True), transient=False,
+            )
+            self._progress.start()
+            self._deploy = self._progress.add_task(self.what, total=1)
+        return self
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        if self._progress is None:
+            return
+        for tag, task in self._images.items():
+            steps = self._steps.get(tag, 0)
+            if kind is None:
+                self._progress.update(task, completed=1, description=(
+                    f"image for {tag}: ready"
+                    + (f" ({steps} step{'s' if steps != 1 else ''} run)" if steps else "")))
+        if kind is None:
+            self._progress.update(self._deploy, completed=1, description=f"{self.what}: done")
+        self._progress.stop()
+
+    def __call__(self, line: str) -> None:
+        if self.quiet:
+            return
+        if self._progress is None:
+            click.echo(f"  {line}", err=True)
+            return
+        if line.startswith("image for ") and line.endswith(": checking"):
+            tag = line[len("image for "):-len(": checking")]
+            self._current = tag
+            self._images[tag] = self._progress.add_task(f"image for {tag}: checking", total=1)
+            return
+        task = self._images.get(self._current or "")
+        if task is None:
+            return
+        tag = self._current or ""
+        if line.startswith("==> "):
+            self._steps[tag] = self._steps.get(tag, 0) + 1
+            self._progress.update(task, description=(
+                f"image for {tag}: step {self._steps[tag]}: {line[4:][:80]}"))
+        elif line.strip():
+            step = self._steps.get(tag, 0)
+            self._progress.update(task, description=(
+                f"image for {tag}: step {step}: {line.strip()[:80]}"))

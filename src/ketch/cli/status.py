@@ -1,0 +1,46 @@
+"""`ketch app status APP`: per function, its containers by state, queue depth and why
+inputs wait."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ketch.cli.apps import _environment, app
+from ketch.cli.output import api, console, echo_json
+
+
+@app.command("status")
+@click.argument("name")
+@click.option("--env", "environment", default=None,
+              help="Environment (default: the configured one, usually main).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(name: str, environment: str | None, as_json: bool) -> None:
+    """Show each function of an app: containers (starting, idle, busy, draining), queued
+    and running inputs, and why queued inputs wait (no GPU of a type, at max_containers,
+    crash-loop backoff, containers starting).
+
+    \b
+    Example:
+      ketch app status my-app --json
+    """
+    out = api("GET", f"/v1/apps/{name}/status",
+              params={"environment": _environment(environment)})
+    if as_json:
+        echo_json(out)
+        return
+    from rich.table import Table
+
+    functions: dict[str, dict[str, Any]] = out["functions"]
+    state = "running" if out["running"] else "stopped"
+    table = Table("function", "starting", "idle", "busy", "draining", "queued", "running",
+                  "waiting", title=f"{name} ({out['app_id']}, {state})")
+    table.columns[0].no_wrap = True
+    for tag in sorted(functions):
+        f = functions[tag]
+        c = f["containers"]
+        table.add_row(tag, str(c["starting"]), str(c["idle"]), str(c["busy"]),
+                      str(c["draining"]), str(f["queued"]), str(f["running"]),
+                      "; ".join(f["waiting"]) or "-")
+    console().print(table)

@@ -1,0 +1,187 @@
+"""The fork server: containers forked from a template that has loaded the function behave
+like plain ones (own pid and process group, fresh random state, their own connection and
+web socket, their own logs, crashes handled per R6); where forking is unsafe containers
+start as plain processes and the log says why; `@enter(snap=True)` runs once per template.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from supports import forking, forking_threads
+from supports.web_helpers import api, wait_for
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _entries(app_id: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = api("GET", f"/v1/apps/{app_id}/logs")["entries"]
+    return entries
+
+
+def _is_template(pid: int) -> bool:
+    return "ketch._runtime.template" in _cmdline(pid)
+
+
+@pytest.mark.spec("S2")
+def test_forked_containers_are_processes_of_their_own(server: Any) -> None:
+    with forking.app.run(show_logs=False):
+        # Two parameter sets: two pools, two containers, one template (no snapshot).
+        a = forking.Who(n=1).me.remote()
+        b = forking.Who(n=2).me.remote()
+        template = a["ppid"]
+        # /proc is read while the app runs: a stopped app's template goes.
+        assert _is_template(template) and b["ppid"] == template
+    # The module was imported once, in the template; the containers inherited it.
+    assert a["imported_in"] == b["imported_in"] == template
+    assert a["import_random"] == b["import_random"]
+    assert len({a["pid"], b["pid"], template, server.pid()}) == 4
+    # Each is its own process group, so that the backend kills all of it and nothing else.
+    assert a["pgid"] == a["pid"] and b["pgid"] == b["pid"]
+    assert a["container"] != b["container"]
+    # Fresh random state per child (random reseeds at fork; numpy's is reseeded by ketch).
+    assert a["random"] != b["random"]
+    if a["numpy_random"] is not None:
+        assert a["numpy_random"] != b["numpy_random"]
+
+
+@pytest.mark.spec("W1", "S2")
+def test_a_forked_web_endpoint_answers_http(server: Any) -> None:
+    with forking.app.run(show_logs=False):
+        url = forking.web_me.get_web_url()
+        assert url is not None
+        resp = httpx.get(url, timeout=60)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert _is_template(body["ppid"]) and body["pid"] != body["ppid"]
+        assert body["imported_in"] == body["ppid"]
+        assert httpx.get(url, timeout=60).json()["pid"] == body["pid"]  # the same warm one
+
+
+@pytest.mark.spec("B8", "O1")
+def test_a_forked_container_logs_under_its_own_id(server: Any) -> None:
+    with forking.app.run(show_logs=False):
+        app_id = forking.app.app_id
+        assert app_id is not None
+        me = forking.shout.remote("hello")
+        assert _is_template(me["ppid"])
+        line = f"shout: hello from {me['container']}"
+        found = wait_for(lambda: [e for e in _entries(app_id) if e["line"] == line], 30)
+    assert [e["container"] for e in found] == [me["container"]]
+    assert found[0]["stream"] == "stdout"
+
+
+@pytest.mark.spec("R6")
+def test_killing_a_forked_container_is_a_crash_and_its_input_runs_again(
+    server: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "first-run"
+    with forking.app.run(show_logs=False), ThreadPoolExecutor(1) as pool:
+        call = pool.submit(forking.killed_once.remote, str(marker))
+        first = int(wait_for(lambda: marker.exists() and marker.read_text(), 60))
+        assert _is_template(_parent(first))
+        os.kill(first, signal.SIGKILL)
+        result = call.result(timeout=120)
+        # The input ran again, in another container, without any retries configured.
+        assert result["pid"] != first
+        assert _is_template(result["ppid"])
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.spec("S2")
+def test_a_module_that_starts_threads_gets_plain_containers_and_says_why(server: Any) -> None:
+    with forking_threads.app.run(show_logs=False):
+        app_id = forking_threads.app.app_id
+        assert app_id is not None
+        me = forking_threads.me.remote()
+        # A plain start: the server is the container's parent, not a template.
+        assert me["ppid"] == server.pid()
+        lines = [e["line"] for e in _entries(app_id) if e["stream"] == "system"]
+    why = [ln for ln in lines if "fork server not used" in ln]
+    assert why and "thread" in why[0] and "import-ticker" in why[0], lines
+
+
+@pytest.mark.spec("A6")
+def test_snap_enter_runs_once_in_the_template_and_plain_enter_per_container(
+    server: Any, tmp_path: Path
+) -> None:
+    counters = str(tmp_path)
+    with forking.app.run(show_logs=False):
+        snap = forking.Snap(counters=counters)
+        # Three calls at once: three containers of one pool (max_inputs=1).
+        calls = [snap.hold.spawn(3.0) for _ in range(3)]
+        results = [c.get(timeout=120) for c in calls]
+        template = {r["ppid"] for r in results}
+        assert len(template) == 1 and _is_template(next(iter(template)))
+    pids = {r["pid"] for r in results}
+    assert len(pids) == 3
+    snap_runs = (tmp_path / "snap").read_text().split()
+    enter_runs = (tmp_path / "enter").read_text().split()
+    assert snap_runs == [str(next(iter(template)))]  # once, in the template
+    assert sorted(enter_runs) == sorted(str(p) for p in pids)  # once in each container
+    assert {r["loaded_in"] for r in results} == template  # state set by the snap hook
+
+
+@pytest.mark.spec("C8")
+def test_the_fork_server_can_be_turned_off(tmp_path: Path, ketch_server: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ServerHandle, _close_client, _use_home
+
+    monkeypatch.setenv("KETCH_FORK_SERVER", "0")
+    home = tmp_path / "home"
+    _use_home(home)
+    handle = ServerHandle(home)
+    try:
+        handle.start()
+        with forking.app.run(show_logs=False):
+            me = forking.Who(n=1).me.remote()
+        assert me["ppid"] == handle.pid()
+        assert me["imported_in"] == me["pid"]
+    finally:
+        _close_client()
+        handle.stop()
+        _use_home(ketch_server.home)
+
+
+def test_no_template_outlives_its_server(tmp_path: Path, ketch_server: Any) -> None:
+    from conftest import ServerHandle, _close_client, _use_home
+
+    home = tmp_path / "home"
+    _use_home(home)
+    handle = ServerHandle(home)
+    try:
+        handle.start()
+        with forking.app.run(show_logs=False):
+            me = forking.Who(n=1).me.remote()
+            template = me["ppid"]
+            assert _is_template(template)
+        handle.kill9()
+        # The template sees its control socket close and leaves; the container sees its
+        # connection to the server close and leaves too.
+        assert wait_for(lambda: not _alive(template) and not _alive(me["pid"]), 30)
+    finally:
+        _close_client()
+        handle.stop()
+        _use_home(ketch_server.home)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+

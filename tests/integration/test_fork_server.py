@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from supports import forking, forking_threads
-from supports.web_helpers import api, wait_for
+from ketch.exception import ExecutionError
+from supports import forking, forking_slow, forking_threads
+from supports.web_helpers import api, runtime_pids, wait_for
 
 
 def _cmdline(pid: int) -> str:
@@ -112,6 +113,21 @@ def test_a_module_that_starts_threads_gets_plain_containers_and_says_why(server:
         lines = [e["line"] for e in _entries(app_id) if e["stream"] == "system"]
     why = [ln for ln in lines if "fork server not used" in ln]
     assert why and "thread" in why[0] and "import-ticker" in why[0], lines
+
+
+@pytest.mark.spec("T2", "R5")
+def test_a_template_slower_than_startup_timeout_fails_the_start(server: Any) -> None:
+    with forking_slow.app.run(show_logs=False):
+        app_id = forking_slow.app.app_id
+        assert app_id is not None
+        for _ in range(2):  # the template's start, then a plain one: both give up in time
+            with pytest.raises(ExecutionError, match="startup_timeout=2s"):
+                forking_slow.f.remote()
+            # Nothing of the function keeps running: no container, no template.
+            wait_for(lambda: not runtime_pids(app_id), 30, what="no process of the app")
+        lines = [e["line"] for e in _entries(app_id) if e["stream"] == "system"]
+    # The first start waited for the template; the second, a plain start, says why.
+    assert any("template took longer than startup_timeout=2s" in ln for ln in lines), lines
 
 
 @pytest.mark.spec("A6")

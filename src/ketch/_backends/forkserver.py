@@ -248,7 +248,8 @@ class Template:
             return
         self.closed = True
         self.settle("closed", "its template was stopped")
-        self.state = "closed"
+        if self.state == "ready":
+            self.state = "closed"  # failed or unsafe stays so: it says why starts are plain
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
@@ -276,7 +277,8 @@ class Template:
         msg = {"t": "fork", "cid": spec.container_id, "env": env, "cwd": str(spec.cwd)}
         try:
             socket.send_fds(self.sock, [json.dumps(msg).encode()], [out_w, err_w])
-        except OSError:
+        except OSError as exc:  # e.g. an environment too large for one message
+            self.why = f"the fork request could not be sent ({exc})"
             os.close(out_r)
             os.close(err_r)
             return None
@@ -335,6 +337,8 @@ class Template:
             self.state = "unsafe"
             self.why = f"it is not safe to fork any more: {msg['why']}"
             self.failed_at = time.monotonic()
+            with contextlib.suppress(OSError):
+                self.sock.send(b'{"t": "retire"}')  # it leaves once its children have
             entry = self._pending.pop(msg["cid"], None)
             if entry is not None:
                 os.close(entry[1])

@@ -37,11 +37,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,10 +52,18 @@ import httpx
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH))
 
-from core import NPROC, _table, loadavg, log, machine_info, pct, spread  # noqa: E402
+from _common import (  # noqa: E402
+    QUIET,
+    fast_autoscaling,
+    machine_line,
+    save_result,
+    serve_http,
+    serve_replicas,
+    wait_for_zero,
+)
+from core import _table, loadavg, log, machine_info, pct, spread  # noqa: E402
 
 TARGET_MS = 150.0
 
@@ -99,12 +105,8 @@ class KetchServer:
         return [c for c in self.api("/v1/status")["containers"].values()
                 if c["app_id"] == self.app_id]
 
-    def wait_zero(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.containers():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ketch {self.name}: containers still up after {timeout}s")
-            time.sleep(0.05)
+    def wait_zero(self) -> None:
+        wait_for_zero(lambda: len(self.containers()), f"ketch {self.name}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -135,45 +137,19 @@ def ketch_block(k: KetchServer, n: int, settle: float) -> list[dict[str, Any]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
-def ray_serve_app() -> Iterator[tuple[str, Any]]:
+def ray_serve_app() -> Iterator[str]:
+    """The endpoint's handler as a Ray Serve deployment that scales from zero; yields its
+    URL."""
     import bench_cold_web
-    import ray
     from ray import serve
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray's faster setup on one machine (core.py)
-    old_pp = os.environ.get("PYTHONPATH")
-    # Replicas import the handler from bench_cold_web by reference.
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH), old_pp) if p)
-    try:
-        ray.init(num_cpus=NPROC, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
-    except BaseException:
-        ray.shutdown()  # a failed start leaves Ray's helper processes behind otherwise
-        raise
-    finally:
-        if old_pp is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_pp
-    try:
-        port = _free_port()
-        quiet = {"log_level": "WARNING", "enable_access_log": False}
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
+    with serve_http() as port:
 
         @serve.deployment(
-            autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1,
-                                "target_ongoing_requests": 1, "upscale_delay_s": 0,
-                                "metrics_interval_s": 0.5, "look_back_period_s": 2,
-                                "downscale_delay_s": 1, "downscale_to_zero_delay_s": 1},
+            autoscaling_config=fast_autoscaling(max_replicas=1, target=1, downscale_s=1),
             graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=1,
-            logging_config=quiet,
+            logging_config=QUIET,
         )
         @serve.ingress(bench_cold_web.make_fastapi_app())
         class ColdWeb:
@@ -181,27 +157,14 @@ def ray_serve_app() -> Iterator[tuple[str, Any]]:
 
         serve.run(ColdWeb.bind(), name="bench-coldweb",  # type: ignore[attr-defined]
                   route_prefix="/")
-
-        def replicas() -> int:
-            st = serve.status().applications["bench-coldweb"].deployments["ColdWeb"]
-            return sum(st.replica_states.values())
-
-        yield f"http://127.0.0.1:{port}/", replicas
-    finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        yield f"http://127.0.0.1:{port}/"
 
 
 def ray_block(n: int, settle: float, first: list[float]) -> list[dict[str, Any]]:
     out = []
-    with ray_serve_app() as (url, replicas):
+    with ray_serve_app() as url:
         for i in range(n + (0 if first else 1)):
-            t0 = time.monotonic()
-            while replicas():
-                if time.monotonic() - t0 > 120:
-                    raise TimeoutError("Ray Serve did not scale to zero in 120s")
-                time.sleep(0.05)
+            wait_for_zero(lambda: serve_replicas("bench-coldweb", "ColdWeb"), "Ray Serve")
             time.sleep(settle)
             la = loadavg()
             ms = timed_get(url)
@@ -272,17 +235,12 @@ def main() -> None:
                   f"(first: {ray_errors[0]})")
     met = fm <= TARGET_MS
     table += f"\ntarget fork-server median <= {TARGET_MS:.0f} ms: {'MET' if met else 'MISSED'}"
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gib']} GiB, Python "
-          f"{info['python']}, Ray {info['ray']}, ketch {info['ketch_commit']}"
-          f"{' (src dirty)' if info['ketch_src_dirty'] else ''} src {info['ketch_src_sha256']}, "
-          f"load {info['loadavg_start']} -> {info['loadavg_end']}")
+    print(machine_line(info))
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"coldstart-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": info, "args": vars(args), "samples": samples,
-                               "first_after_deploy": {**first, "ray": ray_first},
-                               "summary": summary, "ray_errors": ray_errors,
-                               "target_met": met, "table": table}, indent=1))
+    out = save_result("coldstart", {"machine": info, "args": vars(args), "samples": samples,
+                                    "first_after_deploy": {**first, "ray": ray_first},
+                                    "summary": summary, "ray_errors": ray_errors,
+                                    "target_met": met, "table": table})
     print(f"results: {out.relative_to(ROOT)}")
 
 

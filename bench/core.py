@@ -25,8 +25,6 @@ import contextlib
 import datetime
 import gc
 import hashlib
-import json
-import logging
 import math
 import os
 import platform
@@ -43,10 +41,17 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-sys.path.insert(0, str(BENCH))  # bench_app
+sys.path.insert(0, str(BENCH))  # bench_app, _common
 
-NPROC = os.cpu_count() or 1
+from _common import (  # noqa: E402
+    NPROC,
+    fast_autoscaling,
+    machine_line,
+    save_result,
+    serve_replicas,
+    start_ray,
+    wait_for_zero,
+)
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -219,8 +224,7 @@ def ray_session() -> Iterator[Any]:
     else:
         os.environ.pop("RAY_AUTH_MODE", None)
     t0 = time.perf_counter()
-    ray.init(num_cpus=NPROC, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING, configure_logging=True)
+    start_ray()
     # Let the worker processes Ray prestarts at init come up before anything is measured.
     time.sleep(2.0)
     log(f"ray: up in {time.perf_counter() - t0:.1f}s")
@@ -478,13 +482,8 @@ def _serve_cold(n: int, settle: float) -> list[dict[str, Any]]:
     serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
 
     @serve.deployment(
-        # Tuned for fast scaling, like ketch's scaledown_window=1: no upscale delay, metrics
-        # every 0.5 s (the default 10 s push interval alone adds up to 10 s to a scale from
-        # zero), a 2 s look-back and 1 s downscale delays (defaults 30 s and 600 s).
-        autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1,
-                            "target_ongoing_requests": 1, "upscale_delay_s": 0,
-                            "metrics_interval_s": 0.5, "look_back_period_s": 2,
-                            "downscale_delay_s": 1, "downscale_to_zero_delay_s": 1},
+        # Tuned for fast scaling, like ketch's scaledown_window=1 (see fast_autoscaling).
+        autoscaling_config=fast_autoscaling(max_replicas=1, target=1, downscale_s=1),
         # Scale-down speed only (not measured): an idle replica may go at once.
         graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=1,
     )
@@ -493,19 +492,10 @@ def _serve_cold(n: int, settle: float) -> list[dict[str, Any]]:
             return x
 
     handle = serve.run(ServeEcho.bind(), name="bench-cold", route_prefix=None)
-
-    def replicas() -> int:
-        st = serve.status().applications["bench-cold"].deployments["ServeEcho"]
-        return sum(st.replica_states.values())
-
     out = []
     try:
         for i in range(n):
-            t0 = time.monotonic()
-            while replicas():
-                if time.monotonic() - t0 > 120:
-                    raise TimeoutError("Ray Serve did not scale to zero in 120s")
-                time.sleep(0.05)
+            wait_for_zero(lambda: serve_replicas("bench-cold", "ServeEcho"), "Ray Serve")
             time.sleep(settle)
             la = loadavg()
             t = time.perf_counter()
@@ -580,20 +570,12 @@ def main() -> None:
 
     print()
     print(f"ketch core benchmarks, {info['date']}")
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gib']} GiB, "
-          f"Python {info['python']}, Ray {info['ray']} (auth {args.ray_auth}), "
-          f"ketch {info['ketch_commit']}"
-          f"{' + uncommitted src changes' if info['ketch_src_dirty'] else ''} "
-          f"(src sha256 {info['ketch_src_sha256']}), "
-          f"load average {info['loadavg_start']} -> {info['loadavg_end']}")
+    print(machine_line(info, f"Ray auth {args.ray_auth}"))
     for name in names:
         print()
         print(results[name]["table"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = RESULTS / f"core-{args.command}-{stamp}.json"
-    path.write_text(json.dumps({"command": " ".join(sys.argv), "args": vars(args),
-                                "machine": info, "results": results}, indent=1))
+    path = save_result(f"core-{args.command}", {
+        "command": " ".join(sys.argv), "args": vars(args), "machine": info, "results": results})
     print(f"\nfull result: {path.relative_to(ROOT)}")
 
 

@@ -20,6 +20,7 @@ import os
 import socket
 import tempfile
 import time
+from typing import cast
 
 import uvloop
 
@@ -33,8 +34,7 @@ class _Upstream(asyncio.Protocol):
     """A minimal HTTP/1.1 server: one fixed response per request head."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.buf = b""
 
     def data_received(self, data: bytes) -> None:
@@ -63,8 +63,7 @@ class _Client(asyncio.Protocol):
         self.seen = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.send()
 
     def send(self) -> None:

@@ -19,7 +19,6 @@ Prints a table with ratios and writes the raw rounds to bench/results/objects-*.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,8 +29,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from _common import machine_line, save_result  # noqa: E402
 from core import (  # noqa: E402
-    RESULTS,
     ROOT,
     _table,
     ketch_app,
@@ -240,16 +239,10 @@ def main() -> None:
     table = _table(f"Dict and Queue, {args.rounds} alternating rounds (median [min-max])",
                    ["", "ketch", "Ray", "ketch/Ray"], rows)
     print()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
-          f"Ray {info['ray']}, ketch {info['ketch_commit']}"
-          f"{' + uncommitted src changes' if info['ketch_src_dirty'] else ''}, "
-          f"load average {info['loadavg_start']} -> {info['loadavg_end']}")
+    print(machine_line(info))
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"objects-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"command": " ".join(sys.argv), "args": vars(args),
-                                "machine": info, "rounds": rounds, "summary": summary},
-                               indent=1))
+    path = save_result("objects", {"command": " ".join(sys.argv), "args": vars(args),
+                                   "machine": info, "rounds": rounds, "summary": summary})
     print(f"\nfull result: {path.relative_to(ROOT)}")
 
 

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import sys
 import time
@@ -39,18 +38,17 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH))
 
-from core import NPROC, Ketch, log, machine_info, pct  # noqa: E402
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _common import (  # noqa: E402
+    QUIET,
+    fast_autoscaling,
+    parse_wrk,
+    save_result,
+    serve_http,
+    serve_replicas,
+)
+from core import Ketch, log, machine_info, pct  # noqa: E402
 
 
 def _rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -128,13 +126,9 @@ async def _burst(url: str, n: int, conc: int, sample: Any) -> dict[str, Any]:
             "error_kinds": sorted(set(errors)), "peak_containers": peak}
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
 def wrk_warm(url: str, conc: int, seconds: int) -> dict[str, Any]:
     """Warm latency from wrk (C, one thread): what the server side costs, with far less
     client overhead than a Python client adds on a small machine."""
-    import re
     import shutil
     import subprocess
 
@@ -142,18 +136,20 @@ def wrk_warm(url: str, conc: int, seconds: int) -> dict[str, Any]:
         return {"skipped": "wrk is not installed"}
     out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
+    w = parse_wrk(out)
+    return {"p50_ms": w["p50_us"] / 1e3, "p99_ms": w["p99_us"] / 1e3, "rps": w["rps"],
+            "non_2xx": w["non_2xx"], "socket_errors": w["socket_errors"]}
 
-    def q(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        assert m is not None, out
-        return float(m.group(1)) * _UNITS[m.group(2)]
 
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    return {"p50_ms": q("50"), "p99_ms": q("99"), "rps": float(rps.group(1)) if rps else 0.0,
-            "non_2xx": int(bad.group(1)) if bad else 0,
-            "socket_errors": errors.group(0) if errors else None}
+def _loads(who: str, url: str, args: argparse.Namespace, count: Any) -> dict[str, Any]:
+    """The burst from zero, the same burst warm, then wrk while warm."""
+    cold = asyncio.run(_burst(url, args.requests, args.concurrency, count))
+    log(f"{who} cold burst: {cold}")
+    warm = asyncio.run(_burst(url, args.requests, args.concurrency, count))
+    log(f"{who} warm burst: {warm}")
+    warm_wrk = wrk_warm(url, args.concurrency, 5)
+    log(f"{who} warm wrk: {warm_wrk}")
+    return {"cold": cold, "warm": warm, "warm_wrk": warm_wrk}
 
 
 def ketch_burst(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,48 +177,25 @@ def ketch_burst(args: argparse.Namespace) -> dict[str, Any]:
                            if f["function"] == "burst")
 
             assert containers() == 0
-            cold = asyncio.run(_burst(url, args.requests, args.concurrency, containers))
-            log(f"ketch cold burst: {cold}")
-            warm = asyncio.run(_burst(url, args.requests, args.concurrency, containers))
-            log(f"ketch warm burst: {warm}")
-            warm_wrk = wrk_warm(url, args.concurrency, 5)
-            log(f"ketch warm wrk: {warm_wrk}")
+            result = _loads("ketch", url, args, containers)
             t0 = time.monotonic()
             while containers() and time.monotonic() - t0 < 120:
                 time.sleep(0.2)
-            back_to_zero = time.monotonic() - t0
+            result["back_to_zero_s"] = time.monotonic() - t0
     finally:
         k.close()
-    return {"cold": cold, "warm": warm, "warm_wrk": warm_wrk, "back_to_zero_s": back_to_zero}
+    return result
 
 
 def ray_burst(args: argparse.Namespace) -> dict[str, Any]:
     import bench_scaling_app as apps
-    import ray
     from ray import serve
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    old_pp = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH), old_pp) if p)
-    try:
-        ray.init(num_cpus=NPROC, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
-    finally:
-        if old_pp is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_pp
-    try:
-        port = _free_port()
-        quiet = {"log_level": "WARNING", "enable_access_log": False}
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
+    with serve_http() as port:
 
         @serve.deployment(
-            autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 10,
-                                "target_ongoing_requests": 10, "upscale_delay_s": 0,
-                                "metrics_interval_s": 0.5, "look_back_period_s": 2,
-                                "downscale_delay_s": 2, "downscale_to_zero_delay_s": 2},
-            max_ongoing_requests=10, logging_config=quiet,
+            autoscaling_config=fast_autoscaling(max_replicas=10, target=10, downscale_s=2),
+            max_ongoing_requests=10, logging_config=QUIET,
         )
         @serve.ingress(apps.make_fastapi_app())
         class Burst:
@@ -231,24 +204,12 @@ def ray_burst(args: argparse.Namespace) -> dict[str, Any]:
         serve.run(Burst.bind(), name="bench-burst", route_prefix="/")  # type: ignore[attr-defined]
 
         def replicas() -> int:
-            st = serve.status().applications["bench-burst"].deployments["Burst"]
-            return int(sum(st.replica_states.values()))
+            return serve_replicas("bench-burst", "Burst")
 
         t0 = time.monotonic()
         while replicas() and time.monotonic() - t0 < 60:
             time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}/"
-        cold = asyncio.run(_burst(url, args.requests, args.concurrency, replicas))
-        log(f"ray cold burst: {cold}")
-        warm = asyncio.run(_burst(url, args.requests, args.concurrency, replicas))
-        log(f"ray warm burst: {warm}")
-        warm_wrk = wrk_warm(url, args.concurrency, 5)
-        log(f"ray warm wrk: {warm_wrk}")
-        return {"cold": cold, "warm": warm, "warm_wrk": warm_wrk}
-    finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        return _loads("ray", f"http://127.0.0.1:{port}/", args, replicas)
 
 
 def idle_cost() -> dict[str, Any]:
@@ -322,9 +283,7 @@ def main() -> None:
     if not args.no_ray:
         result["ray"] = ray_burst(args)
     result["idle"] = idle_cost()
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = save_result("scaling", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     kc, kw = result["ketch"]["cold"], result["ketch"]["warm"]
     print(f"\nketch: cold p50 {kc['p50_ms']:.0f} ms p99 {kc['p99_ms']:.0f} ms, warm p50 "

@@ -31,12 +31,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import logging
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -47,11 +43,17 @@ from urllib.parse import urlsplit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH))
 
+from _common import (  # noqa: E402
+    QUIET,
+    free_port,
+    machine_line,
+    parse_wrk,
+    save_result,
+    serve_http,
+)
 from core import (  # noqa: E402
-    NPROC,
     _table,
     ketch_app,
     loadavg,
@@ -65,12 +67,6 @@ SYSTEMS = ("ketch", "uvicorn", "ray")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -110,9 +106,6 @@ class Target:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
 
-_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
-
-
 def wrk(target: Target, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
     base = ["wrk", "-t1", f"-c{concurrency}", "-H", f"Host: {target.host}"]
     if warmup:
@@ -121,19 +114,11 @@ def wrk(target: Target, concurrency: int, duration: float, warmup: float) -> dic
     la = loadavg()
     out = subprocess.run([*base, f"-d{round(duration)}s", "--latency", target.url],
                          capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def q(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        assert m is not None, out
-        return float(m.group(1)) * _UNITS[m.group(2)]
-
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    if bad:
+    w = parse_wrk(out)
+    if w["non_2xx"]:
         raise AssertionError(f"{target.url} ({target.host}): non-2xx responses\n{out}")
-    return {"rps": rps, "p50_us": q("50"), "p90_us": q("90"), "p99_us": q("99"),
-            "socket_errors": errors.group(0) if errors else None, "loadavg": la}
+    return {"rps": w["rps"], "p50_us": w["p50_us"], "p90_us": w["p90_us"],
+            "p99_us": w["p99_us"], "socket_errors": w["socket_errors"], "loadavg": la}
 
 
 def sse_delays(target: Target, n: int, interval_ms: float) -> dict[str, Any]:
@@ -174,7 +159,7 @@ def warm(target: Target, timeout: float = 60) -> None:
 # -- the systems -----------------------------------------------------------------------------
 @contextlib.contextmanager
 def bare_uvicorn() -> Iterator[tuple[Target, Target, list[int]]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench_web_app:fastapi_app", "--app-dir", str(BENCH),
          "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
@@ -198,28 +183,12 @@ def bare_uvicorn() -> Iterator[tuple[Target, Target, list[int]]]:
 @contextlib.contextmanager
 def ray_serve() -> Iterator[tuple[Target, Target, list[int]]]:
     import bench_web_app
-    import ray
     from ray import serve
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray's faster setup on one machine (core.py)
-    # The replica imports the handlers from bench_web_app by reference.
-    old_pp = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH), old_pp) if p)
     t0 = time.perf_counter()
-    try:
-        ray.init(num_cpus=NPROC, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
-    finally:
-        if old_pp is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_pp
-    try:
-        port = _free_port()
-        quiet = {"log_level": "WARNING", "enable_access_log": False}
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
+    with serve_http() as port:
 
-        @serve.deployment(num_replicas=1, max_ongoing_requests=1000, logging_config=quiet)
+        @serve.deployment(num_replicas=1, max_ongoing_requests=1000, logging_config=QUIET)
         @serve.ingress(bench_web_app.make_fastapi_app())
         class BenchWeb:
             pass
@@ -234,10 +203,6 @@ def ray_serve() -> Iterator[tuple[Target, Target, list[int]]]:
         log(f"ray serve: up in {time.perf_counter() - t0:.1f}s")
         pids = _pids_matching(b"ray::", b"/raylet", b"gcs_server")
         yield hello, Target(url, "/sse"), pids
-    finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -282,7 +247,7 @@ def main() -> None:
     rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
     # A gateway port of its own (the default 8000 is Ray Serve's default, and other ketch
     # servers on this machine may hold it).
-    os.environ["KETCH_GATEWAY_PORT"] = str(_free_port())
+    os.environ["KETCH_GATEWAY_PORT"] = str(free_port())
     # The gateway limits each workspace to 200 req/s (burst 1000) by default: a load test
     # would measure the limiter's 429s. Lifted here (the bucket is still checked per request).
     os.environ["KETCH_RATE_LIMIT"] = "1e9"
@@ -383,21 +348,14 @@ def main() -> None:
 
     print()
     print(f"ketch web benchmark, {info['date']}")
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gib']} GiB, "
-          f"Python {info['python']}, Ray {info['ray']}, {info['wrk']}, "
-          f"ketch {info['ketch_commit']}"
-          f"{' + uncommitted src changes' if info['ketch_src_dirty'] else ''} "
-          f"(src sha256 {info['ketch_src_sha256']}), "
-          f"load average {info['loadavg_start']} -> {info['loadavg_end']}")
+    print(machine_line(info, info["wrk"]))
     print()
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"web-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({
+    path = save_result("web", {
         "command": " ".join(sys.argv), "args": vars(args), "machine": info, "rounds": rounds,
         "summary": summary, "ratios": ratios, "per_round": per_round,
         "targets": {k: {"value": v, "met": ok} for k, (v, ok) in targets.items()},
-        "table": table}, indent=1))
+        "table": table})
     print(f"\nfull result: {path.relative_to(ROOT)}")
 
 

@@ -1,4 +1,5 @@
-"""Helpers for the CLI tests: app files in tmp dirs, one-line error checks, app listings.
+"""Helpers for the CLI tests: app files in tmp dirs, one-line error checks, app listings,
+names no other test uses.
 
 Everything here drives the real `ketch` CLI (`python -m ketch.cli`) and plain Python
 processes against a real server, chosen by KETCH_HOME.
@@ -11,11 +12,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+
+
+def unique_name(prefix: str) -> str:
+    """A name of its own for an object this test creates (the session server is shared)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def write(path: Path, text: str) -> Path:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from cli_support import assert_clean_error, ketch, ok
 
 import ketch as ketch_sdk
-from supports.web_helpers import cli, wait_for
+from supports.web_helpers import cli, steady_load, wait_for
 
 WEB_APP = """
     import ketch
@@ -133,31 +131,13 @@ def test_history_and_rollback_switch_what_the_url_serves_without_failures(
         assert "\x1b[" not in ok(colour)
 
         # A steady load across the rollback: every request answered, v2 then v1.
-        seen: list[tuple[int, str]] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        r = client.get(url)
-                        seen.append((r.status_code, r.text))
-                    except httpx.HTTPError as exc:
-                        seen.append((0, repr(exc)))
-                    time.sleep(0.02)
-
-        loader = threading.Thread(target=load, daemon=True)
-        loader.start()
-        try:
+        with steady_load(url) as seen:
             wait_for(lambda: len(seen) >= 5, timeout=30, what="load before the rollback")
             out = ok(ketch(server.home, "app", "rollback", name))
             assert "v1" in out and "v3" in out, out
             wait_for(lambda: seen and seen[-1][1] == '"v1"', timeout=30, what="v1 to answer")
             mark = len(seen)
             wait_for(lambda: len(seen) >= mark + 5, timeout=30, what="load after it")
-        finally:
-            stop.set()
-            loader.join(30)
         assert not [s for s in seen if s[0] != 200], [s for s in seen if s[0] != 200][:5]
         texts = [t for _, t in seen]
         first_v1 = texts.index('"v1"')

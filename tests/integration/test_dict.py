@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import mmap
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_support import assert_clean_error, ketch, ok
+from cli_support import assert_clean_error, ketch, ok, unique_name
 
 import ketch as k
 from ketch._client.client import Client
 from ketch._utils.aio import run_sync
 from ketch.exception import InvalidError, NotFoundError, RequestSizeError
 from supports.shared_state import app, async_roundtrip, increment
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -32,8 +27,8 @@ def shared_app(server: object) -> Iterator[None]:
 @pytest.mark.spec("D1")
 def test_eight_containers_compare_and_set_to_exactly_1600(shared_app: None) -> None:
     # from_name is lazy: hydrate() creates both now, before the containers look them up.
-    d = k.Dict.from_name(_name("counter"), create_if_missing=True).hydrate()
-    gate_name = _name("gate")
+    d = k.Dict.from_name(unique_name("counter"), create_if_missing=True).hydrate()
+    gate_name = unique_name("gate")
     gate = k.Queue.from_name(gate_name, create_if_missing=True).hydrate()
     calls = [increment.spawn(d.name, gate_name, 200) for _ in range(8)]
     # Open the gate only once all eight inputs are running: they count concurrently.
@@ -57,7 +52,7 @@ def test_eight_containers_compare_and_set_to_exactly_1600(shared_app: None) -> N
 
 @pytest.mark.spec("D1")
 def test_dict_methods_and_syntax(server: object) -> None:
-    name = _name("methods")
+    name = unique_name("methods")
     d = k.Dict.from_name(name, create_if_missing=True)
     assert d.get("missing") is None and d.get("missing", 7) == 7
     d["a"] = 1
@@ -101,7 +96,7 @@ def test_dict_methods_and_syntax(server: object) -> None:
 
 @pytest.mark.spec("D1")
 def test_aio_forms_from_async_code_and_in_a_container(shared_app: None) -> None:
-    d_name, q_name = _name("aio"), _name("aioq")
+    d_name, q_name = unique_name("aio"), unique_name("aioq")
 
     async def main() -> dict[str, Any]:
         d = k.Dict.from_name(d_name, create_if_missing=True)
@@ -138,10 +133,10 @@ def test_names_missing_dicts_and_oversize_values_are_refused(server: object) -> 
         with pytest.raises(InvalidError, match="invalid Dict name"):
             k.Dict.from_name(bad, create_if_missing=True).get("k")
     with pytest.raises(NotFoundError, match="create_if_missing"):
-        k.Dict.from_name(_name("never-made")).get("k")
+        k.Dict.from_name(unique_name("never-made")).get("k")
     with pytest.raises(InvalidError, match="string"):
         k.Dict.from_name(123)  # type: ignore[arg-type]
-    d = k.Dict.from_name(_name("limits"), create_if_missing=True)
+    d = k.Dict.from_name(unique_name("limits"), create_if_missing=True)
     d["keep"] = "me"
     # A 2 GiB value against the default 1 GiB limit. An anonymous mapping costs no memory
     # until touched, and a bytes-like value is measured before it is pickled.
@@ -210,7 +205,7 @@ def test_dict_and_queue_survive_kill9(fresh_server: Any) -> None:
 
 @pytest.mark.spec("D4")
 def test_cli_dict_commands(server: Any) -> None:
-    name = _name("cli-dict")
+    name = unique_name("cli-dict")
     d = k.Dict.from_name(name, create_if_missing=True)
     d.update({"greeting": "hello", "n": 3})
     rows = json.loads(ok(ketch(server.home, "dict", "list", "--json")))

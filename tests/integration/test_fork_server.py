@@ -17,16 +17,11 @@ import pytest
 
 from ketch.exception import ExecutionError
 from supports import forking, forking_slow, forking_threads
-from supports.web_helpers import api, runtime_pids, wait_for
+from supports.web_helpers import app_log, app_running, runtime_pids, wait_for, web_url
 
 
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
-def _entries(app_id: str) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = api("GET", f"/v1/apps/{app_id}/logs")["entries"]
-    return entries
 
 
 def _is_template(pid: int) -> bool:
@@ -58,8 +53,7 @@ def test_forked_containers_are_processes_of_their_own(server: Any) -> None:
 @pytest.mark.spec("W1", "S2")
 def test_a_forked_web_endpoint_answers_http(server: Any) -> None:
     with forking.app.run(show_logs=False):
-        url = forking.web_me.get_web_url()
-        assert url is not None
+        url = web_url(forking.web_me)
         resp = httpx.get(url, timeout=60)
         assert resp.status_code == 200, resp.text
         body = resp.json()
@@ -70,13 +64,11 @@ def test_a_forked_web_endpoint_answers_http(server: Any) -> None:
 
 @pytest.mark.spec("B8", "O1")
 def test_a_forked_container_logs_under_its_own_id(server: Any) -> None:
-    with forking.app.run(show_logs=False):
-        app_id = forking.app.app_id
-        assert app_id is not None
+    with app_running(forking.app) as app_id:
         me = forking.shout.remote("hello")
         assert _is_template(me["ppid"])
         line = f"shout: hello from {me['container']}"
-        found = wait_for(lambda: [e for e in _entries(app_id) if e["line"] == line], 30)
+        found = wait_for(lambda: [e for e in app_log(app_id) if e["line"] == line], 30)
     assert [e["container"] for e in found] == [me["container"]]
     assert found[0]["stream"] == "stdout"
 
@@ -104,28 +96,24 @@ def _parent(pid: int) -> int:
 
 @pytest.mark.spec("S2")
 def test_a_module_that_starts_threads_gets_plain_containers_and_says_why(server: Any) -> None:
-    with forking_threads.app.run(show_logs=False):
-        app_id = forking_threads.app.app_id
-        assert app_id is not None
+    with app_running(forking_threads.app) as app_id:
         me = forking_threads.me.remote()
         # A plain start: the server is the container's parent, not a template.
         assert me["ppid"] == server.pid()
-        lines = [e["line"] for e in _entries(app_id) if e["stream"] == "system"]
+        lines = [e["line"] for e in app_log(app_id) if e["stream"] == "system"]
     why = [ln for ln in lines if "fork server not used" in ln]
     assert why and "thread" in why[0] and "import-ticker" in why[0], lines
 
 
 @pytest.mark.spec("T2", "R5")
 def test_a_template_slower_than_startup_timeout_fails_the_start(server: Any) -> None:
-    with forking_slow.app.run(show_logs=False):
-        app_id = forking_slow.app.app_id
-        assert app_id is not None
+    with app_running(forking_slow.app) as app_id:
         for _ in range(2):  # the template's start, then a plain one: both give up in time
             with pytest.raises(ExecutionError, match="startup_timeout=2s"):
                 forking_slow.f.remote()
             # Nothing of the function keeps running: no container, no template.
             wait_for(lambda: not runtime_pids(app_id), 30, what="no process of the app")
-        lines = [e["line"] for e in _entries(app_id) if e["stream"] == "system"]
+        lines = [e["line"] for e in app_log(app_id) if e["stream"] == "system"]
     # The first start waited for the template; the second, a plain start, says why.
     assert any("template took longer than startup_timeout=2s" in ln for ln in lines), lines
 
@@ -151,47 +139,29 @@ def test_snap_enter_runs_once_in_the_template_and_plain_enter_per_container(
     assert {r["loaded_in"] for r in results} == template  # state set by the snap hook
 
 
-@pytest.mark.spec("C8")
-def test_the_fork_server_can_be_turned_off(tmp_path: Path, ketch_server: Any,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import ServerHandle, _close_client, _use_home
-
+@pytest.fixture
+def no_fork_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read by the server that `fresh_server` starts (it is requested after this one).
     monkeypatch.setenv("KETCH_FORK_SERVER", "0")
-    home = tmp_path / "home"
-    _use_home(home)
-    handle = ServerHandle(home)
-    try:
-        handle.start()
-        with forking.app.run(show_logs=False):
-            me = forking.Who(n=1).me.remote()
-        assert me["ppid"] == handle.pid()
-        assert me["imported_in"] == me["pid"]
-    finally:
-        _close_client()
-        handle.stop()
-        _use_home(ketch_server.home)
 
 
-def test_no_template_outlives_its_server(tmp_path: Path, ketch_server: Any) -> None:
-    from conftest import ServerHandle, _close_client, _use_home
+@pytest.mark.spec("C8")
+def test_the_fork_server_can_be_turned_off(no_fork_server: None, fresh_server: Any) -> None:
+    with forking.app.run(show_logs=False):
+        me = forking.Who(n=1).me.remote()
+    assert me["ppid"] == fresh_server.pid()
+    assert me["imported_in"] == me["pid"]
 
-    home = tmp_path / "home"
-    _use_home(home)
-    handle = ServerHandle(home)
-    try:
-        handle.start()
-        with forking.app.run(show_logs=False):
-            me = forking.Who(n=1).me.remote()
-            template = me["ppid"]
-            assert _is_template(template)
-        handle.kill9()
-        # The template sees its control socket close and leaves; the container sees its
-        # connection to the server close and leaves too.
-        assert wait_for(lambda: not _alive(template) and not _alive(me["pid"]), 30)
-    finally:
-        _close_client()
-        handle.stop()
-        _use_home(ketch_server.home)
+
+def test_no_template_outlives_its_server(fresh_server: Any) -> None:
+    with forking.app.run(show_logs=False):
+        me = forking.Who(n=1).me.remote()
+        template = me["ppid"]
+        assert _is_template(template)
+    fresh_server.kill9()
+    # The template sees its control socket close and leaves; the container sees its
+    # connection to the server close and leaves too.
+    assert wait_for(lambda: not _alive(template) and not _alive(me["pid"]), 30)
 
 
 def _alive(pid: int) -> bool:

@@ -14,10 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ketch._client.deploy import ApiClient
-from ketch._utils.aio import run_sync
 from supports import gpus
-from supports.web_helpers import wait_for
+from supports.web_helpers import app_running, function_status, wait_for, web_url
 
 
 @pytest.fixture
@@ -30,24 +28,16 @@ def fake_gpu_server(fake_gpus: None, fresh_server: Any) -> Iterator[Any]:
     yield fresh_server
 
 
-def _status(app_id: str) -> dict[str, dict[str, Any]]:
-    out = run_sync(ApiClient().call("GET", f"/v1/apps/{app_id}/status"))
-    functions: dict[str, dict[str, Any]] = out["functions"]
-    return functions
-
-
 @pytest.mark.spec("S7")
 def test_fake_inventory_containers_get_disjoint_gpus_and_a_third_waits(
         fake_gpu_server: Any, tmp_path: Path) -> None:
     gate = str(tmp_path / "gate")
-    with gpus.app.run(show_logs=False):
-        app_id = gpus.app.app_id
-        assert app_id is not None
+    with app_running(gpus.app) as app_id:
         first = [gpus.on_h100.spawn(gate) for _ in range(2)]
-        assert wait_for(lambda: _status(app_id)["on_h100"]["running"] == 2, 60)
+        assert wait_for(lambda: function_status(app_id)["on_h100"]["running"] == 2, 60)
         # A third container of another H100 function finds both H100s taken.
         waiting = gpus.other_h100.spawn()
-        reason = wait_for(lambda: _status(app_id)["other_h100"]["waiting"], 30)
+        reason = wait_for(lambda: function_status(app_id)["other_h100"]["waiting"], 30)
         assert any("waiting: no GPU of type H100 free" in r for r in reason), reason
         shown = fake_gpu_server.ketch("app", "status", "gpus", check=True).stdout
         assert "no GPU of type H100" in shown
@@ -66,18 +56,16 @@ def test_fake_inventory_containers_get_disjoint_gpus_and_a_third_waits(
 
 @pytest.mark.spec("S7")
 def test_fake_inventory_types_lists_and_no_gpu_containers(fake_gpu_server: Any) -> None:
-    with gpus.app.run(show_logs=False):
-        app_id = gpus.app.app_id
-        assert app_id is not None
+    with app_running(gpus.app) as app_id:
         # A list takes the first type the host has: the A10G is index 2.
         assert gpus.a100_or_a10g.remote()["CUDA_VISIBLE_DEVICES"] == "2"
         # A function without a GPU sees none.
         assert gpus.no_gpu.remote()["CUDA_VISIBLE_DEVICES"] == ""
         # A type the host does not have: nothing starts, the input waits and says why.
         call = gpus.on_a100.spawn()
-        reason = wait_for(lambda: _status(app_id)["on_a100"]["waiting"], 30)
+        reason = wait_for(lambda: function_status(app_id)["on_a100"]["waiting"], 30)
         assert any("no GPU of type A100-80GB on this host" in r for r in reason), reason
-        assert _status(app_id)["on_a100"]["containers"] == {
+        assert function_status(app_id)["on_a100"]["containers"] == {
             "starting": 0, "idle": 0, "busy": 0, "draining": 0}
         call.cancel()
 
@@ -87,7 +75,5 @@ def test_a_gpu_endpoint_deploys_and_answers_401_without_any_gpu(server: object) 
     # The session server has no GPU at all (unless the host really has one): deploying
     # works, and a request without a token is refused at once without starting anything.
     with gpus.app.run(show_logs=False):
-        url = gpus.guarded.get_web_url()
-        assert url is not None
-        r = httpx.get(url, timeout=30)
+        r = httpx.get(web_url(gpus.guarded), timeout=30)
         assert r.status_code == 401 and r.text.startswith("ketch:")

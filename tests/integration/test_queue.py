@@ -9,20 +9,15 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_support import assert_clean_error, env_for, ketch, ok
+from cli_support import assert_clean_error, env_for, ketch, ok, unique_name
 
 import ketch as k
 from ketch.exception import InvalidError, NotFoundError
 from supports.shared_state import app, consume, produce, take_from, wait_for_item
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ def shared_app(server: object) -> Iterator[None]:
 
 @pytest.mark.spec("D2")
 def test_producer_and_three_consumers_pass_10000_items_once_each(shared_app: None) -> None:
-    name = _name("work")
+    name = unique_name("work")
     q = k.Queue.from_name(name, create_if_missing=True).hydrate()
     consumers = [consume.spawn(name) for _ in range(3)]
     assert produce.remote(name, 10_000, 500) == 10_000
@@ -52,7 +47,7 @@ def test_producer_and_three_consumers_pass_10000_items_once_each(shared_app: Non
 
 @pytest.mark.spec("D2")
 def test_blocked_get_wakes_when_an_item_is_put(shared_app: None) -> None:
-    name = _name("wake")
+    name = unique_name("wake")
     q = k.Queue.from_name(name, create_if_missing=True).hydrate()
     call = wait_for_item.spawn(name, 30.0)
     assert q.get(timeout=90, partition="ready") == "waiting"
@@ -158,7 +153,7 @@ def test_full_partition_blocks_or_raises_full(small_partitions: None,
 
 @pytest.mark.spec("D4")
 def test_deleted_queue_gives_clear_errors(server: object) -> None:
-    name = _name("doomed")
+    name = unique_name("doomed")
     q = k.Queue.from_name(name, create_if_missing=True)
     q.put(1)
     blocked: dict[str, BaseException] = {}
@@ -222,7 +217,7 @@ def test_ephemeral_queue_goes_when_its_process_dies(server: Any) -> None:
 
 @pytest.mark.spec("D2")
 def test_cli_queue_commands(server: Any) -> None:
-    name = _name("cli-q")
+    name = unique_name("cli-q")
     q = k.Queue.from_name(name, create_if_missing=True)
     q.put_many(["first", "second", "third"])
     q.put("p", partition="side")

@@ -12,11 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ketch._client.deploy import ApiClient
-from ketch._utils.aio import run_sync
 from ketch.exception import ResourceExhaustedError
 from supports import queues
-from supports.web_helpers import wait_for
+from supports.web_helpers import app_running, function_status, wait_for, web_url
 
 BOUND = 3
 
@@ -33,18 +31,14 @@ def _bound(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _status(app_id: str, tag: str) -> dict[str, Any]:
-    out = run_sync(ApiClient().call("GET", f"/v1/apps/{app_id}/status"))
-    functions: dict[str, dict[str, Any]] = out["functions"]
-    return functions[tag]
+    return function_status(app_id)[tag]
 
 
 @pytest.mark.spec("S3", "S4")
 def test_calls_past_the_bound_fail_clearly_and_other_functions_still_answer(
         small_queue_server: Any, tmp_path: Path) -> None:
     gate = str(tmp_path / "gate")
-    with queues.app.run(show_logs=False):
-        app_id = queues.app.app_id
-        assert app_id is not None
+    with app_running(queues.app) as app_id:
         calls = [queues.held.spawn(gate, 0)]
         assert wait_for(lambda: _status(app_id, "held")["running"] == 1, 60)
         calls += [queues.held.spawn(gate, i) for i in range(1, BOUND + 1)]
@@ -67,11 +61,8 @@ def test_calls_past_the_bound_fail_clearly_and_other_functions_still_answer(
 def test_web_requests_past_the_bound_get_429_and_the_queued_ones_succeed(
         small_queue_server: Any, tmp_path: Path) -> None:
     gate = str(tmp_path / "gate")
-    with queues.app.run(show_logs=False):
-        app_id = queues.app.app_id
-        assert app_id is not None
-        url = queues.held_web.get_web_url()
-        assert url is not None
+    with app_running(queues.app) as app_id:
+        url = web_url(queues.held_web)
         answers: dict[int, httpx.Response] = {}
 
         def get(i: int) -> None:

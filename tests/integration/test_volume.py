@@ -12,17 +12,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cli_support import assert_clean_error, ketch, ok
+from cli_support import assert_clean_error, ketch, ok, unique_name
 
 import ketch as kt
 from ketch.exception import InvalidError, NotFoundError
 from ketch.volume import FileEntryType
 
 TEST_ROOT = Path("/tmp/ketch-volume-test")
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _volume_dir(home: Path, vol: kt.Volume) -> Path:
@@ -114,7 +110,7 @@ def test_files_put_listed_read_and_removed_from_the_sdk(server, tmp_path: Path) 
 @pytest.mark.spec("D3")
 def test_cli_create_ls_put_get_rm_delete(server, tmp_path: Path) -> None:
     home = server.home
-    name = _name("cli")
+    name = unique_name("cli")
     src = tmp_path / "src"
     (src / "deep").mkdir(parents=True)
     (src / "one.txt").write_text("one")
@@ -199,7 +195,7 @@ def test_bad_names_paths_and_missing_volumes_are_clear_errors(server) -> None:
 
 @pytest.mark.spec("D3", "A3")
 def test_bad_mounts_and_a_missing_volume_fail_the_deploy_and_change_nothing(server) -> None:
-    app = kt.App(_name("bad-mounts"))
+    app = kt.App(unique_name("bad-mounts"))
     vol = kt.Volume.from_name("whatever", create_if_missing=True)
     for bad in ("relative", "/", "/proc/x", "/usr", "/a/../b"):
         with pytest.raises(InvalidError, match="volumes"):
@@ -209,7 +205,7 @@ def test_bad_mounts_and_a_missing_volume_fail_the_deploy_and_change_nothing(serv
 
     from supports.volumes_app import missing
 
-    created = kt.Volume.from_name(_name("would-be-created"), create_if_missing=True)
+    created = kt.Volume.from_name(unique_name("would-be-created"), create_if_missing=True)
     missing.function(volumes={"/tmp/ketch-volume-test/maybe": created},
                      name="second", serialized=True)(lambda: None)
     before = ok(ketch(server.home, "app", "list", "--json"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
@@ -26,6 +25,7 @@ from supports.web_helpers import (
     containers,
     gateway_port,
     runtime_pids,
+    steady_load,
     wait_for,
 )
 
@@ -77,29 +77,11 @@ def test_redeploy_keeps_the_url_and_rolls_without_failures(ketch_server: Any,
         assert requests.get(url, timeout=30).json() == "v1"
 
         # A steady loop of requests across a redeploy: every one answered, v1 then v2.
-        seen: list[tuple[int, str]] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        r = client.get(url)
-                        seen.append((r.status_code, r.text))
-                    except httpx.HTTPError as exc:
-                        seen.append((0, repr(exc)))
-                    time.sleep(0.02)  # ~40 requests/s: well under the rate limit
-
-        loader = threading.Thread(target=load, daemon=True)
-        loader.start()
-        try:
+        with steady_load(url) as seen:
             time.sleep(2)
             assert deploy_app(ketch_server.home, app_file, name, "v2") == url
             wait_for(lambda: seen and seen[-1][1] == '"v2"', timeout=30, what="v2 to answer")
             time.sleep(2)
-        finally:
-            stop.set()
-            loader.join(30)
         failures = [s for s in seen if s[0] != 200]
         assert not failures, failures[:5]
         texts = [t for _, t in seen]

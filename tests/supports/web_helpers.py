@@ -28,6 +28,35 @@ def api(method: str, path: str) -> Any:
     return run_sync(ApiClient().call(method, path))
 
 
+@contextlib.contextmanager
+def app_running(app: Any) -> Iterator[str]:
+    """`app.run()` without streaming its logs; yields the running app's id."""
+    with app.run(show_logs=False):
+        app_id = app.app_id
+        assert app_id is not None
+        yield app_id
+
+
+def web_url(function: Any) -> str:
+    """A web function's URL (it has one once its app runs)."""
+    url = function.get_web_url()
+    assert url is not None, f"{function} has no web URL"
+    return str(url)
+
+
+def function_status(app_id: str) -> dict[str, dict[str, Any]]:
+    """function tag -> its containers by state, queued and running inputs, and why queued
+    inputs wait (the server's `GET /v1/apps/{id}/status`)."""
+    functions: dict[str, dict[str, Any]] = api("GET", f"/v1/apps/{app_id}/status")["functions"]
+    return functions
+
+
+def app_log(app_id: str) -> list[dict[str, Any]]:
+    """An app's stored log entries (container output and `system` events), oldest first."""
+    entries: list[dict[str, Any]] = api("GET", f"/v1/apps/{app_id}/logs")["entries"]
+    return entries
+
+
 def server_status() -> dict[str, Any]:
     status: dict[str, Any] = api("GET", "/v1/status")
     return status
@@ -86,6 +115,35 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def steady_load(url: str) -> Iterator[list[tuple[int, str]]]:
+    """GET `url` from a thread about 40 times a second (well under the rate limit) until the
+    block ends; yields the list that gets each answer's (status, body) as it comes, or
+    (0, the error) for a request that got no answer."""
+    import httpx
+
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.get(url)
+                    seen.append((r.status_code, r.text))
+                except httpx.HTTPError as exc:
+                    seen.append((0, repr(exc)))
+                time.sleep(0.02)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        loader.join(30)
 
 
 def gateway_port(home: Path) -> int:

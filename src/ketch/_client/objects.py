@@ -246,31 +246,27 @@ class ObjectManager(Generic[H]):
         return [self._cls(name=r["name"], environment_name=r["environment"],
                           object_id=r["object_id"]) for r in rows]
 
+    async def _request(self, op: str, environment_name: str | None,
+                       **fields: Any) -> dict[str, Any]:
+        """A request about this kind's named objects in an environment (default: the
+        configured one)."""
+        client = await Client.current()
+        return await client.request({
+            "t": "obj", "op": op, "kind": self._cls._kind,
+            "environment": environment_name or client.config.environment, **fields,
+        })
+
     async def _info(self, *, environment_name: str | None = None) -> list[dict[str, Any]]:
         """The listing with sizes and dates (what `ketch dict list` prints)."""
-        client = await Client.current()
-        reply = await client.request({
-            "t": "obj", "op": "list", "kind": self._cls._kind,
-            "environment": environment_name or client.config.environment,
-        })
-        rows: list[dict[str, Any]] = reply["objects"]
+        rows: list[dict[str, Any]] = (await self._request("list", environment_name))["objects"]
         return rows
 
     async def _delete(self, name: str, *, allow_missing: bool = False,
                       environment_name: str | None = None) -> None:
-        client = await Client.current()
-        await client.request({
-            "t": "obj", "op": "delete", "kind": self._cls._kind, "name": name,
-            "environment": environment_name or client.config.environment,
-            "allow_missing": allow_missing,
-        })
+        await self._request("delete", environment_name, name=name, allow_missing=allow_missing)
 
     async def _create(self, name: str, *, allow_existing: bool = False,
                       environment_name: str | None = None) -> None:
         """Create a named object (AlreadyExistsError if it exists, unless allow_existing)."""
-        client = await Client.current()
-        await client.request({
-            "t": "obj", "op": "open", "kind": self._cls._kind, "name": name,
-            "environment": environment_name or client.config.environment,
-            "create": True, "exclusive": not allow_existing,
-        })
+        await self._request("open", environment_name, name=name, create=True,
+                            exclusive=not allow_existing)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
+from ketch._server.api_auth import token_auth
 from ketch._server.ops_api import build_ops_router
 from ketch.exception import AlreadyExistsError, Error, InvalidError, NotFoundError
 
@@ -39,10 +39,7 @@ def build_api(server: Server) -> FastAPI:
     app = FastAPI(title="ketch management API", version="1")
     app.include_router(build_ops_router(server))  # history, rollback, logs, containers, calls
 
-    def auth(authorization: str = Header(default="")) -> None:
-        given = authorization.removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, server.token):
-            raise HTTPException(401, "missing or wrong server token")
+    auth = token_auth(server)
 
     @app.exception_handler(Error)
     async def on_error(request: Request, exc: Error) -> JSONResponse:

@@ -3,22 +3,18 @@ inputs wait (issue 4, "Status"); `GET /v1/status/functions` for every running ap
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends
+
+from ketch._server.api_auth import token_auth
 
 if TYPE_CHECKING:
     from ketch._server.main import Server
 
 
 def status_router(server: Server) -> APIRouter:
-    def auth(authorization: str = Header(default="")) -> None:
-        given = authorization.removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, server.token):
-            raise HTTPException(401, "missing or wrong server token")
-
-    router = APIRouter(dependencies=[Depends(auth)])
+    router = APIRouter(dependencies=[Depends(token_auth(server))])
 
     @router.get("/v1/apps/{name}/status")
     async def app_status(name: str, environment: str = "main") -> dict[str, Any]:

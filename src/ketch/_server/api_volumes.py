@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from ketch._server import volumes as vfs
+from ketch._server.api_auth import token_auth
 
 if TYPE_CHECKING:
     from ketch._server.main import Server
@@ -59,12 +59,7 @@ async def _fs(fn: Callable[..., T], *args: Any) -> T:
 
 
 def volume_router(server: Server) -> APIRouter:
-    def auth(authorization: str = Header(default="")) -> None:
-        given = authorization.removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, server.token):
-            raise HTTPException(401, "missing or wrong server token")
-
-    router = APIRouter(prefix="/v1/volumes", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1/volumes", dependencies=[Depends(token_auth(server))])
 
     def manager() -> VolumeManager:
         return server.apps.volumes

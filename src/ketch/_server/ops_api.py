@@ -3,15 +3,15 @@ followed), containers, and call records."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import pickle
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from ketch._server.api_auth import token_auth
 from ketch._server.logs import SOURCES, Follower, LogFilter
 from ketch._server.store import CallRecords
 from ketch._utils.ids import stable_id
@@ -22,12 +22,7 @@ if TYPE_CHECKING:
 
 
 def build_ops_router(server: Server) -> APIRouter:
-    def auth(authorization: str = Header(default="")) -> None:
-        given = authorization.removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, server.token):
-            raise HTTPException(401, "missing or wrong server token")
-
-    router = APIRouter(dependencies=[Depends(auth)])
+    router = APIRouter(dependencies=[Depends(token_auth(server))])
     records = CallRecords(server.store)
 
     # -- versions -----------------------------------------------------------------------

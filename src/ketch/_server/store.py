@@ -391,19 +391,23 @@ class CallRecords:
             )
 
     def spawned(self, app_id: str, limit: int) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT call_id, function_id, status, attempts, created, finished FROM calls"
-            " WHERE app_id = ? ORDER BY created DESC LIMIT ?", (app_id, limit),
-        ).fetchall()
-        keys = ("call_id", "function_id", "status", "attempts", "created", "finished")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return self._newest(
+            "SELECT call_id, function_id, status, attempts, created, finished FROM calls",
+            ("call_id", "function_id", "status", "attempts", "created", "finished"),
+            app_id, limit)
 
     def web(self, app_id: str, limit: int) -> list[dict[str, Any]]:
+        return self._newest(
+            "SELECT call_id, function, status, outcome, created, duration FROM web_calls",
+            ("call_id", "function", "http_status", "outcome", "created", "duration"),
+            app_id, limit)
+
+    def _newest(self, select: str, keys: tuple[str, ...], app_id: str,
+                limit: int) -> list[dict[str, Any]]:
+        """An app's `limit` newest rows of `select` (a fixed query), as dicts of `keys`."""
         rows = self._db.execute(
-            "SELECT call_id, function, status, outcome, created, duration FROM web_calls"
-            " WHERE app_id = ? ORDER BY created DESC LIMIT ?", (app_id, limit),
+            f"{select} WHERE app_id = ? ORDER BY created DESC LIMIT ?", (app_id, limit),
         ).fetchall()
-        keys = ("call_id", "function", "http_status", "outcome", "created", "duration")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def web_call(self, call_id: str) -> dict[str, Any] | None:

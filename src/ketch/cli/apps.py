@@ -11,14 +11,14 @@ from ketch.cli import cli
 from ketch.cli.output import (
     api,
     clock,
-    console,
-    echo_json,
+    env_option,
     follow,
+    json_option,
     parse_duration,
     print_entry,
+    print_rows,
+    yes_option,
 )
-
-_ENV_HELP = "Environment (default: the configured one, usually main)."
 
 
 def _environment(given: str | None) -> str:
@@ -42,7 +42,7 @@ def app() -> None:
 
 
 @app.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option("--env", "environment", default=None, help="Only this environment.")
 def list_apps(as_json: bool, environment: str | None) -> None:
     """List apps, running and stopped.
@@ -54,25 +54,18 @@ def list_apps(as_json: bool, environment: str | None) -> None:
     rows = api("GET", "/v1/apps")
     if environment:
         rows = [r for r in rows if r["environment"] == environment]
-    if as_json:
-        echo_json(rows)
-        return
-    from rich.table import Table
-
-    table = Table("app id", "name", "env", "state", "version", "containers", "created")
-    for col in table.columns[:2]:
-        col.no_wrap = True  # ids and names are copied into other commands: never cut
-    for r in rows:
-        created = time.strftime("%m-%d %H:%M", time.localtime(r["created"]))
-        table.add_row(r["app_id"], r["name"], r["environment"], r["state"], str(r["version"]),
-                      str(r["containers"]), created)
-    console().print(table)
+    print_rows(rows, as_json,
+               ("app id", "name", "env", "state", "version", "containers", "created"),
+               lambda r: [r["app_id"], r["name"], r["environment"], r["state"],
+                          str(r["version"]), str(r["containers"]),
+                          time.strftime("%m-%d %H:%M", time.localtime(r["created"]))],
+               no_wrap=2)
 
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@env_option
+@yes_option
 def stop(name: str, environment: str | None, yes: bool) -> None:
     """Stop an app (by name or app id): its containers go and its URLs stop answering.
 
@@ -87,7 +80,7 @@ def stop(name: str, environment: str | None, yes: bool) -> None:
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 @click.option("-f", "--follow", "follow_", is_flag=True,
               help="Keep printing new lines as they come, until Ctrl-C.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
@@ -130,8 +123,8 @@ def logs(name: str, environment: str | None, follow_: bool, tail: int | None,
 
 @app.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def history(name: str, environment: str | None, as_json: bool) -> None:
     """List an app's deployed versions: number, time, source hash, and which one is live.
 
@@ -141,26 +134,22 @@ def history(name: str, environment: str | None, as_json: bool) -> None:
     """
     out = api("GET", f"/v1/apps/{name}/history",
               params={"environment": _environment(environment)})
-    rows = out["versions"]
-    if as_json:
-        echo_json(rows)
-        return
-    from rich.table import Table
 
-    table = Table("version", "deployed", "source", "spec", "functions", "note")
-    for r in rows:
+    def cells(r: dict[str, Any]) -> list[str]:
         note = "live" if r["live"] else ""
         if r["rollback_of"]:
             note = ", ".join(filter(None, [note, f"rollback to v{r['rollback_of']}"]))
-        table.add_row(f"v{r['version']}", clock(r["created"]), (r["source"] or "-")[:12],
-                      r["spec_hash"], ", ".join(r["functions"]), note)
-    console().print(table)
+        return [f"v{r['version']}", clock(r["created"]), (r["source"] or "-")[:12],
+                r["spec_hash"], ", ".join(r["functions"]), note]
+
+    print_rows(out["versions"], as_json,
+               ("version", "deployed", "source", "spec", "functions", "note"), cells, no_wrap=0)
 
 
 @app.command()
 @click.argument("name")
 @click.argument("version", required=False)
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def rollback(name: str, version: str | None, environment: str | None) -> None:
     """Serve an earlier version of a deployed app again (default: the previous one).
 

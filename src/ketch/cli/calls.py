@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ketch.cli import cli
-from ketch.cli.output import api, clock, console, echo_json, seconds
+from ketch.cli.output import api, clock, echo_json, env_option, json_option, print_rows, seconds
 
 
 @cli.group()
@@ -20,11 +22,10 @@ def call() -> None:
 
 @call.command("list")
 @click.argument("app_name")
-@click.option("--env", "environment", default=None,
-              help="Environment (default: the configured one, usually main).")
+@env_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most this many, newest first.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def list_calls(app_name: str, environment: str | None, limit: int, as_json: bool) -> None:
     """List an app's recent calls: spawned calls and web requests, newest first.
 
@@ -36,26 +37,21 @@ def list_calls(app_name: str, environment: str | None, limit: int, as_json: bool
 
     out = api("GET", f"/v1/apps/{app_name}/calls",
               params={"environment": _environment(environment), "limit": limit})
-    rows = out["calls"]
-    if as_json:
-        echo_json(rows)
-        return
-    from rich.table import Table
 
-    table = Table("call id", "kind", "function", "status", "attempts", "duration", "created")
-    table.columns[0].no_wrap = True
-    for r in rows:
+    def cells(r: dict[str, Any]) -> list[str]:
         status = r["status"]
         if r.get("http_status"):
             status = f"{status} ({r['http_status']})"
-        table.add_row(r["call_id"], r["kind"], r["function"], status, str(r["attempts"]),
-                      seconds(r["duration"]), clock(r["created"]))
-    console().print(table)
+        return [r["call_id"], r["kind"], r["function"], status, str(r["attempts"]),
+                seconds(r["duration"]), clock(r["created"])]
+
+    print_rows(out["calls"], as_json,
+               ("call id", "kind", "function", "status", "attempts", "duration", "created"), cells)
 
 
 @call.command()
 @click.argument("call_id")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def get(call_id: str, as_json: bool) -> None:
     """Show one call: status, attempts, duration, and its result's size or its error.
 

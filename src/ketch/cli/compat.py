@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ketch.cli import cli
-from ketch.cli.output import echo_json
+from ketch.cli.output import echo_json, json_option
 
 _TARGET = click.option(
     "--target", default=None, type=click.Path(file_okay=False),
@@ -74,7 +74,7 @@ def uninstall(target: str | None, scripts_dir: str | None) -> None:
 @compat.command()
 @_TARGET
 @_SCRIPTS
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def status(target: str | None, scripts_dir: str | None, as_json: bool) -> None:
     """Say whether the shim is installed, and whether the real modal is present.
 

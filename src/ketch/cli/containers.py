@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ketch.cli import cli
-from ketch.cli.output import api, clock, console, echo_json, follow, print_entry
+from ketch.cli.output import api, clock, follow, json_option, print_entry, print_rows
 
 
 @cli.group()
@@ -24,7 +24,7 @@ def container() -> None:
 @click.option("--app", "app_name", default=None, help="Only this app's containers.")
 @click.option("--env", "environment", default=None,
               help="Environment of --app (default: the configured one).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def list_containers(app_name: str | None, environment: str | None, as_json: bool) -> None:
     """List running containers: id, app, function, state, inputs in flight, start, pid.
 
@@ -39,18 +39,10 @@ def list_containers(app_name: str | None, environment: str | None, as_json: bool
     params: dict[str, Any] = {}
     if app_name:
         params = {"app": app_name, "environment": _environment(environment)}
-    rows = api("GET", "/v1/containers", params=params)
-    if as_json:
-        echo_json(rows)
-        return
-    from rich.table import Table
-
-    table = Table("container id", "app", "function", "state", "inputs", "started", "pid")
-    table.columns[0].no_wrap = True
-    for r in rows:
-        table.add_row(r["container_id"], r["app"], r["function"], r["state"],
-                      str(r["inflight"]), clock(r["started"]), str(r["pid"] or "-"))
-    console().print(table)
+    print_rows(api("GET", "/v1/containers", params=params), as_json,
+               ("container id", "app", "function", "state", "inputs", "started", "pid"),
+               lambda r: [r["container_id"], r["app"], r["function"], r["state"],
+                          str(r["inflight"]), clock(r["started"]), str(r["pid"] or "-")])
 
 
 @container.command()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ketch.cli import cli
 from ketch.cli.apps import _environment
-
-_ENV_HELP = "Environment (default: the configured one, usually main)."
+from ketch.cli.output import clock, echo_json, env_option, json_option, yes_option
 
 
 def _show(data: bytes) -> Any:
@@ -37,46 +36,71 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
 def _run(coro: Any) -> Any:
     from ketch._utils.aio import run_sync
 
     return run_sync(coro)
 
 
+def _list(cls: Any, environment: str | None, as_json: bool,
+          sizes: Callable[[dict[str, Any]], str]) -> None:
+    """The named Dicts or Queues of an environment: a line each, or one JSON list."""
+    rows = _run(cls.objects._info(environment_name=_environment(environment)))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"No {cls._title}s.")
+    for r in rows:
+        click.echo(f"{r['name']}\t{sizes(r)}\tcreated {clock(r['created'])}")
+
+
+def _delete(cls: Any, name: str, environment: str | None, yes: bool, contents: str) -> None:
+    # Resolve first: a bad or missing name fails before any question is asked.
+    cls.from_name(name, environment_name=_environment(environment)).hydrate()
+    if not yes:
+        click.confirm(f"Delete {cls._title} {name!r} and {contents}?", abort=True)
+    cls.delete(name, environment_name=_environment(environment))
+    click.echo(f"Deleted {cls._title} {name!r}.")
+
+
 # -- dict ---------------------------------------------------------------------------------
 @cli.group("dict")
 def dict_group() -> None:
-    """Named Dicts: list, read, delete."""
+    """Named Dicts: list, read, delete.
+
+    \b
+    Example:
+      ketch dict items my-cache 10
+    """
 
 
 @dict_group.command("list")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def dict_list(environment: str | None, as_json: bool) -> None:
-    """List the named Dicts of an environment."""
+    """List the named Dicts of an environment.
+
+    \b
+    Example:
+      ketch dict list --json
+    """
     from ketch.dict import Dict
 
-    rows = _run(Dict.objects._info(environment_name=_environment(environment)))
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo("No Dicts.")
-    for r in rows:
-        click.echo(f"{r['name']}\t{r['entries']} entries\t{r['bytes']} bytes\t"
-                   f"created {_when(r['created'])}")
+    _list(Dict, environment, as_json, lambda r: f"{r['entries']} entries\t{r['bytes']} bytes")
 
 
 @dict_group.command("get")
 @click.argument("name")
 @click.argument("key")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def dict_get(name: str, key: str, environment: str | None) -> None:
-    """Print the value stored under the string KEY."""
+    """Print the value stored under the string KEY.
+
+    \b
+    Example:
+      ketch dict get my-cache user-42
+    """
     from ketch._client.objects import dump_key
     from ketch.dict import Dict
     from ketch.exception import NotFoundError
@@ -91,10 +115,15 @@ def dict_get(name: str, key: str, environment: str | None) -> None:
 @dict_group.command("items")
 @click.argument("name")
 @click.argument("n", type=click.IntRange(min=1), required=False)
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def dict_items(name: str, n: int | None, environment: str | None, as_json: bool) -> None:
-    """Print the entries (the first N only, if given), in insertion order."""
+    """Print the entries (the first N only, if given), in insertion order.
+
+    \b
+    Example:
+      ketch dict items my-cache
+    """
     from ketch.dict import Dict
 
     d = Dict.from_name(name, environment_name=_environment(environment))
@@ -117,9 +146,14 @@ def dict_items(name: str, n: int | None, environment: str | None, as_json: bool)
 
 @dict_group.command("clear")
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def dict_clear(name: str, environment: str | None) -> None:
-    """Remove every entry (the Dict itself stays)."""
+    """Remove every entry (the Dict itself stays).
+
+    \b
+    Example:
+      ketch dict clear my-cache
+    """
     from ketch.dict import Dict
 
     Dict.from_name(name, environment_name=_environment(environment)).clear()
@@ -128,51 +162,59 @@ def dict_clear(name: str, environment: str | None) -> None:
 
 @dict_group.command("delete")
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@env_option
+@yes_option
 def dict_delete(name: str, environment: str | None, yes: bool) -> None:
-    """Delete a Dict and all its entries."""
+    """Delete a Dict and all its entries.
+
+    \b
+    Example:
+      ketch dict delete my-cache -y
+    """
     from ketch.dict import Dict
 
-    # Resolve first: a bad or missing name fails before any question is asked.
-    Dict.from_name(name, environment_name=_environment(environment)).hydrate()
-    if not yes:
-        click.confirm(f"Delete Dict {name!r} and everything in it?", abort=True)
-    Dict.delete(name, environment_name=_environment(environment))
-    click.echo(f"Deleted Dict {name!r}.")
+    _delete(Dict, name, environment, yes, "everything in it")
 
 
 # -- queue --------------------------------------------------------------------------------
 @cli.group("queue")
 def queue_group() -> None:
-    """Named Queues: list, inspect, clear, delete."""
+    """Named Queues: list, inspect, clear, delete.
+
+    \b
+    Example:
+      ketch queue len jobs --total
+    """
 
 
 @queue_group.command("list")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def queue_list(environment: str | None, as_json: bool) -> None:
-    """List the named Queues of an environment."""
+    """List the named Queues of an environment.
+
+    \b
+    Example:
+      ketch queue list --json
+    """
     from ketch.queue import Queue
 
-    rows = _run(Queue.objects._info(environment_name=_environment(environment)))
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo("No Queues.")
-    for r in rows:
-        click.echo(f"{r['name']}\t{r['items']} items\t{r['partitions']} partitions\t"
-                   f"created {_when(r['created'])}")
+    _list(Queue, environment, as_json,
+          lambda r: f"{r['items']} items\t{r['partitions']} partitions")
 
 
 @queue_group.command("len")
 @click.argument("name")
 @click.option("--partition", default=None, help="A partition (default: the default one).")
 @click.option("--total", is_flag=True, help="Count every partition.")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def queue_len(name: str, partition: str | None, total: bool, environment: str | None) -> None:
-    """Print how many items wait in a partition (or in all, with --total)."""
+    """Print how many items wait in a partition (or in all, with --total).
+
+    \b
+    Example:
+      ketch queue len jobs --total
+    """
     from ketch.queue import Queue
 
     q = Queue.from_name(name, environment_name=_environment(environment))
@@ -183,9 +225,14 @@ def queue_len(name: str, partition: str | None, total: bool, environment: str | 
 @click.argument("name")
 @click.argument("n", type=click.IntRange(min=1), default=1)
 @click.option("--partition", default=None, help="A partition (default: the default one).")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def queue_peek(name: str, n: int, partition: str | None, environment: str | None) -> None:
-    """Print the next N items without removing them."""
+    """Print the next N items without removing them.
+
+    \b
+    Example:
+      ketch queue peek jobs
+    """
     from ketch.queue import Queue
 
     q = Queue.from_name(name, environment_name=_environment(environment))
@@ -204,9 +251,14 @@ def queue_peek(name: str, n: int, partition: str | None, environment: str | None
 @click.argument("name")
 @click.option("--partition", default=None, help="A partition (default: the default one).")
 @click.option("--all", "all_", is_flag=True, help="Clear every partition.")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def queue_clear(name: str, partition: str | None, all_: bool, environment: str | None) -> None:
-    """Remove the items of a partition (or of all, with --all)."""
+    """Remove the items of a partition (or of all, with --all).
+
+    \b
+    Example:
+      ketch queue clear jobs --all
+    """
     from ketch.queue import Queue
 
     Queue.from_name(name, environment_name=_environment(environment)).clear(
@@ -216,15 +268,15 @@ def queue_clear(name: str, partition: str | None, all_: bool, environment: str |
 
 @queue_group.command("delete")
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@env_option
+@yes_option
 def queue_delete(name: str, environment: str | None, yes: bool) -> None:
-    """Delete a Queue and its items."""
+    """Delete a Queue and its items.
+
+    \b
+    Example:
+      ketch queue delete jobs -y
+    """
     from ketch.queue import Queue
 
-    # Resolve first: a bad or missing name fails before any question is asked.
-    Queue.from_name(name, environment_name=_environment(environment)).hydrate()
-    if not yes:
-        click.confirm(f"Delete Queue {name!r} and its items?", abort=True)
-    Queue.delete(name, environment_name=_environment(environment))
-    click.echo(f"Deleted Queue {name!r}.")
+    _delete(Queue, name, environment, yes, "its items")

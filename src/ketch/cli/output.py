@@ -1,4 +1,5 @@
-"""What the commands print: tables, JSON, times, durations, and followed NDJSON streams."""
+"""What the commands print: tables, JSON, times, durations, and followed NDJSON streams;
+and the --env, --json and --yes options many commands take."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
+ENV_HELP = "Environment (default: the configured one, usually main)."
+env_option = click.option("--env", "environment", default=None, help=ENV_HELP)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
 def console(stderr: bool = False) -> Any:
@@ -26,6 +32,24 @@ def console(stderr: bool = False) -> Any:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data))
+
+
+def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...],
+               cells: Callable[[dict[str, Any]], list[str]], *, no_wrap: int = 1) -> None:
+    """Rows as one JSON list (--json), else as a table of `cells(row)` under `columns`.
+    The first `no_wrap` columns are never cut: ids and names get copied into other
+    commands."""
+    if as_json:
+        echo_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(*columns)
+    for col in table.columns[:no_wrap]:
+        col.no_wrap = True
+    for r in rows:
+        table.add_row(*cells(r))
+    console().print(table)
 
 
 def clock(ts: float | None, *, date: bool = True) -> str:

@@ -9,8 +9,7 @@ import click
 
 from ketch.cli import cli
 from ketch.cli.apps import _environment
-
-_ENV_HELP = "Environment (default: the configured one, usually main)."
+from ketch.cli.output import echo_json, env_option, json_option
 
 
 @cli.group()
@@ -52,7 +51,7 @@ def _from_dotenv(path: str) -> dict[str, str]:
               help="Also take KEY=VALUE lines from this .env file.")
 @click.option("--from-json", "json_file", type=click.Path(dir_okay=False), default=None,
               help="Also take the keys of this JSON object.")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 @click.option("--force", is_flag=True, help="Replace an existing secret.")
 def create(name: str, pairs: tuple[str, ...], dotenv: str | None, json_file: str | None,
            environment: str | None, force: bool) -> None:
@@ -85,8 +84,8 @@ def create(name: str, pairs: tuple[str, ...], dotenv: str | None, json_file: str
 
 
 @secret.command("list")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def list_secrets(environment: str | None, as_json: bool) -> None:
     """List secret names (never values).
 
@@ -100,15 +99,15 @@ def list_secrets(environment: str | None, as_json: bool) -> None:
     rows = run_sync(ApiClient().call("GET", "/v1/secrets",
                                      params={"environment": _environment(environment)}))
     if as_json:
-        click.echo(json.dumps(rows))
-    else:
-        for r in rows:
-            click.echo(r["name"])
+        echo_json(rows)
+        return
+    for r in rows:
+        click.echo(r["name"])
 
 
 @secret.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def delete(name: str, environment: str | None) -> None:
     """Delete a secret (apps already deployed with it fail to start new containers).
 

@@ -10,6 +10,7 @@ import time
 import click
 
 from ketch.cli import cli
+from ketch.cli.output import json_option
 from ketch.config import Config
 
 
@@ -65,7 +66,7 @@ def stop() -> None:
 
 
 @server.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def status(as_json: bool) -> None:
     """Show whether the server runs, with its addresses and containers.
 

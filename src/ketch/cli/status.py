@@ -8,14 +8,13 @@ from typing import Any
 import click
 
 from ketch.cli.apps import _environment, app
-from ketch.cli.output import api, console, echo_json
+from ketch.cli.output import api, console, echo_json, env_option, json_option
 
 
 @app.command("status")
 @click.argument("name")
-@click.option("--env", "environment", default=None,
-              help="Environment (default: the configured one, usually main).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def status(name: str, environment: str | None, as_json: bool) -> None:
     """Show each function of an app: containers (starting, idle, busy, draining), queued
     and running inputs, and why queued inputs wait (no GPU of a type, at max_containers,

@@ -8,6 +8,7 @@ import time
 import click
 
 from ketch.cli import cli
+from ketch.cli.output import json_option
 
 
 @cli.group()
@@ -21,7 +22,7 @@ def token() -> None:
 
 
 @token.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def create(as_json: bool) -> None:
     """Create a token; its secret is shown once and stored only as a hash.
 
@@ -44,7 +45,7 @@ def create(as_json: bool) -> None:
 
 
 @token.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def list_tokens(as_json: bool) -> None:
     """List token ids (never secrets).
 

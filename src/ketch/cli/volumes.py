@@ -10,9 +10,7 @@ import click
 
 from ketch.cli import cli
 from ketch.cli.apps import _environment
-from ketch.cli.output import clock, echo_json
-
-_ENV_HELP = "Environment (default: the configured one, usually main)."
+from ketch.cli.output import clock, echo_json, env_option, json_option, yes_option
 
 
 def _volume(name: str, environment: str | None) -> object:
@@ -37,7 +35,7 @@ def volume() -> None:
 
 @volume.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 def create(name: str, environment: str | None) -> None:
     """Create an empty volume.
 
@@ -56,8 +54,8 @@ def create(name: str, environment: str | None) -> None:
 
 
 @volume.command("list")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@env_option
+@json_option
 def list_volumes(environment: str | None, as_json: bool) -> None:
     """List named volumes.
 
@@ -79,9 +77,9 @@ def list_volumes(environment: str | None, as_json: bool) -> None:
 @volume.command()
 @click.argument("name")
 @click.argument("path", default="/")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 @click.option("-r", "--recursive", is_flag=True, help="List everything below PATH.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def ls(name: str, path: str, environment: str | None, recursive: bool, as_json: bool) -> None:
     """List files in a volume (directories end with '/').
 
@@ -107,7 +105,7 @@ def ls(name: str, path: str, environment: str | None, recursive: bool, as_json: 
 @click.argument("name")
 @click.argument("local", type=click.Path(exists=True))
 @click.argument("remote", default="/")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 @click.option("-f", "--force", is_flag=True, help="Replace files that already exist.")
 def put(name: str, local: str, remote: str, environment: str | None, force: bool) -> None:
     """Upload a local file or directory. A REMOTE ending in '/' (the default, '/') is a
@@ -137,7 +135,7 @@ def put(name: str, local: str, remote: str, environment: str | None, force: bool
 @click.argument("name")
 @click.argument("remote")
 @click.argument("local", default=".")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite local files.")
 def get(name: str, remote: str, local: str, environment: str | None, force: bool) -> None:
     """Download a file (or a directory, recursively). LOCAL '-' writes a file to stdout;
@@ -189,7 +187,7 @@ def get(name: str, remote: str, local: str, environment: str | None, force: bool
 @volume.command()
 @click.argument("name")
 @click.argument("path")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
+@env_option
 @click.option("-r", "--recursive", is_flag=True, help="Remove a directory and its contents.")
 def rm(name: str, path: str, environment: str | None, recursive: bool) -> None:
     """Remove a file (or, with -r, a directory) from a volume.
@@ -208,8 +206,8 @@ def rm(name: str, path: str, environment: str | None, recursive: bool) -> None:
 
 @volume.command()
 @click.argument("name")
-@click.option("--env", "environment", default=None, help=_ENV_HELP)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@env_option
+@yes_option
 def delete(name: str, environment: str | None, yes: bool) -> None:
     """Delete a volume and every file in it.
 

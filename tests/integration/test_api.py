@@ -14,7 +14,7 @@ def _base(server) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     return f"http://127.0.0.1:{info['api_port']}", token
 
 
-@pytest.mark.spec("C5")
+@pytest.mark.spec("C5", "C4")
 def test_openapi_document_and_token(server) -> None:  # type: ignore[no-untyped-def]
     base, token = _base(server)
     doc = httpx.get(f"{base}/openapi.json").json()

@@ -169,6 +169,7 @@ def test_required_keys_are_checked_at_deploy(server, tmp_path) -> None:
     assert deployed(server.home, f"required-keys-{tag}") is not None
 
 
+@pytest.mark.spec("C3")
 def test_secret_cli_create_force_delete(server, tmp_path) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     ok(ketch(server.home, "secret", "create", name, "A=1"))

@@ -247,7 +247,7 @@ def test_host_routed_url(app_id: str, http: httpx.Client, ketch_server: Any) -> 
 CREDENTIAL_HEADERS = {"ketch-key", "ketch-secret", "modal-key", "modal-secret", "authorization"}
 
 
-@pytest.mark.spec("W15")
+@pytest.mark.spec("W15", "C4")
 def test_proxy_auth(app_id: str, http: httpx.Client, ketch_server: Any) -> None:
     target = url(w.protected)
     starts = cold_starts()
@@ -274,6 +274,9 @@ def test_proxy_auth(app_id: str, http: httpx.Client, ketch_server: Any) -> None:
         seen = set(r.json()["headers"])
         assert not seen & CREDENTIAL_HEADERS, seen
 
+    listed = json.loads(ketch_server.ketch("token", "list", "--json", check=True).stdout)
+    mine = [t for t in listed if t["token_id"] == key]
+    assert len(mine) == 1 and secret not in json.dumps(listed)  # the secret is never listed
     ketch_server.ketch("token", "revoke", key, check=True)
     r = http.get(target, headers={"Ketch-Key": key, "Ketch-Secret": secret})
     assert r.status_code == 401 and r.text.startswith("ketch:")

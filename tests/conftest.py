@@ -159,11 +159,13 @@ def fresh_server(tmp_path: Path, ketch_server: ServerHandle) -> Iterator[ServerH
 
 
 def _close_client() -> None:
-    from ketch._client.client import Client
+    from ketch._client.client import Client, _open_clients
     from ketch._utils.aio import run_sync
 
-    current = Client._current
-    if current is not None:
-        with contextlib.suppress(Exception):
-            run_sync(current.close())
+    # Every open client, not just the current one: an older one still holding an object
+    # handle or a lease would reconnect, and reconnecting starts the server again.
+    for client in [Client._current, *_open_clients]:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                run_sync(client.close())
     Client.reset()

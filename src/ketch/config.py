@@ -37,7 +37,14 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_DICT_VALUE_LIMIT": ("dict_value_limit", int),
     "KETCH_QUEUE_ITEM_LIMIT": ("queue_item_limit", int),
     "KETCH_QUEUE_PARTITION_SIZE": ("queue_partition_size", int),
+    "KETCH_MAX_FRAME_PREAUTH": ("max_frame_preauth", int),
+    "KETCH_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
+    "KETCH_HELLO_TIMEOUT": ("hello_timeout", float),
+    "KETCH_MAX_UNAUTHENTICATED": ("max_unauthenticated", int),
 }
+
+# Room a message needs besides its largest value (the key, the envelope).
+_MESSAGE_ROOM = 1024 * 1024
 
 # Settings for which an empty value means "off".
 _MAY_BE_EMPTY = frozenset({"tls_cert", "tls_key"})
@@ -83,13 +90,23 @@ class Config:
     dict_value_limit: int = 1024**3
     queue_item_limit: int = 1024**2
     queue_partition_size: int = 5000
+    # The call port (SDK clients, containers): the largest first frame of a connection that
+    # has not said hello yet, the largest message after it, how long a hello may take, and
+    # how many connections may be waiting for theirs at once (more are closed on arrival).
+    max_frame_preauth: int = 64 * 1024
+    max_message_bytes: int = 2 * 1024**3
+    hello_timeout: float = 10.0
+    max_unauthenticated: int = 128
 
     @classmethod
     def load(cls, profile: str | None = None) -> Config:
         values: dict[str, Any] = {}
         path = Path(os.environ.get("KETCH_CONFIG_FILE") or "~/.ketch.toml").expanduser()
-        if "KETCH_CONFIG_FILE" in os.environ and os.environ["KETCH_CONFIG_FILE"] \
-                and not path.is_file():
+        if (
+            "KETCH_CONFIG_FILE" in os.environ
+            and os.environ["KETCH_CONFIG_FILE"]
+            and not path.is_file()
+        ):
             raise InvalidError(f"KETCH_CONFIG_FILE={str(path)!r}: no such file")
         if path.is_file():
             values.update(_read_profile(path, profile))
@@ -98,11 +115,24 @@ class Config:
             if raw is not None and raw != "":
                 values[field_name] = _check(field_name, _parse(env_name, raw, typ), env_name)
         cfg = cls(**values)
+        if cfg.max_message_bytes < cfg.dict_value_limit + _MESSAGE_ROOM:
+            raise InvalidError(
+                f"max_message_bytes (KETCH_MAX_MESSAGE_BYTES) is {cfg.max_message_bytes}: it "
+                f"must be at least dict_value_limit ({cfg.dict_value_limit}) + {_MESSAGE_ROOM}"
+                ", or the largest Dict value could not be sent; raise it or lower "
+                "dict_value_limit"
+            )
         if bool(cfg.tls_cert) != bool(cfg.tls_key):
-            raise InvalidError("tls_cert and tls_key (KETCH_TLS_CERT, KETCH_TLS_KEY) go together: "
-                               "set both to serve HTTPS, or neither")
-        return replace(cfg, home=cfg.home.expanduser().resolve(),
-                       tls_cert=_tls_path(cfg.tls_cert), tls_key=_tls_path(cfg.tls_key))
+            raise InvalidError(
+                "tls_cert and tls_key (KETCH_TLS_CERT, KETCH_TLS_KEY) go together: "
+                "set both to serve HTTPS, or neither"
+            )
+        return replace(
+            cfg,
+            home=cfg.home.expanduser().resolve(),
+            tls_cert=_tls_path(cfg.tls_cert),
+            tls_key=_tls_path(cfg.tls_key),
+        )
 
     @property
     def server_file(self) -> Path:
@@ -123,8 +153,7 @@ def _read_profile(path: Path, profile: str | None) -> dict[str, Any]:
     for key, value in doc.items():
         if key != "active" and not isinstance(value, dict):
             raise InvalidError(
-                f"{path}: top-level setting {key!r} must sit in a profile table, "
-                "e.g. [default]"
+                f"{path}: top-level setting {key!r} must sit in a profile table, e.g. [default]"
             )
     chosen = profile or os.environ.get("KETCH_PROFILE") or active
     name = chosen or "default"
@@ -151,8 +180,13 @@ def _kinds(key: str) -> tuple[type, ...]:
     """The value types a setting accepts, read off its default (so that a new setting
     needs no entry in a table here)."""
     default = next(f.default for f in fields(Config) if f.name == key)
-    for kind, accepted in ((bool, (bool,)), (int, (int,)), (float, (int, float)),
-                           (Path, (str, Path)), (str, (str,))):
+    for kind, accepted in (
+        (bool, (bool,)),
+        (int, (int,)),
+        (float, (int, float)),
+        (Path, (str, Path)),
+        (str, (str,)),
+    ):
         if isinstance(default, kind):
             return accepted
     return (object,)
@@ -169,8 +203,19 @@ def _check(key: str, given: object, where: str) -> Any:
     if key == "max_queue" and value < 1:
         raise InvalidError(f"{where}: must be at least 1, got {value}")
     if key == "request_timeout" and not 0 < value <= 86400:
-        raise InvalidError(f"{where}: request_timeout is in seconds, more than 0 and at most "
-                           f"86400, got {value}")
+        raise InvalidError(
+            f"{where}: request_timeout is in seconds, more than 0 and at most 86400, got {value}"
+        )
+    if key == "max_frame_preauth" and not 1024 <= value <= 16 * 1024**2:
+        raise InvalidError(
+            f"{where}: must be between 1024 (a hello fits) and 16777216 bytes, got {value}"
+        )
+    if key == "hello_timeout" and not 0 < value <= 3600:
+        raise InvalidError(
+            f"{where}: hello_timeout is in seconds, more than 0 and at most 3600, got {value}"
+        )
+    if key == "max_unauthenticated" and value < 1:
+        raise InvalidError(f"{where}: must be at least 1, got {value}")
     if key.endswith("_port") and not 0 <= value <= 65535:
         raise InvalidError(f"{where}: a port must be between 0 and 65535, got {value}")
     if kinds in ((int,), (int, float)) and value < 0:
@@ -180,8 +225,7 @@ def _check(key: str, given: object, where: str) -> Any:
     if key in _MAY_BE_EMPTY and value and not os.path.isabs(os.path.expanduser(value)):
         # The server runs in its state directory: a relative path would name another file
         # there than where the command that started it was run.
-        raise InvalidError(f"{where}: must be an absolute path (or start with ~), "
-                           f"got {value!r}")
+        raise InvalidError(f"{where}: must be an absolute path (or start with ~), got {value!r}")
     if Path in kinds:
         return Path(value)
     if float in kinds:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_app_versions_and_unique_live_name(tmp_path: Path) -> None:
     assert s.save_app_version("ap-1", "hello", "main", "deployed", {"v": 1}) == 1
     assert s.save_app_version("ap-1", "hello", "main", "deployed", {"v": 2}) == 2
     [(app, spec)] = s.live_apps()
-    assert app["version"] == 2 and spec == {"v": 2}
+    assert app["version"] == 2 and json.loads(spec) == {"v": 2}
     with pytest.raises(sqlite3.IntegrityError):
         s.save_app_version("ap-2", "hello", "main", "deployed", {})
     s.set_app_state("ap-1", "stopped")

@@ -2,6 +2,9 @@
 
 Calls in flight survive a dropped connection: on reconnect (starting the server again if
 needed) the client re-sends them under the same input ids, and the server runs each once.
+A client reconnects at once only while it carries something (calls, requests, leased apps,
+log subscriptions); an idle one reconnects on its next use, so that a server someone
+stopped on purpose stays stopped.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from typing import Any
 from ketch._client.discovery import ServerInfo, ensure_server, from_container_env
 from ketch._utils import payload
 from ketch._utils.ids import new_id
-from ketch._utils.wire import Channel, ChannelClosed, open_channel
+from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
 from ketch.config import Config
 from ketch.exception import ConnectionError as KetchConnectionError
+from ketch.exception import InvalidError, RequestSizeError
 
 log = logging.getLogger("ketch.client")
 
 # How long a client keeps trying to get back to its server before failing the calls.
 RECONNECT_FOR = 120.0
+# Hellos tried on one connect when the server closes the connection unheard (about 6 s).
+_HELLO_TRIES = 8
 
 # Every open client, referenced until it is closed. A client that is no longer current
 # (after Client.reset()) may still carry leased apps and calls in flight; if it were
@@ -57,6 +63,7 @@ class Client:
         self._connected = asyncio.Event()
         self._connect_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
         self.broken: BaseException | None = None
         _open_clients.add(self)
@@ -84,6 +91,10 @@ class Client:
     def _idle(self) -> bool:
         return not (self.leases or self.pending or self.requests)
 
+    def _has_work(self) -> bool:
+        """Whether anything would be lost without a connection."""
+        return not self._idle() or bool(self.log_subscriptions)
+
     def _close_if_idle(self) -> None:
         if self._closed or self is Client._current or not self._idle():
             return
@@ -100,21 +111,52 @@ class Client:
         loop.call_soon_threadsafe(close)
 
     async def connect(self) -> None:
+        """Connect (starting the server if needed), then send again what the client
+        carries: subscriptions, leases, calls and requests not answered yet."""
         async with self._connect_lock:
             if self._connected.is_set():
                 return
             await self._open()
+            self._resend()
 
     async def _open(self) -> None:
         info = from_container_env()
         if info is None:
             info = await asyncio.to_thread(ensure_server, self.config)
-        ch = await open_channel(info.call_addr)
-        ch.send({"t": "hello", "role": "client", "token": info.token, "client_id": self.client_id})
-        reply = (await asyncio.wait_for(ch.recv(), 30))[0]
+        delay = 0.05
+        for attempt in range(_HELLO_TRIES):
+            ch = await open_channel(info.call_addr)
+            hello = {
+                "t": "hello",
+                "role": "client",
+                "token": info.token,
+                "client_id": self.client_id,
+            }
+            ch.send(hello)
+            try:
+                batch = await asyncio.wait_for(ch.recv(), 30)
+            except (ChannelClosed, ConnectionResetError) as exc:
+                # Closed unheard: the server is stopping, or has too many connections
+                # waiting for their hello; try again shortly.
+                ch.close()
+                if attempt == _HELLO_TRIES - 1:
+                    raise KetchConnectionError(
+                        f"the ketch server closed the connection ({exc})"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            except BaseException:
+                ch.close()
+                raise
+            break
+        reply = batch[0] if batch else {}
         if reply.get("t") != "welcome":
             ch.close()
             raise KetchConnectionError(f"the ketch server refused the connection: {reply}")
+        limit = reply.get("max_message")
+        ch.max_message = limit if isinstance(limit, int) else None
+        ch.on_refused = self._refused
         self.info, self.channel = info, ch
         self._reader = asyncio.ensure_future(self._read(ch))
         self._connected.set()
@@ -122,14 +164,27 @@ class Client:
     async def _read(self, ch: Channel) -> None:
         try:
             while True:
-                for msg in await ch.recv():
-                    self._dispatch(msg)
+                # One call per frame: nothing from it (a large result) stays referenced here
+                # while the next frame is awaited.
+                self._dispatch_all(await ch.recv())
         except ChannelClosed:
             pass
-        if self._closed:
+        if self._closed or ch is not self.channel:
             return
         self._connected.clear()
-        await self._reconnect()
+        self.channel = None
+        if self._has_work():
+            self._start_reconnect()
+        # else: idle; the next use connects again (and starts a server if there is none).
+
+    def _dispatch_all(self, batch: list[dict[str, Any]]) -> None:
+        for msg in batch:
+            self._dispatch(msg)
+
+    def _start_reconnect(self) -> None:
+        if self._closed or (self._reconnecting is not None and not self._reconnecting.done()):
+            return
+        self._reconnecting = asyncio.ensure_future(self._reconnect())
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         t = msg["t"]
@@ -152,17 +207,17 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RECONNECT_FOR
         delay = 0.05
-        while not self._closed:
+        while not self._closed and not self._connected.is_set():
             try:
-                await self._open()
+                await self.connect()
             except (OSError, KetchConnectionError, TimeoutError, ChannelClosed) as exc:
                 if loop.time() > deadline:
                     self._fail_all(KetchConnectionError(f"lost the ketch server: {exc}"))
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-                continue
-            break
+
+    def _resend(self) -> None:
         assert self.channel is not None
         for app_id in self.log_subscriptions:
             self.channel.send({"t": "logs", "app_id": app_id})
@@ -173,31 +228,61 @@ class Client:
         for msg, _ in list(self.requests.values()):
             self.channel.send(msg)
 
+    def _refused(self, msg: dict[str, Any], exc: Exception) -> None:
+        """A message the channel would not send (too large, or not encodable): its call
+        or request fails here, with nothing sent."""
+        error: Exception = exc
+        if isinstance(exc, MessageTooLarge):
+            error = RequestSizeError(
+                f"the {msg.get('t')!r} message is {exc.size} bytes encoded; the server takes "
+                f"at most {exc.limit} (its max_message_bytes, KETCH_MAX_MESSAGE_BYTES)"
+            )
+        elif not isinstance(exc, KetchConnectionError):
+            error = InvalidError(f"the {msg.get('t')!r} message cannot be sent: {exc}")
+        iid = msg.get("iid")
+        if msg.get("t") == "call" and isinstance(iid, str):
+            pending = self.pending.pop(iid, None)
+            if pending is not None:
+                pending.on_message(
+                    {"t": "res", "iid": iid, "ok": False, "error": None, "local_error": error}
+                )
+            return
+        rid = msg.get("rid")
+        entry = self.requests.pop(rid, None) if isinstance(rid, int) else None
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(error)
+
     def _fail_all(self, exc: BaseException) -> None:
         self.broken = exc
         err = {"exc": None, "repr": repr(exc), "tb": ""}
         for iid, pending in list(self.pending.items()):
             del self.pending[iid]
-            pending.on_message({"t": "res", "iid": iid, "ok": False, "error": err,
-                                "local_error": exc})
+            pending.on_message(
+                {"t": "res", "iid": iid, "ok": False, "error": err, "local_error": exc}
+            )
         for _, fut in self.requests.values():
             if not fut.done():
                 fut.set_exception(exc)
         self.requests.clear()
 
     async def _channel(self) -> Channel:
-        if not self._connected.is_set():
+        while not self._connected.is_set() or self.channel is None:
             if self.broken is not None:
                 raise self.broken
-            await asyncio.wait_for(self._connected.wait(), RECONNECT_FOR + 5)
-        assert self.channel is not None
+            if self._reconnecting is not None and not self._reconnecting.done():
+                await asyncio.shield(self._reconnecting)
+            else:
+                await self.connect()  # idle until now: connect for this use, errors and all
         return self.channel
 
     # -- operations ---------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
         if self.channel is not None and self._connected.is_set():
             self.channel.send(msg)
-        # else: re-sent by _reconnect from self.pending / self.requests
+        elif self._has_work() and self.broken is None:
+            # Sent again from self.pending / self.requests / the leases once connected; a
+            # message that is none of those (a cancel) has nothing left to act on.
+            self._start_reconnect()
 
     async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A request/reply exchange (spawn, get, lookup, cancel); raises remote errors."""
@@ -216,8 +301,12 @@ class Client:
         return reply
 
     def submit(
-        self, fid: str, req: dict[str, Any], kind: str,
-        on_message: Callable[[dict[str, Any]], None], iid: str | None = None,
+        self,
+        fid: str,
+        req: dict[str, Any],
+        kind: str,
+        on_message: Callable[[dict[str, Any]], None],
+        iid: str | None = None,
     ) -> str:
         iid = iid or new_id("in")
         msg = {"t": "call", "iid": iid, "fid": fid, "req": req, "kind": kind}
@@ -277,10 +366,11 @@ class Client:
         _open_clients.discard(self)
         if self.channel is not None:
             self.channel.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._reconnecting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def result_of(msg: dict[str, Any]) -> Any:

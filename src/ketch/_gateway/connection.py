@@ -25,6 +25,7 @@ from ketch._gateway.http import (
     analyse_head,
     forward_request_head,
     forwarding,
+    is_websocket,
     parse_host,
     platform_response,
 )
@@ -83,6 +84,9 @@ class ClientConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0  # request line + headers, as the parser reported them
         self._head_bytes = 0  # raw bytes received while a head is awaited
+        # Raw bytes of a body since the parser last passed on body data: past the limit, they
+        # are trailer fields (or chunk framing) piling up in the parser, never data.
+        self._since_body = 0
         self._in_head = True
         self._begun = False  # part of a request head has arrived
         self._host_raw = b""  # the last Host value and its parse: a connection rarely varies
@@ -135,14 +139,19 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._in_head:
             self._head_bytes += len(data)
+        else:
+            self._since_body += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed request ({exc})")
-        if self._in_head and self._head_bytes > self._limits.max_head_bytes:
+        limit = self._limits.max_head_bytes
+        if self._in_head and self._head_bytes > limit:
             self._refuse(431, "request head too large")
+        elif self._since_body > limit:
+            self._refuse(431, "request trailer fields (or chunk framing) too large")
         if self._idle and self._begun:
             self._arm(self._limits.head_timeout)  # a head began on an idle connection
         if self._active is None and self._queue:
@@ -214,18 +223,27 @@ class ClientConnection(asyncio.Protocol):
             return
         self._in_head = self._begun = False
         self._cancel_timer()
+        headers = self._headers
+        # Trailer fields of a chunked body come through on_header too: they go to a list of
+        # their own, never forwarded, and count with the head against its limit.
+        self._headers = []
         if self._head_size > self._limits.max_head_bytes:
             self._refuse(431, "request head too large")
             return
         parser = self._parser
         method = parser.get_method()
-        http10 = parser.get_http_version() == "1.0"
-        headers = self._headers
+        version = parser.get_http_version()
+        http10 = version == "1.0"
         target = self._url
         try:
+            if not http10 and version != "1.1":
+                raise BadRequest(505, f"HTTP/{version} is not supported; use HTTP/1.1")
             if method == b"CONNECT":
                 raise BadRequest(405, "CONNECT is not supported")
             facts = analyse_head(headers)
+            if http10 and facts.chunked:
+                # RFC 9112 §6.1: an HTTP/1.0 message's Transfer-Encoding means faulty framing.
+                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
             authority = facts.host
             if target[:1] != b"/" and target != b"*":
                 # Absolute form: its authority wins over Host (RFC 9112 §3.2.2); the app
@@ -255,8 +273,12 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(400, "malformed request head")
             return
         upgrade = parser.should_upgrade()
-        websocket = (upgrade and method == b"GET" and facts.upgrade is not None
-                     and b"websocket" in facts.upgrade.lower())
+        if upgrade and (facts.chunked or length):
+            # The parser hands what follows an upgrade head over unread, a body included: it
+            # would go to the container as a request nobody checked, or not at all.
+            self._refuse(400, "a request asking to upgrade the connection cannot have a body")
+            return
+        websocket = upgrade and method == b"GET" and not http10 and is_websocket(facts.upgrade)
         peer = self._peer
         fwd = forwarding(peer[0], facts, self._gw.trusted_proxies)
         if self._tls and (facts.forwarded_proto is None
@@ -284,6 +306,7 @@ class ClientConnection(asyncio.Protocol):
         self._queue.append(ex)
 
     def on_body(self, body: bytes) -> None:
+        self._since_body = 0
         ex = self._parsing
         if ex is None or self._stop:
             return
@@ -297,9 +320,12 @@ class ClientConnection(asyncio.Protocol):
         ex = self._parsing
         if ex is None or self._stop:
             return
+        if self._headers and self._head_size > self._limits.max_head_bytes:
+            self._refuse(431, "request trailer fields too large")  # the body went bad
+            return
         self._parsing = None
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = self._since_body = 0
         ex.end_body()
         if not ex.keep_alive or ex.close_client:
             self._stop = True  # the parser would refuse what follows anyway
@@ -320,10 +346,15 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def enter_tunnel(self, upstream: Upstream) -> None:
-        """The container accepted the upgrade: from now on bytes pass unparsed both ways."""
+        """The container accepted the upgrade: from now on bytes pass unparsed both ways,
+        starting with those held since the handshake."""
         self._tunnel = upstream
         self._stop = True
         self._cancel_timer()
+        ex = upstream.exchange
+        if ex is not None and ex.tunnel_data:
+            upstream.write(ex.tunnel_data)
+            ex.tunnel_data = b""
         self.resume(RESOLVING | QUEUED | UPGRADING)
         self._stats["websockets"] += 1
 
@@ -563,16 +594,18 @@ class ClientConnection(asyncio.Protocol):
             self._queue.append(ex)
 
     def _upgraded(self, rest: bytes) -> None:
-        """The parser stopped at an upgrade: what follows the head is not HTTP/1.1."""
+        """The parser stopped at an upgrade: what follows the head is not HTTP/1.1.
+
+        Those bytes are held, not sent: until the container's 101 they belong to no
+        protocol, and a container that does not switch would read them as requests nobody
+        checked. After a 101 they go into the tunnel; after any other answer they are
+        dropped with the connection."""
         ex, self._upgrade = self._upgrade, None
         self._stop = True
         if ex is None or not ex.websocket or self._gone:
             return
         if rest:
-            if ex.upstream is not None:
-                ex.upstream.write(rest)
-            else:
-                ex.tunnel_data += rest
+            ex.tunnel_data += rest
         if self._tunnel is None:
             self.pause(UPGRADING)
 

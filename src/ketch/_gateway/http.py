@@ -8,6 +8,7 @@ from http import HTTPStatus
 
 __all__ = [
     "HOP_BY_HOP",
+    "HTTP1_STATUS_LINES",
     "BadRequest",
     "Forwarding",
     "HeadFacts",
@@ -15,9 +16,13 @@ __all__ = [
     "analyse_head",
     "forward_request_head",
     "forwarding",
+    "is_websocket",
     "parse_host",
     "platform_response",
+    "response_chunked",
+    "response_problem",
     "rewrite_response_head",
+    "switches_to_websocket",
 ]
 
 
@@ -60,8 +65,8 @@ HOP_BY_HOP = frozenset(
 
 # Whatever the client sent under these names is replaced by the gateway's own values.
 _REPLACED = frozenset(
-    {b"transfer-encoding", b"x-ketch-client", b"x-forwarded-for", b"x-forwarded-proto",
-     b"x-forwarded-host"}
+    {b"transfer-encoding", b"content-length", b"x-ketch-client", b"x-forwarded-for",
+     b"x-forwarded-proto", b"x-forwarded-host"}
 )
 _DROP = HOP_BY_HOP | _REPLACED
 # From a peer that is not a trusted proxy, RFC 7239's header would let a client claim any
@@ -97,11 +102,17 @@ def _tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 
+def is_websocket(upgrade: bytes | None) -> bool:
+    """An Upgrade field that asks for WebSocket and nothing else (RFC 6455 §4.1)."""
+    return upgrade is not None and _tokens(upgrade) == [b"websocket"]
+
+
 def analyse_head(headers: list[tuple[bytes, bytes]]) -> HeadFacts:
     """Scan lower-cased headers for framing, routing and forwarding facts; raise BadRequest
     where RFC 9112 says a server must refuse the message."""
     facts = HeadFacts()
     connection: list[bytes] = []
+    codings: list[bytes] | None = None
     seen_host = False
     for name, value in headers:
         if name == b"host":
@@ -114,9 +125,9 @@ def analyse_head(headers: list[tuple[bytes, bytes]]) -> HeadFacts:
             # same value is what remains.
             facts.content_length = int(value.strip())
         elif name == b"transfer-encoding":
-            if _tokens(value) != [b"chunked"]:
-                raise BadRequest(501, "only the chunked transfer coding is supported")
-            facts.chunked = True
+            if codings is None:
+                codings = []
+            codings.extend(_tokens(value))
         elif name == b"connection":
             connection.extend(_tokens(value))
         elif name == b"upgrade":
@@ -131,6 +142,15 @@ def analyse_head(headers: list[tuple[bytes, bytes]]) -> HeadFacts:
             facts.forwarded_host = value
     if connection:
         facts.connection = frozenset(connection)
+    if codings:
+        # RFC 9112 §6.3: chunked must be the final coding, applied once, or the length
+        # cannot be known: refused. A well-formed chain with other codings is only
+        # unsupported.
+        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise BadRequest(400, "invalid Transfer-Encoding: chunked must be the final coding")
+        if len(codings) != 1:
+            raise BadRequest(501, "only the chunked transfer coding is supported")
+        facts.chunked = True
     return facts
 
 
@@ -187,10 +207,14 @@ def forward_request_head(
     for name, value in headers:
         if name not in drop:
             parts += (name, b": ", value, b"\r\n")
+    # The framing fields are the gateway's own, written from what it parsed: the container
+    # then reads the body exactly as the gateway does, whatever the client's spelling.
     if facts.chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
+    elif facts.content_length is not None:
+        parts.append(b"content-length: %d\r\n" % facts.content_length)
     if websocket:
-        parts += (b"connection: upgrade\r\nupgrade: ", facts.upgrade or b"websocket", b"\r\n")
+        parts.append(b"connection: upgrade\r\nupgrade: websocket\r\n")
     client = fwd.client.encode("latin-1")
     parts += (
         b"x-ketch-client: ", client,
@@ -246,6 +270,45 @@ def rewrite_response_head(
         kept.append(b"connection: keep-alive")
     kept.append(b"\r\n")
     return b"\r\n".join(kept)
+
+
+_TE_FIELD = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
+_UPGRADE_WEBSOCKET = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n")
+
+
+HTTP1_STATUS_LINES = (b"HTTP/1.1 ", b"HTTP/1.0 ")
+
+
+def response_problem(raw: bytes, status: int) -> str | None:
+    """Why a container's response head cannot be passed on, or None. The parser already
+    refused what RFC 9112 forbids outright (bare CR or LF, folding, conflicting lengths);
+    these are what it lets through that a client could read differently."""
+    if not raw.startswith(HTTP1_STATUS_LINES):
+        return f"the app answered in another protocol ({raw[:9]!r})"
+    if not 100 <= status <= 599:
+        return f"the app answered with the status {status}"
+    return None
+
+
+_TE = b"\r\ntransfer-encoding:"
+_TE_CHUNKED = b"\r\ntransfer-encoding: chunked\r\n"
+
+
+def response_chunked(lower: bytes, at: int) -> bool | None:
+    """For a response head with Transfer-Encoding (its first field at `at`): whether its
+    body is chunked (else it runs to the connection's end, RFC 9112 §6.3), or None when
+    chunked is applied twice."""
+    if lower.startswith(_TE_CHUNKED, at) and lower.find(_TE, at + len(_TE)) < 0:
+        return True  # what servers send
+    codings = [t for value in _TE_FIELD.findall(lower) for t in _tokens(value)]
+    if codings.count(b"chunked") > 1:
+        return None
+    return bool(codings) and codings[-1] == b"chunked"
+
+
+def switches_to_websocket(lower: bytes) -> bool:
+    """Whether a 101 head says what it switches to is WebSocket."""
+    return _UPGRADE_WEBSOCKET.search(lower) is not None
 
 
 def _reason(status: int) -> str:

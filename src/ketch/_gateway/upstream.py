@@ -12,7 +12,14 @@ from typing import cast
 import httptools
 
 from ketch._gateway.exchange import BACKPRESSURE, Exchange
-from ketch._gateway.http import Limits, rewrite_response_head
+from ketch._gateway.http import (
+    HTTP1_STATUS_LINES,
+    Limits,
+    response_chunked,
+    response_problem,
+    rewrite_response_head,
+    switches_to_websocket,
+)
 
 __all__ = ["Pool", "Upstream", "UpstreamUnavailable"]
 
@@ -56,6 +63,8 @@ class Upstream(asyncio.Protocol):
         self._until_close = False  # body delimited by the connection's end
         self._got_bytes = False
         self._keep = False  # the server will keep the connection after this response
+        self._overrun = False  # bytes came after the response's end: framing is broken
+        self._out = b""  # what this read passes on to the client, once it parsed cleanly
         self._fd = -1  # a duplicate of the socket's descriptor, see _salvage
         self.reused = False  # set by the pool when the connection serves another request
 
@@ -83,21 +92,34 @@ class Upstream(asyncio.Protocol):
         if state == _TUNNEL:
             ex.client.transport.write(data)
             return
-        if state == _RAW:
-            ex.client.transport.write(data)
-        elif state == _HEAD:
+        if state == _HEAD:
             self._buf = self._buf + data if self._buf else data
         assert self._parser is not None
+        # Parsed before any of it is passed on: bytes past the response's end (a second
+        # response, to a request the gateway never sent) must not reach the client, where
+        # they would answer its next request.
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            pass  # after a 101 the bytes are the tunnel's, already passed on
+            pass  # after a 101 the bytes are the tunnel's
         except httptools.HttpParserError as exc:
             if self.exchange is ex and self._state != _TUNNEL:
                 self._fail(ex, f"the app sent a malformed response ({exc})")
                 return
         if self.exchange is not ex:
             return
+        if self._overrun:
+            self._fail(ex, "the app sent more than one response to one request")
+            return
+        client = ex.client
+        if state == _RAW:
+            client.transport.write(data)
+        elif self._out:
+            out, self._out = self._out, b""
+            client.transport.write(out)
+            if self._state == _TUNNEL:
+                client.enter_tunnel(self)
+                return
         if self._complete:
             self._finish(ex, reusable=True)
         elif self._state == _HEAD and len(self._buf) > self.pool.limits.max_response_head_bytes:
@@ -152,10 +174,14 @@ class Upstream(asyncio.Protocol):
 
     # -- parser callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._overrun = True
+
     def on_headers_complete(self) -> None:
         ex = self.exchange
         parser = self._parser
-        if ex is None or parser is None:
+        if ex is None or parser is None or self._complete:
             return
         buf = self._buf
         end = buf.find(b"\r\n\r\n") + 4
@@ -164,6 +190,9 @@ class Upstream(asyncio.Protocol):
         status = parser.get_status_code()
         client = ex.client
         if status < 200 and status != 101:
+            if status < 100:
+                self._fail(ex, f"the app answered with the status {status}")
+                return
             self._interim = True
             # RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
             if not ex.http10:
@@ -171,12 +200,27 @@ class Upstream(asyncio.Protocol):
             self._buf = rest  # the next head starts here; the parser carries on with it
             return
         lower = raw.lower()
-        chunked = b"\r\ntransfer-encoding:" in lower
+        problem = None
+        if status > 599 or not raw.startswith(HTTP1_STATUS_LINES):
+            problem = response_problem(raw, status)
+        chunked = False
+        at = lower.find(b"\r\ntransfer-encoding:")
+        if at >= 0:
+            coding = response_chunked(lower, at)
+            if coding is None:
+                problem = "the app's response applies chunked more than once"
+            chunked = bool(coding)
+        if problem is not None:
+            self._fail(ex, problem)
+            return
         framed = chunked or b"\r\ncontent-length:" in lower
         no_body = ex.is_head_method or status in (204, 304)
         tunnel = status == 101
-        if tunnel and not ex.websocket:
+        if tunnel and not (ex.websocket and switches_to_websocket(lower)):
             self._fail(ex, "the app switched protocols unasked")
+            return
+        if no_body and rest:
+            self._overrun = True  # a body where there can be none
             return
         self._until_close = not framed and not no_body and not tunnel
         dechunk = ex.http10 and chunked and not no_body
@@ -207,13 +251,14 @@ class Upstream(asyncio.Protocol):
             # Head and the body's first bytes in one write: one segment, one system call.
             if rest:
                 out += rest
-        client.transport.write(out)
-        if tunnel:
-            client.enter_tunnel(self)
+        self._out = out  # written once the whole read has parsed
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
-        if self._state == _DECHUNK and ex is not None:
+        if self._state == _DECHUNK and ex is not None and not self._complete:
+            if self._out:
+                out, self._out = self._out, b""
+                ex.client.transport.write(out)
             ex.client.transport.write(body)
 
     def on_message_complete(self) -> None:
@@ -237,17 +282,14 @@ class Upstream(asyncio.Protocol):
             # each message.
             self._parser = httptools.HttpResponseParser(self)
         self._state = _HEAD
-        self._buf = b""
+        self._buf = self._out = b""
         self._interim = self._complete = self._until_close = self._got_bytes = False
-        self._keep = False
+        self._keep = self._overrun = False
         if ex.pending:
             transport.writelines([head, *ex.pending])
             ex.pending.clear()
         else:
             transport.write(head)
-        if ex.tunnel_data:
-            transport.write(ex.tunnel_data)
-            ex.tunnel_data = b""
         if ex.client.write_paused:
             transport.pause_reading()
         if self.write_paused:
@@ -307,7 +349,9 @@ class Upstream(asyncio.Protocol):
             ex.client.resume(BACKPRESSURE)
 
     def _finish(self, ex: Exchange, *, reusable: bool) -> None:
-        reusable = reusable and self._keep and not self._until_close and ex.body_done
+        # A handshake that got no 101 left the server unsure what the connection speaks.
+        reusable = (reusable and self._keep and not self._until_close and ex.body_done
+                    and not ex.websocket)
         self.exchange = None
         ex.upstream = None
         if self._state == _DONE:
@@ -325,12 +369,18 @@ class Upstream(asyncio.Protocol):
         ex.resolve("ok")
 
     def _fail(self, ex: Exchange, message: str) -> None:
+        if self._out:
+            # The head parsed in this read was not passed on: the client can still get a 502.
+            self._out = b""
+            ex.started = False
         self.exchange = None
         ex.upstream = None
         self._release_backpressure(ex)
         self.abort()
-        if ex.started:
-            ex.close_client = True
+        # The client's connection ends too: what it was sent of the response (if anything)
+        # cannot be completed, and nothing more is trusted on a connection whose peer
+        # broke framing.
+        ex.close_client = True
         ex.error = (502, message)
         ex.resolve("upstream_error")
 

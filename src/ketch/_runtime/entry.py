@@ -13,12 +13,13 @@ from typing import Any
 
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload
-from ketch._utils.wire import Channel, ChannelClosed, open_channel
+from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
 
 
 class Runtime:
-    def __init__(self, channel: Channel, init: dict[str, Any],
-                 preloaded: Preloaded | None = None) -> None:
+    def __init__(
+        self, channel: Channel, init: dict[str, Any], preloaded: Preloaded | None = None
+    ) -> None:
         self.ch = channel
         self.init = init
         # Code a fork-server template loaded before this process was forked from it.
@@ -66,9 +67,12 @@ class Runtime:
                 ready["web_addr"] = await self._start_web(target, self.spec["web"])
         except BaseException as exc:
             module = sys.modules.get(self.spec.get("module") or "")
-            await self.ch.send_and_drain({
-                "t": "startup_failed", "error": payload.exception_payload(exc, module),
-            })
+            await self.ch.send_and_drain(
+                {
+                    "t": "startup_failed",
+                    "error": payload.exception_payload(exc, module),
+                }
+            )
             return False
         await self.ch.send_and_drain(ready)
         return True
@@ -108,7 +112,8 @@ class Runtime:
     async def serve(self) -> None:
         while not self.stopping.is_set():
             try:
-                batch = await self.ch.recv()
+                # One call per frame: no reference to its inputs outlives it here.
+                self._handle(await self.ch.recv())
             except ChannelClosed:
                 # The server is gone (crashed or killed). Whatever runs here is re-run by the
                 # next server, so finishing it would only make a second, orphaned run. The
@@ -117,20 +122,44 @@ class Runtime:
                 with contextlib.suppress(OSError):
                     os.killpg(os.getpgrp(), signal.SIGKILL)
                 os._exit(0)
-            for msg in batch:
-                t = msg["t"]
-                if t == "input":
-                    self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
-                elif t == "batch":
-                    from ketch._runtime import batch as batching
-
-                    batching.start(self, msg)
-                elif t == "cancel":
-                    self.cancel(msg["iid"])
-                elif t == "stop":
-                    self.stopping.set()
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()))
+
+    def _handle(self, batch: list[dict[str, Any]]) -> None:
+        for msg in batch:
+            t = msg["t"]
+            if t == "input":
+                self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
+            elif t == "batch":
+                from ketch._runtime import batch as batching
+
+                batching.start(self, msg)
+            elif t == "cancel":
+                self.cancel(msg["iid"])
+            elif t == "stop":
+                self.stopping.set()
+
+    def refused(self, msg: dict[str, Any], exc: Exception) -> None:
+        """An output the channel would not send (over the server's size limit, or not
+        encodable): the caller gets an error in its place."""
+        iid = msg.get("iid")
+        if msg.get("t") not in ("out", "item") or not isinstance(iid, str):
+            print(f"ketch: a {msg.get('t')!r} message was not sent: {exc}", file=sys.stderr)
+            return
+        from ketch.exception import RequestSizeError
+
+        what = "result" if msg["t"] == "out" else "generator item"
+        error: BaseException = exc
+        if isinstance(exc, MessageTooLarge):
+            error = RequestSizeError(
+                f"the {what} is {exc.size} bytes once encoded; the server takes at most "
+                f"{exc.limit} (its max_message_bytes, KETCH_MAX_MESSAGE_BYTES)"
+            )
+        self.ch.send(
+            {"t": "out", "iid": iid, "ok": False, "error": payload.exception_payload(error)}
+        )
+        if msg["t"] == "item":
+            self.cancel(iid)  # the caller has its answer: the generator stops
 
     def cancel(self, iid: str) -> None:
         if iid in self.batches:
@@ -216,16 +245,41 @@ class Runtime:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+async def _connect() -> tuple[Channel, dict[str, Any]]:
+    """The channel to the server and the first message it sent. A connection closed before
+    that (the server is busy with connections that have not said hello yet) is tried again
+    for a while."""
+    delay = 0.05
+    for attempt in range(8):
+        ch = await open_channel(os.environ["KETCH_CALL_ADDR"])
+        ch.send(
+            {
+                "t": "hello",
+                "role": "container",
+                "cid": os.environ["KETCH_CONTAINER_ID"],
+                "token": os.environ["KETCH_TOKEN"],
+            }
+        )
+        try:
+            batch = await ch.recv()
+        except ChannelClosed:
+            if attempt == 7:
+                raise
+            await asyncio.sleep(delay)
+            delay *= 2
+            continue
+        return ch, batch[0] if batch else {}
+    raise AssertionError("unreachable")
+
+
 async def _main(preloaded: Preloaded | None = None) -> int:
-    ch = await open_channel(os.environ["KETCH_CALL_ADDR"])
-    ch.send({
-        "t": "hello", "role": "container", "cid": os.environ["KETCH_CONTAINER_ID"],
-        "token": os.environ["KETCH_TOKEN"],
-    })
-    first = (await ch.recv())[0]
-    if first["t"] != "init":
+    ch, first = await _connect()
+    if first.get("t") != "init":
         return 0
     rt = Runtime(ch, first, preloaded)
+    limit = first.get("max_message")
+    ch.max_message = limit if isinstance(limit, int) else None
+    ch.on_refused = rt.refused
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, rt.stopping.set)
     if not await rt.start():

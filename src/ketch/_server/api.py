@@ -5,30 +5,68 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ketch._server.api_auth import token_auth
+from ketch._server.api_auth import TokenGuard, token_auth
+from ketch._server.api_models import (
+    AppRef,
+    DeployIn,
+    EnvQuery,
+    IdParam,
+    NameParam,
+    SecretIn,
+    ShaParam,
+    describe_errors,
+    errors_text,
+)
 from ketch._server.ops_api import build_ops_router
 from ketch.exception import AlreadyExistsError, Error, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
     from ketch._server.main import Server
 
+log = logging.getLogger("ketch.api")
+
 _STATUS = {InvalidError: 400, NotFoundError: 404, AlreadyExistsError: 409}
+_RAW_BODY = {"requestBody": {"required": False, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-class SecretIn(BaseModel):
-    name: str
-    values: dict[str, str]
-    environment: str = "main"
-    force: bool = False
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: file names read from disk may hold
+    undecodable bytes (lone surrogates), which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
+def _precise_keys(node: Any) -> None:
+    """Say in the OpenAPI document what the models check: pydantic describes a dict with
+    constrained keys as `patternProperties`, which lets any other key through with any
+    value; `propertyNames` plus `additionalProperties` is the exact contract."""
+    if isinstance(node, dict):
+        patterns = node.get("patternProperties")
+        if isinstance(patterns, dict) and len(patterns) == 1 \
+                and not {"properties", "additionalProperties"} & set(node):
+            ((pattern, value),) = patterns.items()
+            del node["patternProperties"]
+            node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": pattern}
+            node["additionalProperties"] = value
+        for child in node.values():
+            _precise_keys(child)
+    elif isinstance(node, list):
+        for child in node:
+            _precise_keys(child)
 
 
 def _error_body(exc: Error) -> dict[str, Any]:
@@ -36,15 +74,40 @@ def _error_body(exc: Error) -> dict[str, Any]:
 
 
 def build_api(server: Server) -> FastAPI:
-    app = FastAPI(title="ketch management API", version="1")
+    app = FastAPI(title="ketch management API", version="1",
+                  default_response_class=AsciiJSONResponse)
     app.include_router(build_ops_router(server))  # history, rollback, logs, containers, calls
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _precise_keys(generate())  # generate() keeps what it made in app.openapi_schema
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     auth = token_auth(server)
 
     @app.exception_handler(Error)
     async def on_error(request: Request, exc: Error) -> JSONResponse:
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
-        return JSONResponse(_error_body(exc), status_code=code)
+        return AsciiJSONResponse(_error_body(exc), status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The SDK raises InvalidError from "error"; "detail" lists each field for tools.
+        errors = exc.errors()
+        message = f"invalid request: {errors_text(errors)}"
+        return AsciiJSONResponse(
+            {"error": {"type": "InvalidError", "message": message},
+             "detail": describe_errors(errors, limit=20)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return AsciiJSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                 headers=exc.headers)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -80,8 +143,8 @@ def build_api(server: Server) -> FastAPI:
             "counters": dict(sched.counters),
         }
 
-    @app.put("/v1/blobs/{sha}", dependencies=[Depends(auth)])
-    async def put_blob(sha: str, request: Request) -> dict[str, Any]:
+    @app.put("/v1/blobs/{sha}", dependencies=[Depends(auth)], openapi_extra=_RAW_BODY)
+    async def put_blob(sha: ShaParam, request: Request) -> dict[str, Any]:
         path = server.apps.blob_path(sha)
         if path.exists():
             return {"sha": sha, "existed": True}
@@ -100,20 +163,26 @@ def build_api(server: Server) -> FastAPI:
             tmp.unlink(missing_ok=True)
         return {"sha": sha, "existed": False}
 
-    @app.post("/v1/apps/deploy", dependencies=[Depends(auth)])
-    async def deploy(request: Request) -> StreamingResponse:
-        spec = await request.json()
+    @app.post("/v1/apps/deploy", dependencies=[Depends(auth)], response_class=StreamingResponse,
+              responses={200: {"description": "The deploy's log lines, then its result or "
+                               "error: one JSON object per line.",
+                               "content": {"application/x-ndjson": {}}}})
+    async def deploy(spec: DeployIn) -> StreamingResponse:
+        # What needs no build is checked before the stream starts: it gets a status code.
+        prepared = server.apps.prepare_deploy(spec)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def run() -> None:
             try:
-                result = await server.apps.deploy(
-                    spec, lambda line: queue.put_nowait({"log": line})
+                result = await server.apps.finish_deploy(
+                    prepared, lambda line: queue.put_nowait({"log": line})
                 )
                 queue.put_nowait({"result": result})
             except Error as exc:
                 queue.put_nowait(_error_body(exc))
             except Exception as exc:
+                # Not one of ketch's own errors: a bug, with its traceback in the log.
+                log.exception("deploy of %r failed", spec.name)
                 queue.put_nowait({"error": {"type": "Error", "message": repr(exc)}})
             finally:
                 queue.put_nowait(None)
@@ -140,22 +209,29 @@ def build_api(server: Server) -> FastAPI:
                 1 for c in server.scheduler.containers.values()
                 if c.pool.function.app_id == row["app_id"]
             )
+            broken = server.apps.broken.get(row["app_id"])
+            if broken is not None and row["state"] == "deployed":
+                row = {**row, "state": "broken"}
             out.append({**row, "running": info is not None, "containers": containers,
-                        "functions": sorted((info or {}).get("functions", {}))})
+                        "functions": sorted((info or {}).get("functions", {})),
+                        "error": broken["error"] if broken is not None else None})
         return out
 
     @app.post("/v1/apps/{name}/stop", dependencies=[Depends(auth)])
-    async def stop_app(name: str, environment: str = "main") -> dict[str, Any]:
+    async def stop_app(name: AppRef, environment: EnvQuery = "main") -> dict[str, Any]:
         app_ = server.apps.find(environment, name)
-        if app_ is None:
-            # An id, or the name of a running ephemeral app (`ketch run --detach`).
+        app_id: str | None
+        if app_ is not None:
+            app_id = app_["app_id"]
+        else:
+            # An id, the name of a running ephemeral app (`ketch run --detach`), or an app
+            # that did not come back on start.
             app_id = name if name in server.apps.apps else next(
                 (i for i, a in server.apps.apps.items()
-                 if a["name"] == name and a["environment"] == environment), None)
+                 if a["name"] == name and a["environment"] == environment),
+                server.apps.find_broken(environment, name))
             if app_id is None:
                 raise NotFoundError(f"app {name!r} is not running in environment {environment!r}")
-        else:
-            app_id = app_["app_id"]
         server.apps.stop(app_id)
         return {"stopped": app_id}
 
@@ -173,7 +249,7 @@ def build_api(server: Server) -> FastAPI:
         return server.store.list_tokens()
 
     @app.delete("/v1/tokens/{token_id}", dependencies=[Depends(auth)])
-    async def revoke_token(token_id: str) -> dict[str, Any]:
+    async def revoke_token(token_id: IdParam) -> dict[str, Any]:
         if not server.store.revoke_token(token_id):
             raise NotFoundError(f"no live proxy token {token_id!r}")
         server.web.reload_tokens()
@@ -194,11 +270,11 @@ def build_api(server: Server) -> FastAPI:
         return {"name": body.name, "keys": sorted(body.values)}
 
     @app.get("/v1/secrets", dependencies=[Depends(auth)])
-    async def list_secrets(environment: str = "main") -> list[dict[str, Any]]:
+    async def list_secrets(environment: EnvQuery = "main") -> list[dict[str, Any]]:
         return server.store.list_secrets(environment)
 
     @app.delete("/v1/secrets/{name}", dependencies=[Depends(auth)])
-    async def delete_secret(name: str, environment: str = "main") -> dict[str, Any]:
+    async def delete_secret(name: NameParam, environment: EnvQuery = "main") -> dict[str, Any]:
         if not server.store.delete_secret(environment, name):
             raise NotFoundError(f"secret {name!r} not found in environment {environment!r}")
         return {"deleted": name}
@@ -206,4 +282,19 @@ def build_api(server: Server) -> FastAPI:
     from ketch._server.api_volumes import volume_router
 
     app.include_router(volume_router(server))
+    from ketch._server.dashboard import dashboard_router
+
+    app.include_router(dashboard_router(server))  # /dashboard and its login links (O4)
+    # Deny by default: every /v1 path but the public ones needs the token before its body
+    # is read, including routes of included routers (which `app.routes` does not list one by
+    # one) and routes added later. The dashboard has a session guard of its own.
+    app.add_middleware(TokenGuard, server=server, protected=_needs_token)
     return app
+
+
+PUBLIC_PATHS = frozenset({"/v1/health"})
+
+
+def _needs_token(scope: dict[str, Any]) -> bool:
+    path: str = scope.get("path", "")
+    return path.startswith("/v1/") and path not in PUBLIC_PATHS

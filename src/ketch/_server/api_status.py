@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends
 
 from ketch._server.api_auth import token_auth
+from ketch._server.api_models import AppRef, EnvQuery
 
 if TYPE_CHECKING:
     from ketch._server.main import Server
@@ -17,7 +18,7 @@ def status_router(server: Server) -> APIRouter:
     router = APIRouter(dependencies=[Depends(token_auth(server))])
 
     @router.get("/v1/apps/{name}/status")
-    async def app_status(name: str, environment: str = "main") -> dict[str, Any]:
+    async def app_status(name: AppRef, environment: EnvQuery = "main") -> dict[str, Any]:
         from ketch._server.ops_api import resolve_app_id
 
         app_id = resolve_app_id(server, environment, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,10 +11,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 
 from ketch._server import volumes as vfs
 from ketch._server.api_auth import token_auth
+from ketch._server.api_models import (
+    CopyIn,
+    EnvironmentIn,
+    EnvQuery,
+    IdParam,
+    ModeQuery,
+    NameParam,
+    PathQuery,
+    PathsIn,
+    VolumeNameIn,
+)
 
 if TYPE_CHECKING:
     from ketch._server.main import Server
@@ -27,26 +38,13 @@ _FS_STATUS: dict[type[OSError], int] = {
     NotADirectoryError: 400,
 }
 _CHUNK = 2**20
+_RAW_BODY = {"requestBody": {"required": False, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-class NameIn(BaseModel):
-    name: str
-    environment: str = "main"
-    create_if_missing: bool = False
-
-
-class EnvIn(BaseModel):
-    environment: str = "main"
-
-
-class PathsIn(BaseModel):
-    paths: list[str]
-
-
-class CopyIn(BaseModel):
-    sources: list[str]
-    dest: str
-    recursive: bool = False
+# Other OS errors that the request's path or content causes, not the server's disk.
+_REQUEST_ERRNOS = {errno.ENAMETOOLONG: 400, errno.ELOOP: 400, errno.EINVAL: 400,
+                   errno.ENOTEMPTY: 409, errno.EEXIST: 409, errno.EXDEV: 400}
 
 
 async def _fs(fn: Callable[..., T], *args: Any) -> T:
@@ -56,6 +54,11 @@ async def _fs(fn: Callable[..., T], *args: Any) -> T:
     except tuple(_FS_STATUS) as exc:
         code = next(c for t, c in _FS_STATUS.items() if isinstance(exc, t))
         raise HTTPException(code, {"type": type(exc).__name__, "message": str(exc)}) from exc
+    except OSError as exc:
+        if exc.errno not in _REQUEST_ERRNOS:
+            raise
+        raise HTTPException(_REQUEST_ERRNOS[exc.errno],
+                            {"type": "OSError", "message": str(exc)}) from exc
 
 
 def volume_router(server: Server) -> APIRouter:
@@ -68,60 +71,61 @@ def volume_router(server: Server) -> APIRouter:
         return manager().live_path(vid)
 
     @router.get("")
-    async def list_volumes(environment: str = "main") -> list[dict[str, Any]]:
+    async def list_volumes(environment: EnvQuery = "main") -> list[dict[str, Any]]:
         vfs.check_names(None, environment)
         return manager().list_named(environment)
 
     @router.post("")
-    async def create(body: NameIn) -> dict[str, Any]:
+    async def create(body: VolumeNameIn) -> dict[str, Any]:
         return manager().create(body.environment, body.name).as_dict()
 
     @router.post("/lookup")
-    async def lookup(body: NameIn) -> dict[str, Any]:
+    async def lookup(body: VolumeNameIn) -> dict[str, Any]:
         rec = manager().lookup(body.environment, body.name,
                                create_if_missing=body.create_if_missing)
         return rec.as_dict()
 
     @router.post("/ephemeral")
-    async def ephemeral(body: EnvIn) -> dict[str, Any]:
+    async def ephemeral(body: EnvironmentIn) -> dict[str, Any]:
         return manager().create_ephemeral(body.environment).as_dict()
 
     @router.delete("/named/{name}")
-    async def delete_named(name: str, environment: str = "main") -> dict[str, Any]:
+    async def delete_named(name: NameParam, environment: EnvQuery = "main") -> dict[str, Any]:
         rec = manager().lookup(environment, name, create_if_missing=False)
         await asyncio.to_thread(manager().purge, manager().delete(rec))
         return {"deleted": rec.volume_id}
 
     @router.get("/{vid}")
-    async def get(vid: str) -> dict[str, Any]:
+    async def get(vid: IdParam) -> dict[str, Any]:
         return manager().get(vid).as_dict()
 
     @router.delete("/{vid}")
-    async def delete(vid: str) -> dict[str, Any]:
+    async def delete(vid: IdParam) -> dict[str, Any]:
         rec = manager().get(vid)
         await asyncio.to_thread(manager().purge, manager().delete(rec))
         return {"deleted": vid}
 
     @router.post("/{vid}/commit")
-    async def commit(vid: str) -> dict[str, Any]:
+    async def commit(vid: IdParam) -> dict[str, Any]:
         await asyncio.to_thread(vfs.syncfs, root(vid))
         return {"ok": True}
 
     @router.post("/{vid}/reload")
-    async def reload(vid: str) -> dict[str, Any]:
+    async def reload(vid: IdParam) -> dict[str, Any]:
         root(vid)  # nothing to fetch on one host: only check the volume is still there
         return {"ok": True}
 
     @router.get("/{vid}/ls")
-    async def listdir(vid: str, path: str = "/", recursive: bool = False) -> list[dict[str, Any]]:
+    async def listdir(vid: IdParam, path: PathQuery = "/",
+                      recursive: bool = False) -> list[dict[str, Any]]:
         return await _fs(vfs.list_entries, root(vid), path, recursive)
 
     @router.post("/{vid}/exists")
-    async def exists(vid: str, body: PathsIn) -> list[str]:
+    async def exists(vid: IdParam, body: PathsIn) -> list[str]:
         return await _fs(vfs.existing, root(vid), body.paths)
 
     @router.get("/{vid}/files")
-    async def download(vid: str, path: str) -> StreamingResponse:
+    async def download(vid: IdParam, path: PathQuery) -> StreamingResponse:
         fd, size = await _fs(vfs.open_for_read, root(vid), path)
 
         async def body() -> AsyncIterator[bytes]:
@@ -134,9 +138,9 @@ def volume_router(server: Server) -> APIRouter:
         return StreamingResponse(body(), media_type="application/octet-stream",
                                  headers={"content-length": str(size)})
 
-    @router.put("/{vid}/files")
-    async def upload(vid: str, path: str, request: Request, force: bool = False,
-                     mode: int | None = None) -> dict[str, Any]:
+    @router.put("/{vid}/files", openapi_extra=_RAW_BODY)
+    async def upload(vid: IdParam, path: PathQuery, request: Request, force: bool = False,
+                     mode: ModeQuery = None) -> dict[str, Any]:
         where = root(vid)  # on the loop: the store is not used from threads
         up = await _fs(lambda: vfs.Upload(where, manager().staging, path, force=force,
                                           mode=mode))
@@ -158,12 +162,12 @@ def volume_router(server: Server) -> APIRouter:
         return {"path": path, "size": size}
 
     @router.delete("/{vid}/files")
-    async def remove(vid: str, path: str, recursive: bool = False) -> dict[str, Any]:
+    async def remove(vid: IdParam, path: PathQuery, recursive: bool = False) -> dict[str, Any]:
         await _fs(vfs.remove, root(vid), path, recursive)
         return {"removed": path}
 
     @router.post("/{vid}/copy")
-    async def copy(vid: str, body: CopyIn) -> dict[str, Any]:
+    async def copy(vid: IdParam, body: CopyIn) -> dict[str, Any]:
         await _fs(vfs.copy, root(vid), body.sources, body.dest, body.recursive)
         return {"ok": True}
 

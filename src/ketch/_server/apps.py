@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from ketch._server.api_models import (
+    DeployIn,
+    InlineSecret,
+    NamedSecret,
+    StoredApp,
+    validation_message,
+)
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder, mount_files
 from ketch._server.model import FunctionDef
@@ -27,7 +38,6 @@ if TYPE_CHECKING:
     from ketch._server.logs import LogHub
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
-_TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
 
 Log = Callable[[str], None]
 
@@ -38,6 +48,25 @@ def validate_name(kind: str, name: str) -> None:
             f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
             "(at most 64, starting with a letter or digit)"
         )
+
+
+def load_stored(text: str) -> dict[str, Any]:
+    """A stored app version, checked as it was when it was written (a version edited or
+    damaged in the store since is refused here, not deep inside the scheduler)."""
+    try:
+        model = StoredApp.model_validate_json(text)
+    except ValidationError as exc:
+        raise InvalidError(f"stored version is invalid: {validation_message(exc)}") from None
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+@dataclass
+class _Prepared:
+    """A deploy whose request checks passed: what is left is building and going live."""
+
+    spec: DeployIn
+    functions: dict[str, dict[str, Any]]
+    source_dir: str | None
 
 
 class AppManager:
@@ -57,6 +86,9 @@ class AppManager:
         self.builder = builder
         self.box = box
         self.apps: dict[str, dict[str, Any]] = {}  # app_id -> {name, environment, state, ...}
+        # Deployed apps that could not come back on start: app_id -> {name, environment,
+        # error}. They stay recorded as deployed; a redeploy (or a stop) clears them.
+        self.broken: dict[str, dict[str, str]] = {}
         self.volumes = VolumeManager(home, store)
 
     # -- blobs --------------------------------------------------------------------------
@@ -75,8 +107,15 @@ class AppManager:
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with tarfile.open(blob) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(blob) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            # Any bytes can be uploaded as a blob; only the deploy that names it as its
+            # source learns that they are not a usable archive.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise InvalidError(f"source blob {sha[:12]} is not a usable source archive: "
+                               f"{exc}") from None
         (tmp / ".ok").touch()
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
@@ -115,21 +154,20 @@ class AppManager:
         values: dict[str, str] = json.loads(self.box.decrypt(data))
         return values
 
-    def _check_secret(self, environment: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """Validate one secret reference and seal inline values; returns what is stored."""
-        if spec.get("kind") == "inline":
-            sealed = self.box.encrypt(json.dumps(spec.get("values", {})).encode())
+    def _check_secret(self, environment: str,
+                      ref: InlineSecret | NamedSecret) -> dict[str, Any]:
+        """Check one secret reference and seal inline values; returns what is stored."""
+        if isinstance(ref, InlineSecret):
+            sealed = self.box.encrypt(json.dumps(ref.values).encode())
             return {"kind": "sealed", "data": base64.b64encode(sealed).decode()}
-        if spec.get("kind") == "named":
-            env = spec.get("environment") or environment
-            values = self.secret_values(env, spec["name"])
-            missing = [k for k in spec.get("required_keys", []) if k not in values]
-            if missing:
-                raise NotFoundError(
-                    f"secret {spec['name']!r} is missing required keys: {', '.join(missing)}"
-                )
-            return {"kind": "named", "name": spec["name"], "environment": env}
-        raise InvalidError(f"unknown secret reference {spec!r}")
+        env = ref.environment or environment
+        values = self.secret_values(env, ref.name)
+        missing = [k for k in ref.required_keys if k not in values]
+        if missing:
+            raise NotFoundError(
+                f"secret {ref.name!r} is missing required keys: {', '.join(missing)}"
+            )
+        return {"kind": "named", "name": ref.name, "environment": env}
 
     def function_env(self, fdef: FunctionDef) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -141,44 +179,50 @@ class AppManager:
         return env
 
     # -- deploy -------------------------------------------------------------------------
-    async def deploy(self, spec: dict[str, Any], log: Log) -> dict[str, Any]:
-        """Validate everything, build images, then (and only then) persist and go live."""
-        name = spec.get("name")
-        environment = spec.get("environment") or "main"
-        ephemeral = bool(spec.get("ephemeral"))
-        validate_name("app", name)  # type: ignore[arg-type]
-        validate_name("environment", environment)
-        functions = spec.get("functions")
-        if not isinstance(functions, dict) or not functions:
-            raise InvalidError(f"app {name!r} has no functions to deploy")
-        for tag in functions:
-            if not _TAG.match(tag):
-                raise InvalidError(f"invalid function name {tag!r}")
-        source_dir = None
-        if spec.get("source"):
-            source_dir = str(self._source_dir(spec["source"]["blob"]))
-        stored_functions: dict[str, dict[str, Any]] = {}
-        for tag, fspec in functions.items():
-            secrets = [self._check_secret(environment, s) for s in fspec.get("secrets", [])]
-            stored_functions[tag] = {**fspec, "secrets": secrets}
+    async def deploy(self, spec: DeployIn, log: Log) -> dict[str, Any]:
+        """Check everything, build images, then (and only then) persist and go live."""
+        return await self.finish_deploy(self.prepare_deploy(spec), log)
+
+    def prepare_deploy(self, spec: DeployIn) -> _Prepared:
+        """The checks a deploy needs before any build: its source, secrets and volumes.
+
+        Run before the deploy's log starts streaming, so that what they refuse gets an
+        HTTP status of its own."""
+        if spec.ephemeral and spec.app_id and spec.app_id not in self.apps:
+            raise NotFoundError(f"ephemeral app {spec.app_id} is not running")
+        source_dir = str(self._source_dir(spec.source.blob)) if spec.source else None
+        functions: dict[str, dict[str, Any]] = {}
+        for tag, fn in spec.functions.items():
+            fspec = fn.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            fspec["secrets"] = [self._check_secret(spec.environment, s) for s in fn.secrets]
+            functions[tag] = fspec
         # Every volume checked (and only then any created) before anything else changes.
-        self.volumes.attach(environment, stored_functions,
+        self.volumes.attach(spec.environment, functions,
                             forbidden=[self.home, self.scheduler.sockets_dir])
+        return _Prepared(spec, functions, source_dir)
+
+    async def finish_deploy(self, prepared: _Prepared, log: Log) -> dict[str, Any]:
+        spec, stored_functions, source_dir = prepared.spec, prepared.functions, \
+            prepared.source_dir
+        name, environment, ephemeral = spec.name, spec.environment, spec.ephemeral
         built = await self._build_images(stored_functions, log)
         if ephemeral:
-            app_id = spec.get("app_id") or new_id("ap")
-            if spec.get("app_id") and spec["app_id"] not in self.apps:
-                raise NotFoundError(f"ephemeral app {spec['app_id']} is not running")
+            app_id = spec.app_id or new_id("ap")
+            if spec.app_id and spec.app_id not in self.apps:
+                raise NotFoundError(f"ephemeral app {spec.app_id} is not running")
         else:
-            existing = self.store.find_deployed_app(environment, name)  # type: ignore[arg-type]
+            existing = self.store.find_deployed_app(environment, name)
             app_id = existing["app_id"] if existing else new_id("ap")
-        stored = {
-            "name": name, "environment": environment, "source": spec.get("source"),
+        stored: dict[str, Any] = {
+            "name": name, "environment": environment,
+            "source": spec.source.model_dump() if spec.source else None,
             "functions": stored_functions,
         }
+        # What is written must read back on the next start.
+        load_stored(json.dumps(stored))
         urls = self._claim_endpoints(app_id, stored, ephemeral)
         version = self.store.save_app_version(
-            app_id, name, environment, "ephemeral" if ephemeral else "deployed", stored  # type: ignore[arg-type]
+            app_id, name, environment, "ephemeral" if ephemeral else "deployed", stored
         )
         ids = self._activate(app_id, stored, version, "ephemeral" if ephemeral else "deployed",
                              source_dir, built)
@@ -206,16 +250,30 @@ class AppManager:
         """Every version of an app, oldest first, marking the one being served."""
         live = self.apps.get(app_id)
         rows = []
-        for version, stored, created in self.store.app_versions(app_id):
-            rows.append({
-                "version": version, "created": created,
-                "source": (stored.get("source") or {}).get("blob"),
-                "spec_hash": _spec_hash(stored),
-                "functions": sorted(stored.get("functions", {})),
-                "rollback_of": stored.get("rollback_of"),
-                "live": live is not None and live["version"] == version,
-            })
+        for version, text, created in self.store.app_versions(app_id):
+            row: dict[str, Any] = {
+                "version": version, "created": created, "source": None, "spec_hash": "-",
+                "functions": [], "rollback_of": None,
+                "live": live is not None and live["version"] == version, "error": None,
+            }
+            try:
+                stored = load_stored(text)
+            except InvalidError as exc:
+                row["error"] = str(exc)
+            else:
+                row.update(source=(stored.get("source") or {}).get("blob"),
+                           spec_hash=_spec_hash(stored), functions=sorted(stored["functions"]),
+                           rollback_of=stored.get("rollback_of"))
+            rows.append(row)
         return rows
+
+    def stored_versions(self, app_id: str) -> list[tuple[int, dict[str, Any]]]:
+        """The versions of an app that still read back (a damaged one is left out)."""
+        out = []
+        for version, text, _ in self.store.app_versions(app_id):
+            with contextlib.suppress(InvalidError):
+                out.append((version, load_stored(text)))
+        return out
 
     async def rollback(self, app_id: str, version: int | None, log: Log) -> dict[str, Any]:
         """Serve an earlier version again, as a new version whose spec is the old one's.
@@ -225,7 +283,7 @@ class AppManager:
         app = self.apps.get(app_id)
         if app is None or app["state"] != "deployed":
             raise InvalidError(f"app {app_id} is not deployed; only a deployed app rolls back")
-        versions = {v: stored for v, stored, _ in self.store.app_versions(app_id)}
+        versions = {v: text for v, text, _ in self.store.app_versions(app_id)}
         current = int(app["version"])
         if version is None:
             earlier = [v for v in versions if v < current]
@@ -238,7 +296,11 @@ class AppManager:
             )
         if version == current:
             raise InvalidError(f"version {version} of {app['name']!r} is already live")
-        old = versions[version]
+        try:
+            old = load_stored(versions[version])
+        except InvalidError as exc:
+            raise InvalidError(f"version {version} of {app['name']!r} cannot be served "
+                               f"again: {exc}") from None
         stored = {**old, "rollback_of": version,
                   "functions": {tag: dict(f) for tag, f in old["functions"].items()}}
         for fspec in stored["functions"].values():
@@ -331,40 +393,59 @@ class AppManager:
             "app_id": app_id, "name": stored["name"], "environment": stored["environment"],
             "state": state, "version": version, "functions": ids, "stored": stored,
         }
+        self.broken.pop(app_id, None)
         return ids
 
     async def restore(self, log: Log) -> int:
-        """Bring deployed apps back after a server start."""
+        """Bring deployed apps back after a server start.
+
+        One app that cannot come back (a version damaged in the store, a lost source, an
+        image that no longer builds) must not keep the server or the other apps down: it
+        is marked broken, with its error, stays recorded, and a redeploy brings it back."""
         self.store.mark_ephemeral_stopped()
         n = 0
-        for app, stored in self.store.live_apps():
+        for app, text in self.store.live_apps():
+            app_id = app["app_id"]
             try:
-                built = {}
-                for tag, f in stored["functions"].items():
-                    built[tag] = await self.builder.build(f["image"], log)
-                    mount = self.mount_dir(f["image"])
-                    if mount is not None and not (mount / ".ok").exists():
-                        # Made by an older server under another name, or removed by hand.
-                        await asyncio.to_thread(mount_files, f["image"], mount)
-                source_dir = None
-                if stored.get("source"):
-                    source_dir = str(self._source_dir(stored["source"]["blob"]))
+                await self._restore_one(app_id, int(app["version"]), text, log)
             except Exception as exc:
-                # One app that cannot come back must not keep the server (and the others)
-                # down; it stays recorded and a redeploy brings it back.
-                log(f"app {stored.get('name')!r} ({app['app_id']}) not restored: {exc}")
+                if app_id not in self.apps:
+                    self.scheduler.unregister_app(app_id)  # whatever got registered goes
+                error = str(exc) or type(exc).__name__
+                self.broken[app_id] = {"name": str(app["name"]),
+                                       "environment": str(app["environment"]), "error": error}
+                log(f"app {app['name']!r} ({app_id}) not restored: {error}")
                 continue
-            try:
-                self._claim_endpoints(app["app_id"], stored, ephemeral=False)
-            except Exception as exc:
-                log(f"app {stored.get('name')!r} ({app['app_id']}) not restored: {exc}")
-                continue
-            self._activate(app["app_id"], stored, app["version"], "deployed", source_dir, built)
             n += 1
         await self.refresh_routes()
         return n
 
+    async def _restore_one(self, app_id: str, version: int, text: str, log: Log) -> None:
+        stored = load_stored(text)
+        built = {}
+        for tag, f in stored["functions"].items():
+            built[tag] = await self.builder.build(f["image"], log)
+            mount = self.mount_dir(f["image"])
+            if mount is not None and not (mount / ".ok").exists():
+                # Made by an older server under another name, or removed by hand.
+                await asyncio.to_thread(mount_files, f["image"], mount)
+        source_dir = None
+        if stored.get("source"):
+            source_dir = str(self._source_dir(stored["source"]["blob"]))
+        self._claim_endpoints(app_id, stored, ephemeral=False)
+        self._activate(app_id, stored, version, "deployed", source_dir, built)
+
+    def find_broken(self, environment: str, name: str) -> str | None:
+        """The id of a deployed app of that name (or id) that did not come back on start."""
+        for app_id, info in self.broken.items():
+            if app_id == name or (info["name"] == name and info["environment"] == environment):
+                return app_id
+        return None
+
     def stop(self, app_id: str) -> None:
+        if self.broken.pop(app_id, None) is not None:
+            self.store.set_app_state(app_id, "stopped")
+            return
         app = self.apps.pop(app_id, None)
         if app is None:
             raise NotFoundError(f"app {app_id} is not running")

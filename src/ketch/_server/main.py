@@ -23,7 +23,7 @@ import ketch
 from ketch._backends.base import load_backend
 from ketch._server import runtime_dist
 from ketch._server.apps import AppManager
-from ketch._server.calls import CallServer
+from ketch._server.calls import CallLimits, CallServer
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder
 from ketch._server.logs import LogHub
@@ -55,7 +55,20 @@ def sockets_dir(home: Path) -> Path:
         digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"ketch-{digest}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _private_dir(path):
+        # /tmp is shared: another local user may have made this name first to swap our
+        # sockets. Never use a directory we do not own alone; take a fresh private one.
+        log.warning("sockets directory %s is not private to this user; using a new one", path)
+        path = Path(tempfile.mkdtemp(prefix=f"ketch-{os.getuid()}-"))
     return path
+
+
+def _private_dir(path: Path) -> bool:
+    """A real directory (not a link), owned by this user, that no one else can enter."""
+    import stat
+
+    st = os.lstat(path)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -132,7 +145,13 @@ class Server:
 
         objects = ObjectServer(self.store, self.home / "objects", ObjectLimits(
             cfg.dict_value_limit, cfg.queue_item_limit, cfg.queue_partition_size))
-        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token, objects)
+        limits = CallLimits(preauth_frame=cfg.max_frame_preauth,
+                            max_message=cfg.max_message_bytes, hello_timeout=cfg.hello_timeout,
+                            max_unauthenticated=cfg.max_unauthenticated)
+        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token, objects,
+                                limits)
+        # Spawned calls' requests are stored with their inline secrets sealed by this box.
+        self.scheduler.box = self.box
         call_server = await asyncio.start_server(self.calls.handle, sock=call_sock, limit=2**20)
         unix_server = await asyncio.start_unix_server(
             self.calls.handle, path=str(self.unix_path), limit=2**20
@@ -196,20 +215,31 @@ class Server:
     async def _tick(self) -> None:
         last_expiry = 0.0
         last_tick = 0.0
+        failing: set[str] = set()  # steps whose failure is logged: once, until they recover
+
+        def step(name: str, work: Callable[[], object]) -> None:
+            # Each step on its own: a failing one must not stop the others (nor flood the
+            # log every quarter second).
+            try:
+                work()
+            except Exception:
+                if name not in failing:
+                    failing.add(name)
+                    log.exception("periodic work (%s) failed; retrying", name)
+            else:
+                failing.discard(name)
+
         while True:
             await asyncio.sleep(0.25)
-            try:
-                self.scheduler.sweep_deadlines()
-                if time.monotonic() - last_tick < 1.0:
-                    continue
-                last_tick = time.monotonic()
-                self.scheduler.tick()
-                self.records.flush()
-                if time.time() - last_expiry > 300:
-                    last_expiry = time.time()
-                    self.store.expire_results(time.time())
-            except Exception:
-                log.exception("periodic work failed")
+            step("deadlines", self.scheduler.sweep_deadlines)
+            if time.monotonic() - last_tick < 1.0:
+                continue
+            last_tick = time.monotonic()
+            step("scaling", self.scheduler.tick)
+            step("call records", self.records.flush)
+            if time.time() - last_expiry > 300:
+                last_expiry = time.time()
+                step("result expiry", lambda: self.store.expire_results(time.time()))
 
 
 def _bind_unix(path: Path) -> socket.socket:

@@ -8,11 +8,23 @@ import pickle
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
 from ketch._server.api_auth import token_auth
-from ketch._server.logs import SOURCES, Follower, LogFilter
+from ketch._server.api_models import (
+    AppQuery,
+    AppRef,
+    ContainerQuery,
+    EnvQuery,
+    FunctionQuery,
+    IdParam,
+    LimitQuery,
+    SourceQuery,
+    TailQuery,
+    VersionQuery,
+)
+from ketch._server.logs import Follower, LogFilter
 from ketch._server.store import CallRecords
 from ketch._utils.ids import stable_id
 from ketch.exception import InvalidError, NotFoundError
@@ -27,13 +39,13 @@ def build_ops_router(server: Server) -> APIRouter:
 
     # -- versions -----------------------------------------------------------------------
     @router.get("/v1/apps/{name}/history")
-    async def history(name: str, environment: str = "main") -> dict[str, Any]:
+    async def history(name: AppRef, environment: EnvQuery = "main") -> dict[str, Any]:
         app_id = resolve_app_id(server, environment, name)
         return {"app_id": app_id, "versions": server.apps.history(app_id)}
 
     @router.post("/v1/apps/{name}/rollback")
-    async def rollback(name: str, environment: str = "main",
-                       version: int | None = None) -> dict[str, Any]:
+    async def rollback(name: AppRef, environment: EnvQuery = "main",
+                       version: VersionQuery = None) -> dict[str, Any]:
         app = server.apps.find(environment, name)
         if app is None:
             if name not in server.apps.apps:
@@ -49,20 +61,18 @@ def build_ops_router(server: Server) -> APIRouter:
     # -- logs ---------------------------------------------------------------------------
     @router.get("/v1/apps/{name}/logs", response_model=None)
     async def app_logs(
-        name: str, environment: str = "main", tail: int | None = None,
-        since: float | None = None, function: str | None = None,
-        source: list[str] = Query(default=[]),
-        container: str | None = None, follow: bool = False,
+        name: AppRef, environment: EnvQuery = "main", tail: TailQuery = None,
+        since: float | None = None, function: FunctionQuery = None,
+        source: SourceQuery = [],  # noqa: B006 (FastAPI copies defaults)
+        container: ContainerQuery = None, follow: bool = False,
     ) -> dict[str, Any] | StreamingResponse:
         app_id = resolve_app_id(server, environment, name)
-        for s in source:
-            if s not in SOURCES:
-                raise InvalidError(f"unknown log source {s!r} (use {', '.join(SOURCES)})")
-        match = LogFilter(function=function, sources=source, container=container, since=since)
+        match = LogFilter(function=function, sources=list(source), container=container,
+                          since=since)
         return _logs(server, app_id, match, tail, follow)
 
     @router.get("/v1/containers/{cid}/logs", response_model=None)
-    async def container_logs(cid: str, tail: int | None = None,
+    async def container_logs(cid: IdParam, tail: TailQuery = None,
                              follow: bool = False) -> dict[str, Any] | StreamingResponse:
         app_id = server.logs.app_of_container(cid)
         live = server.scheduler.containers.get(cid)
@@ -74,21 +84,19 @@ def build_ops_router(server: Server) -> APIRouter:
 
     # -- containers ---------------------------------------------------------------------
     @router.get("/v1/containers")
-    async def list_containers(app: str | None = None,
-                              environment: str = "main") -> list[dict[str, Any]]:
+    async def list_containers(app: AppQuery = None,
+                              environment: EnvQuery = "main") -> list[dict[str, Any]]:
         app_id = resolve_app_id(server, environment, app) if app else None
         return server.scheduler.container_rows(app_id)
 
     @router.post("/v1/containers/{cid}/stop")
-    async def stop_container(cid: str) -> dict[str, Any]:
+    async def stop_container(cid: IdParam) -> dict[str, Any]:
         return server.scheduler.stop_container_by_id(cid)
 
     # -- calls --------------------------------------------------------------------------
     @router.get("/v1/apps/{name}/calls")
-    async def list_calls(name: str, environment: str = "main",
-                         limit: int = 50) -> dict[str, Any]:
-        if limit < 1:
-            raise InvalidError("--limit must be at least 1")
+    async def list_calls(name: AppRef, environment: EnvQuery = "main",
+                         limit: LimitQuery = 50) -> dict[str, Any]:
         app_id = resolve_app_id(server, environment, name)
         server.records.flush()  # what the gateway served a moment ago is listed too
         tags = _function_tags(server, app_id)
@@ -108,7 +116,7 @@ def build_ops_router(server: Server) -> APIRouter:
         return {"app_id": app_id, "calls": rows[:limit]}
 
     @router.get("/v1/calls/{call_id}")
-    async def get_call(call_id: str) -> dict[str, Any]:
+    async def get_call(call_id: IdParam) -> dict[str, Any]:
         server.records.flush()
         row = server.store.get_call(call_id)
         if row is not None:
@@ -164,8 +172,8 @@ def _logs(server: Server, app_id: str, match: LogFilter, tail: int | None,
 
 def _function_tags(server: Server, app_id: str) -> dict[str, str]:
     tags: dict[str, str] = {}
-    for _, stored, _ in server.store.app_versions(app_id):
-        for tag in stored.get("functions", {}):
+    for _, stored in server.apps.stored_versions(app_id):
+        for tag in stored["functions"]:
             tags[stable_id("fu", app_id, tag)] = tag
     return tags
 

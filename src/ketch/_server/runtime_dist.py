@@ -1,9 +1,9 @@
 """Private copies of the Python packages that containers need from ketch itself.
 
 Containers run in image environments that hold only what the user asked for. The ketch
-runtime (ketch + cloudpickle) goes first on their `PYTHONPATH`; the packages that serve web
-functions (FastAPI, uvicorn, ...) are appended to `sys.path` by the runtime, so a version
-the user installed in the image wins. Copies come from the server's own environment: no
+runtime (ketch, cloudpickle, msgpack) goes first on their `PYTHONPATH`; the packages that
+serve web functions (FastAPI, uvicorn, ...) are appended to `sys.path` by the runtime, so a
+version the user installed in the image wins. Copies come from the server's own environment: no
 network, and the versions match the server's exactly.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ketch
 
-CORE = ("cloudpickle",)
+CORE = ("cloudpickle", "msgpack")  # msgpack: the call protocol's frames
 WEB = ("fastapi", "uvicorn", "httptools", "websockets", "a2wsgi")
 
 

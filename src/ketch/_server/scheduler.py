@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch._backends import gpu as gpus
 from ketch._backends.base import Backend, ContainerSpec, ForkSpec
@@ -34,6 +34,9 @@ from ketch.exception import (
     NotFoundError,
     ResourceExhaustedError,
 )
+
+if TYPE_CHECKING:
+    from ketch._server.crypto import SecretBox
 
 log = logging.getLogger("ketch.scheduler")
 
@@ -71,6 +74,8 @@ class Scheduler:
         self.sockets_dir = sockets_dir or Path(tempfile.mkdtemp(prefix="ketch-sock-"))
         # Inputs that may wait in one pool's queue (S3): past it new ones are refused.
         self.max_queue = max(1, max_queue)
+        # Seals the inline secrets of spawned calls' stored requests (set by the server).
+        self.box: SecretBox | None = None
         self._gpu_inventory: gpus.Inventory | None = None  # discovered on first need
         self.gpu_owner: dict[int, str] = {}  # GPU index -> container holding it
         self.functions: dict[str, FunctionDef] = {}
@@ -84,6 +89,7 @@ class Scheduler:
         self.call_waiters: dict[str, list[asyncio.Future[None]]] = collections.defaultdict(list)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters: collections.Counter[str] = collections.Counter()
+        self._tick_failed: set[str] = set()  # pools whose periodic work failed (logged once)
         # Told the web address of each container that goes, so pooled connections to it close.
         self.on_container_gone: Callable[[str], None] | None = None
         # Told of every finished input and web request (call records, latency histograms).
@@ -173,7 +179,9 @@ class Scheduler:
             return
         pool = self._pool_for(fdef, request.get("params"), request.get("options"))
         inp = Input(iid, pool.function, pool.key, request, kind, client_id, spawned)
-        full = self._queue_full(pool)
+        # A spawned call was checked against the bound when `spawn` accepted it; one that
+        # a restart re-queues was accepted then and must not be refused now.
+        full = None if spawned else self._queue_full(pool)
         if full is not None:
             self._finish(inp, ok=False, error=error_payload(full))
             return
@@ -515,6 +523,10 @@ class Scheduler:
         pool = c.pool
         self._forget(c)
         self._event(c, _exit_text(c, was, reason, code))
+        if was == "starting" and c.stop_reason == STOPPED_BY_OPERATOR:
+            # Not the function's start-up failure (R5): what waits gets a replacement.
+            self._dispatch(pool)
+            return
         if was == "starting":
             err = c.startup_error or error_payload(
                 ExecutionError(
@@ -659,9 +671,10 @@ class Scheduler:
             if self.on_web_done is not None:
                 self.on_web_done(inp, "no_container", 502)
             if not inp.future.done():
-                from ketch._utils.payload import rebuild_exception
-
-                inp.future.set_exception(rebuild_exception(error or {}))
+                # Told in words: the pickled exception may come from a container, and the
+                # server never unpickles what a peer sends.
+                text = str((error or {}).get("repr") or "no container could be started")
+                inp.future.set_exception(ExecutionError(text))
             return
         inp.done = True
         self._clear_deadline(inp)
@@ -756,6 +769,8 @@ class Scheduler:
 
     # -- spawned calls ------------------------------------------------------------------
     def spawn(self, function_id: str, call_id: str, request: dict[str, Any]) -> None:
+        if self.store.get_call(call_id) is not None:
+            return  # sent again after a reconnect: the first copy was accepted and stored
         fdef = self.functions.get(function_id)
         if fdef is None:
             raise NotFoundError(f"function {function_id} is not deployed")
@@ -763,8 +778,40 @@ class Scheduler:
             self._pool_for(fdef, request.get("params"), request.get("options")))
         if full is not None:
             raise full
-        self.store.insert_call(call_id, function_id, fdef.app_id, pickle.dumps(request))
+        self.store.insert_call(call_id, function_id, fdef.app_id, self._stored_request(request))
         self.submit(function_id, call_id, request, "call", None, spawned=True)
+
+    def _stored_request(self, request: dict[str, Any]) -> bytes:
+        """A spawned call's request as the store keeps it: the values of inline secrets
+        (`with_options(secrets=[Secret.from_dict(...)])`) sealed, never in plain text."""
+        options = request.get("options") or {}
+        secrets = options.get("secrets")
+        if secrets:
+            sealed = [self._seal(s) if s.get("kind") == "inline" else s for s in secrets]
+            request = {**request, "options": {**options, "secrets": sealed}}
+        return pickle.dumps(request)
+
+    def _seal(self, secret: dict[str, Any]) -> dict[str, Any]:
+        if self.box is None:
+            # No key to seal with (a scheduler outside a server): the values are not kept,
+            # and a call re-run after a restart goes without them.
+            return {"kind": "dropped"}
+        data = self.box.encrypt(json.dumps(secret.get("values") or {}).encode())
+        return {"kind": "sealed", "data": data}
+
+    def _loaded_request(self, data: bytes) -> dict[str, Any]:
+        request: dict[str, Any] = pickle.loads(data)  # the server's own record (spawn)
+        options = request.get("options") or {}
+        secrets = options.get("secrets")
+        if secrets:
+            opened = []
+            for s in secrets:
+                if s.get("kind") == "sealed" and self.box is not None:
+                    s = {"kind": "inline", "values": json.loads(self.box.decrypt(s["data"]))}
+                if s.get("kind") in ("inline", "named"):
+                    opened.append(s)
+            request = {**request, "options": {**options, "secrets": opened}}
+        return request
 
     async def wait_call(self, call_id: str, timeout: float | None) -> dict[str, Any] | None:
         row = self.store.get_call(call_id)
@@ -798,7 +845,8 @@ class Scheduler:
         n = 0
         for call_id, fid, _app_id, request in self.store.pending_calls():
             if fid in self.functions:
-                self.submit(fid, call_id, pickle.loads(request), "call", None, spawned=True)
+                self.submit(fid, call_id, self._loaded_request(request), "call", None,
+                            spawned=True)
             else:
                 err = pickle.dumps({
                     "ok": False, "payload": None,
@@ -856,20 +904,35 @@ class Scheduler:
         for pool in list(self.pools.values()):
             if pool.retired:
                 continue
-            opts = pool.function.options
-            view = _view(pool)
-            live = pool.live()
-            idle = {c.cid: c.idle_since for c in live if c.state == "ready" and not c.inflight}
-            window = float(opts.get("scaledown_window") or 60)
-            for cid in containers_to_retire(idle, len(live), desired_containers(view), now, window):
-                self._stop_container(pool.containers[cid], "scaledown")
-            self._reconcile(pool)
+            try:
+                self._tick_pool(pool, now)
+            except Exception:
+                # One pool's failure (a bug, a spec that slipped past validation) must not
+                # stop every other pool from scaling; it is logged once, not every second.
+                if pool.key not in self._tick_failed:
+                    self._tick_failed.add(pool.key)
+                    log.exception("periodic work for %s failed; other pools go on",
+                                  pool.function.tag)
+                pool.waiting_reason = "waiting: the scheduler cannot scale this function " \
+                    "(see the server log)"
+            else:
+                self._tick_failed.discard(pool.key)
         for client_id, pending in list(self.undelivered.items()):
             for iid, (expiry, _) in list(pending.items()):
                 if expiry < now:
                     del pending[iid]
             if not pending:
                 del self.undelivered[client_id]
+
+    def _tick_pool(self, pool: Pool, now: float) -> None:
+        """Scale one pool down after its idle window, then towards its desired size."""
+        view = _view(pool)
+        live = pool.live()
+        idle = {c.cid: c.idle_since for c in live if c.state == "ready" and not c.inflight}
+        window = float(pool.function.options.get("scaledown_window") or 60)
+        for cid in containers_to_retire(idle, len(live), desired_containers(view), now, window):
+            self._stop_container(pool.containers[cid], "scaledown")
+        self._reconcile(pool)
 
     async def shutdown(self) -> None:
         for c in list(self.containers.values()):

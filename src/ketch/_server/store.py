@@ -209,14 +209,17 @@ class Store:
                 (state, time.time(), app_id),
             )
 
-    def live_apps(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """Deployed apps with the spec of their current version."""
+    def live_apps(self) -> list[tuple[dict[str, Any], str]]:
+        """Deployed apps with the spec of their current version, as stored (JSON text).
+
+        Not decoded here: a damaged spec must not fail the listing of every app; the caller
+        checks each one (`apps.load_stored`)."""
         rows = self._db.execute(
             "SELECT a.app_id, a.name, a.environment, a.state, a.version, v.spec"
             " FROM apps a JOIN app_versions v ON v.app_id = a.app_id AND v.version = a.version"
             " WHERE a.state = 'deployed'"
         ).fetchall()
-        return [(_app_row(r[:5]) or {}, json.loads(r[5])) for r in rows]
+        return [(_app_row(r[:5]) or {}, str(r[5])) for r in rows]
 
     def list_apps(self) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -227,13 +230,14 @@ class Store:
             {**(_app_row(r[:5]) or {}), "created": r[5], "updated": r[6]} for r in rows
         ]
 
-    def app_versions(self, app_id: str) -> list[tuple[int, dict[str, Any], float]]:
-        """Every version of an app, oldest first: (number, stored spec, time saved)."""
+    def app_versions(self, app_id: str) -> list[tuple[int, str, float]]:
+        """Every version of an app, oldest first: (number, stored spec as JSON text, time
+        saved)."""
         rows = self._db.execute(
             "SELECT version, spec, created FROM app_versions WHERE app_id = ? ORDER BY version",
             (app_id,),
         ).fetchall()
-        return [(int(r[0]), json.loads(r[1]), float(r[2])) for r in rows]
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     def mark_ephemeral_stopped(self) -> None:
         with self.tx() as db:

@@ -89,6 +89,7 @@ def register_commands() -> click.Group:
         calls,
         compat,
         containers,
+        dashboard,
         objects,
         run,
         secrets,

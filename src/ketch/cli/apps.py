@@ -45,7 +45,8 @@ def app() -> None:
 @json_option
 @click.option("--env", "environment", default=None, help="Only this environment.")
 def list_apps(as_json: bool, environment: str | None) -> None:
-    """List apps, running and stopped.
+    """List apps, running and stopped (and broken: deployed, but not served since the
+    server started, each with its error).
 
     \b
     Example:
@@ -60,6 +61,13 @@ def list_apps(as_json: bool, environment: str | None) -> None:
                           str(r["version"]), str(r["containers"]),
                           time.strftime("%m-%d %H:%M", time.localtime(r["created"]))],
                no_wrap=2)
+    if as_json:
+        return
+    # In full, under the table: an error does not fit a column.
+    for r in rows:
+        if r.get("error"):
+            click.echo(f"{r['name']} ({r['app_id']}) is broken and not served: {r['error']}\n"
+                       f"  redeploy it to serve it again, or `ketch app stop {r['name']}`.")
 
 
 @app.command()
@@ -139,6 +147,8 @@ def history(name: str, environment: str | None, as_json: bool) -> None:
         note = "live" if r["live"] else ""
         if r["rollback_of"]:
             note = ", ".join(filter(None, [note, f"rollback to v{r['rollback_of']}"]))
+        if r.get("error"):
+            note = ", ".join(filter(None, [note, "broken in the store"]))
         return [f"v{r['version']}", clock(r["created"]), (r["source"] or "-")[:12],
                 r["spec_hash"], ", ".join(r["functions"]), note]
 

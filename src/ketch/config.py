@@ -41,13 +41,15 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
     "KETCH_HELLO_TIMEOUT": ("hello_timeout", float),
     "KETCH_MAX_UNAUTHENTICATED": ("max_unauthenticated", int),
+    "KETCH_OTEL_ENDPOINT": ("otel_endpoint", str),
 }
 
 # Room a message needs besides its largest value (the key, the envelope).
 _MESSAGE_ROOM = 1024 * 1024
 
 # Settings for which an empty value means "off".
-_MAY_BE_EMPTY = frozenset({"tls_cert", "tls_key"})
+_MAY_BE_EMPTY = frozenset({"tls_cert", "tls_key", "otel_endpoint"})
+_PATHS = frozenset({"tls_cert", "tls_key"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class Config:
     max_message_bytes: int = 2 * 1024**3
     hello_timeout: float = 10.0
     max_unauthenticated: int = 128
+    # OpenTelemetry (O5): the OTLP/HTTP collector traces go to (its base URL; the standard
+    # OTEL_EXPORTER_OTLP_* variables refine it); empty: no tracing, nothing imported.
+    otel_endpoint: str = ""
 
     @classmethod
     def load(cls, profile: str | None = None) -> Config:
@@ -222,7 +227,12 @@ def _check(key: str, given: object, where: str) -> Any:
         raise InvalidError(f"{where}: must not be negative, got {value}")
     if kinds in ((str,), (str, Path)) and not str(value) and key not in _MAY_BE_EMPTY:
         raise InvalidError(f"{where}: must not be empty")
-    if key in _MAY_BE_EMPTY and value and not os.path.isabs(os.path.expanduser(value)):
+    if key == "otel_endpoint" and value and not str(value).startswith(("http://", "https://")):
+        raise InvalidError(
+            f"{where}: the OTLP endpoint is an http:// or https:// URL (the collector's "
+            f"OTLP/HTTP address, e.g. http://127.0.0.1:4318), got {value!r}"
+        )
+    if key in _PATHS and value and not os.path.isabs(os.path.expanduser(value)):
         # The server runs in its state directory: a relative path would name another file
         # there than where the command that started it was run.
         raise InvalidError(f"{where}: must be an absolute path (or start with ~), got {value!r}")

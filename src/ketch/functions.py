@@ -13,6 +13,7 @@ from ketch._utils import payload
 from ketch._utils.aio import Aio, AioIter, in_running_loop, iter_async, iter_sync
 from ketch._utils.ids import new_id, stable_id
 from ketch._utils.options import FunctionOptions
+from ketch._utils.tracecontext import current_traceparent
 from ketch.exception import ExecutionError, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
@@ -178,6 +179,9 @@ class Function:
                                "params": self._params}
         if self._overrides:
             req["options"] = self._overrides
+        traceparent = current_traceparent()
+        if traceparent is not None:
+            req["traceparent"] = traceparent  # the caller's trace goes on in the call (O5)
         return req
 
     def _refuse(self, how: str, *, generator_ok: bool = False) -> None:

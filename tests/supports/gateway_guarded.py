@@ -109,21 +109,21 @@ def _recording_app(fn: str, websocket: bool) -> Any:
     return asgi
 
 
-@app.function()
+@app.function(max_containers=1)
 @ketch.concurrent(max_inputs=50)
 @ketch.asgi_app(requires_proxy_auth=True)
 def guarded() -> Any:
     return _recording_app("guarded", websocket=True)
 
 
-@app.function()
+@app.function(max_containers=1)
 @ketch.concurrent(max_inputs=50)
 @ketch.asgi_app()
 def open_ws() -> Any:
     return _recording_app("open_ws", websocket=True)
 
 
-@app.function()
+@app.function(max_containers=1)
 @ketch.concurrent(max_inputs=50)
 @ketch.asgi_app()
 def plain() -> Any:
@@ -170,7 +170,7 @@ class _Recorder(BaseHTTPRequestHandler):
 SERVER_PORT = 8731
 
 
-@app.function()
+@app.function(max_containers=1)
 @ketch.concurrent(max_inputs=50)
 @ketch.web_server(SERVER_PORT, startup_timeout=30, requires_proxy_auth=True)
 def guarded_server() -> None:

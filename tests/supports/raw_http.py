@@ -45,7 +45,9 @@ class Reply:
         return [r.status for r in self.responses]
 
 
-class _Parser:
+class ResponseParser:
+    """Responses parsed from bytes as they arrive on one connection, into a Reply."""
+
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
         self._headers: list[tuple[bytes, bytes]] = []
@@ -112,7 +114,7 @@ def exchange(
     """Send `data` (pieces sent apart, `pause` seconds between) to 127.0.0.1:`port` and read
     until the connection closes, `want` responses or a 101 have come, or `timeout` passes."""
     reply = Reply()
-    parser = _Parser(reply)
+    parser = ResponseParser(reply)
     pieces = [data] if isinstance(data, bytes) else data
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:

@@ -116,6 +116,11 @@ class LocalContainer(ContainerHandle):
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def start_method(self) -> str:
+        """How it started: forked from a template, or a plain new interpreter."""
+        return "fork" if isinstance(self.proc, ForkedProcess) else "plain"
+
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)

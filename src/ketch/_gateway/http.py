@@ -8,7 +8,6 @@ from http import HTTPStatus
 
 __all__ = [
     "HOP_BY_HOP",
-    "HTTP1_STATUS_LINES",
     "BadRequest",
     "Forwarding",
     "HeadFacts",
@@ -276,30 +275,20 @@ _TE_FIELD = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
 _UPGRADE_WEBSOCKET = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n")
 
 
-HTTP1_STATUS_LINES = (b"HTTP/1.1 ", b"HTTP/1.0 ")
-
-
 def response_problem(raw: bytes, status: int) -> str | None:
     """Why a container's response head cannot be passed on, or None. The parser already
     refused what RFC 9112 forbids outright (bare CR or LF, folding, conflicting lengths);
     these are what it lets through that a client could read differently."""
-    if not raw.startswith(HTTP1_STATUS_LINES):
+    if not raw.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")):
         return f"the app answered in another protocol ({raw[:9]!r})"
     if not 100 <= status <= 599:
         return f"the app answered with the status {status}"
     return None
 
 
-_TE = b"\r\ntransfer-encoding:"
-_TE_CHUNKED = b"\r\ntransfer-encoding: chunked\r\n"
-
-
-def response_chunked(lower: bytes, at: int) -> bool | None:
-    """For a response head with Transfer-Encoding (its first field at `at`): whether its
-    body is chunked (else it runs to the connection's end, RFC 9112 §6.3), or None when
-    chunked is applied twice."""
-    if lower.startswith(_TE_CHUNKED, at) and lower.find(_TE, at + len(_TE)) < 0:
-        return True  # what servers send
+def response_chunked(lower: bytes) -> bool | None:
+    """For a response head with Transfer-Encoding: whether its body is chunked (else it
+    runs to the connection's end, RFC 9112 §6.3), or None when chunked is applied twice."""
     codings = [t for value in _TE_FIELD.findall(lower) for t in _tokens(value)]
     if codings.count(b"chunked") > 1:
         return None

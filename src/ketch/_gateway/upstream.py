@@ -13,7 +13,6 @@ import httptools
 
 from ketch._gateway.exchange import BACKPRESSURE, Exchange
 from ketch._gateway.http import (
-    HTTP1_STATUS_LINES,
     Limits,
     response_chunked,
     response_problem,
@@ -30,6 +29,9 @@ LOW_WATER = 64 * 1024
 
 _STATUS_KEYS = ("responses_1xx", "responses_1xx", "responses_2xx", "responses_3xx",
                 "responses_4xx", "responses_5xx")
+
+_TE = b"\r\ntransfer-encoding:"
+_TE_CHUNKED = b"\r\ntransfer-encoding: chunked\r\n"
 
 # Response states.
 _IDLE, _HEAD, _RAW, _DECHUNK, _DONE, _TUNNEL = range(6)
@@ -201,15 +203,23 @@ class Upstream(asyncio.Protocol):
             return
         lower = raw.lower()
         problem = None
-        if status > 599 or not raw.startswith(HTTP1_STATUS_LINES):
+        # The parser checked the status line's form (HTTP/, RTSP/ or ICE/, a version it
+        # knows, digits): "H" and "1" make it HTTP/1.0 or HTTP/1.1, tested by bytes for
+        # the hot path's sake.
+        if status > 599 or raw[5] != 49 or raw[0] != 72:
             problem = response_problem(raw, status)
         chunked = False
-        at = lower.find(b"\r\ntransfer-encoding:")
+        at = lower.find(_TE)
         if at >= 0:
-            coding = response_chunked(lower, at)
-            if coding is None:
-                problem = "the app's response applies chunked more than once"
-            chunked = bool(coding)
+            if lower.startswith(_TE_CHUNKED, at):
+                # What servers send. (A second field is not looked for: were the codings
+                # to end otherwise, the parser reads to the close, and so does the client.)
+                chunked = True
+            else:
+                coding = response_chunked(lower)
+                if coding is None:
+                    problem = "the app's response applies chunked more than once"
+                chunked = bool(coding)
         if problem is not None:
             self._fail(ex, problem)
             return

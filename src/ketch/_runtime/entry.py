@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import inspect
 import os
 import signal
@@ -12,7 +14,7 @@ import sys
 from typing import Any
 
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
-from ketch._utils import payload
+from ketch._utils import payload, tracecontext
 from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
 
 
@@ -188,6 +190,10 @@ class Runtime:
         try:
             args, kwargs = payload.loads(msg["args"])
             fn = self.target.resolve(msg.get("method"))
+            # The call's trace context (O5), set in this input's task and handed to its
+            # thread, so that user code using OpenTelemetry joins the caller's trace.
+            traced = bool(msg.get("traceparent")) and (
+                tracecontext.attach(msg["traceparent"]) is not None)
             if msg["kind"] == "gen":
                 await self._run_gen(iid, fn, args, kwargs)
                 out: dict[str, Any] = {"t": "out", "iid": iid, "ok": True, "payload": None}
@@ -196,8 +202,11 @@ class Runtime:
                     result = await fn(*args, **kwargs)
                 else:
                     self.sync_running.add(iid)
+                    call = functools.partial(fn, *args, **kwargs)
+                    if traced:
+                        call = functools.partial(contextvars.copy_context().run, call)
                     try:
-                        result = await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+                        result = await loop.run_in_executor(self.pool, call)
                     finally:
                         self.sync_running.discard(iid)
                     if inspect.isawaitable(result):

@@ -14,6 +14,8 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from ketch._utils import tracecontext
+
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
@@ -22,6 +24,7 @@ WS_MAX_SIZE = 2 * 1024 * 1024
 
 def client_address_middleware(app: ASGIApp) -> ASGIApp:
     async def wrapped(scope: Scope, receive: Any, send: Any) -> None:
+        traceparent = None
         if scope["type"] in ("http", "websocket"):
             headers = scope.get("headers") or []
             kept = []
@@ -29,9 +32,21 @@ def client_address_middleware(app: ASGIApp) -> ASGIApp:
                 if name == b"x-ketch-client":
                     scope["client"] = (value.decode("latin-1"), 0)
                 else:
+                    if name == b"traceparent":
+                        traceparent = value
                     kept.append((name, value))
             scope["headers"] = kept
-        await app(scope, receive, send)
+        # The request's trace context (O5) is current while the app handles it, so that
+        # user code using OpenTelemetry joins the caller's trace without instrumenting.
+        token = None
+        if traceparent is not None and tracecontext.is_traceparent(
+                text := traceparent.decode("latin-1")):
+            token = tracecontext.attach(text)
+        try:
+            await app(scope, receive, send)
+        finally:
+            if token is not None:
+                tracecontext.detach(token)
 
     return wrapped
 

@@ -6,7 +6,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,6 +71,8 @@ class LogHub:
         self._sizes: dict[str, int] = {}
         self._subscribers: dict[str, set[Subscriber]] = collections.defaultdict(set)
         self._containers: dict[str, str] = {}  # container id -> app id, newest last
+        # Told of every line and event (OTLP log export, O5); None when nothing listens.
+        self.on_entry: Callable[[dict[str, Any]], None] | None = None
 
     def emit(self, app_id: str, function: str, container: str, stream: str, line: str,
              *, event: bool = False) -> None:
@@ -86,6 +88,8 @@ class LogHub:
             if len(self._containers) > _KNOWN_CONTAINERS:
                 del self._containers[next(iter(self._containers))]
         self._write(app_id, f"{entry['ts']:.3f}\t{function}\t{container}\t{stream}\t{line}\n")
+        if self.on_entry is not None:
+            self.on_entry(entry)
         subs = self._subscribers.get(app_id)
         if not subs:
             return

@@ -133,6 +133,13 @@ class Server:
             limits=Limits(request_timeout=cfg.request_timeout), tls_cert=cfg.tls_cert,
             tls_key=cfg.tls_key,
         )
+        from ketch._server.tracing import from_config
+
+        # OpenTelemetry export (O5): None when otel_endpoint is not set, and nothing of the
+        # SDK is imported then.
+        self.tracing = from_config(cfg)
+        if self.tracing is not None:
+            self.tracing.install(self.scheduler, self.logs, self.web.gateway)
         gateway_port = await self.web.start()
         self.apps = AppManager(
             self.home, self.store, self.scheduler, self.builder, self.box, web=self.web,
@@ -211,6 +218,9 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(api_task, 3)
             self.store.close()
+            if self.tracing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.to_thread(self.tracing.shutdown), 5)
 
     async def _tick(self) -> None:
         last_expiry = 0.0

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 # pydantic needs this TypedDict before Python 3.12
 from typing_extensions import TypedDict
 
+from ketch._utils.tracecontext import is_traceparent
 from ketch.exception import InvalidError
 
 __all__ = ["BadMessage", "check_client", "check_container", "check_hello"]
@@ -59,11 +60,19 @@ _hello: TypeAdapter[ClientHello | ContainerHello] = TypeAdapter(
 
 
 # -- from SDK clients ----------------------------------------------------------------
+def _traceparent(value: str) -> str:
+    if not is_traceparent(value):
+        raise ValueError("not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
+    return value
+
+
 class Request(TypedDict):
     args: bytes
     method: str | None
     params: bytes | None
     options: NotRequired[dict[str, Any] | None]
+    # The caller's OpenTelemetry context (O5), when its program has one.
+    traceparent: NotRequired[Annotated[str, AfterValidator(_traceparent)]]
 
 
 class Call(TypedDict):

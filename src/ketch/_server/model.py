@@ -63,6 +63,7 @@ class Input:
     future: asyncio.Future[str] | None = None
     queued_at: float = 0.0  # monotonic time it joined its queue (@batched waits from it)
     created: float = field(default_factory=time.monotonic)  # for call records and latency
+    trace: Any = None  # its spans while the server exports traces (_server/tracing.py)
 
 
 @dataclass(eq=False)
@@ -82,6 +83,7 @@ class Container:
     stop_reason: str | None = None  # set when ketch itself stops or kills it
     web_addr: str | None = None  # where the container serves HTTP, for web functions
     gpus: tuple[int, ...] = ()  # indices of the host GPUs it holds (S7)
+    ready_at: float = 0.0  # monotonic time it said ready (its start, for traces)
 
     assigned: int = 0  # inputs handed to it over its life
 

@@ -37,6 +37,7 @@ from ketch.exception import (
 
 if TYPE_CHECKING:
     from ketch._server.crypto import SecretBox
+    from ketch._server.tracing import Tracing
 
 log = logging.getLogger("ketch.scheduler")
 
@@ -95,6 +96,8 @@ class Scheduler:
         # Told of every finished input and web request (call records, latency histograms).
         self.on_input_done: Callable[[Input, bool], None] | None = None
         self.on_web_done: Callable[[Input, str, int], None] | None = None
+        # Spans for inputs and web requests (O5); None, and never looked at further, when off.
+        self.tracing: Tracing | None = None
 
     # -- functions ----------------------------------------------------------------------
     def register(self, fdef: FunctionDef) -> None:
@@ -179,6 +182,8 @@ class Scheduler:
             return
         pool = self._pool_for(fdef, request.get("params"), request.get("options"))
         inp = Input(iid, pool.function, pool.key, request, kind, client_id, spawned)
+        if self.tracing is not None:
+            self.tracing.input_started(inp)
         # A spawned call was checked against the bound when `spawn` accepted it; one that
         # a restart re-queues was accepted then and must not be refused now.
         full = None if spawned else self._queue_full(pool)
@@ -279,6 +284,8 @@ class Scheduler:
         c.assigned += 1
         # A deadline, not a timer per input: one sweep a quarter second checks them all.
         inp.deadline = inp.started + float(inp.function.options.get("timeout") or 300)
+        if self.tracing is not None:
+            self.tracing.assigned(inp, c)  # before the send: the input carries its context
         if inp.future is not None:
             if not inp.future.done():
                 inp.future.set_result(c.web_addr or "")
@@ -497,6 +504,7 @@ class Scheduler:
         elif t == "ready":
             c.web_addr = msg.get("web_addr")
             c.state = "ready"
+            c.ready_at = time.monotonic()
             c.idle_since = time.monotonic()
             self._event(c, "container started")
             if c.pool.retired:
@@ -737,6 +745,8 @@ class Scheduler:
             raise full  # the gateway answers 429 (S3)
         inp = Input(new_id("wr"), fdef, pool.key, {"params": params}, "web", None)
         inp.future = asyncio.get_running_loop().create_future()
+        if self.tracing is not None:
+            self.tracing.web_input(inp)
         self.counters["web_requests"] += 1
         self._enqueue(inp)
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ketch._gateway.proxy import Limits
 from supports.gateway_harness import FakeResolver, GatewayThread, RawUpstream, read_head
 from supports.raw_http import Reply, exchange, request, websocket_upgrade
 
@@ -241,6 +242,18 @@ def test_oversized_trailers_get_431(tmp_path: Path) -> None:
             got = read_all(sock)
         assert got.startswith(b"HTTP/1.1 431 "), got[:200]
         assert sent < 4 << 20
+
+
+@pytest.mark.spec("W17")
+def test_an_absurd_chunk_size_is_held_to_the_body_limit(tmp_path: Path) -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        read_all(conn)
+
+    raw = RawUpstream(tmp_path / "raw.sock", script)
+    with raw, GatewayThread(FakeResolver(raw.address), Limits(max_body_bytes=4096)) as gw:
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        reply = exchange(gw.port, [head + b"ffffffffffffffff\r\n", b"x" * 8192])
+    assert reply.closed and reply.statuses == [413], reply
 
 
 # -- the response side --------------------------------------------------------------------

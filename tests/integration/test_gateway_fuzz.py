@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,7 +45,7 @@ INPUTS = int(os.environ.get("KETCH_GATEWAY_FUZZ_INPUTS", "10000"))
 BATCH = 25  # Hypothesis inputs per example, sent at once
 HYPOTHESIS_SHARE = 0.2
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(max(600, INPUTS // 50))
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,16 @@ def test_gateway_fuzz(site: Site, fresh_server: Any) -> None:
         part = asyncio.run(run_async(batch, concurrency=BATCH, idle=0.3))
         outcome.add(part)
 
+    started = time.monotonic()
     hypothesis_inputs()
     mutations = INPUTS - outcome.sent
     outcome.add(asyncio.run(run_async(mutated(site, SEED, mutations), concurrency=64, idle=0.3)))
+    elapsed = time.monotonic() - started
+    print(
+        f"gateway fuzz: seed {SEED}, {outcome.sent} inputs in {elapsed:.1f}s "
+        f"({outcome.sent / elapsed:.0f}/s), {outcome.closed} closed by the gateway, "
+        f"{outcome.upgraded} upgraded, statuses {sorted(outcome.statuses.items())}"
+    )
     assert outcome.sent >= INPUTS
     assert outcome.violations == [], _report(outcome)
     # The run reached the containers, not only the gateway's refusals.

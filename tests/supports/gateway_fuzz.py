@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
 import struct
 from collections import Counter
@@ -59,11 +60,22 @@ class Outcome:
         self.violations += other.violations
 
 
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
 def judge(inp: Input, reply: Reply, outcome: Outcome) -> None:
     """Check one answer against the rules; record what broke them."""
     outcome.sent += 1
     outcome.closed += reply.closed
     outcome.upgraded += reply.upgraded
+    if b"HEAD" in inp.data:
+        # A response to HEAD has no body, which a parser told nothing of the request cannot
+        # know: its status lines are all there is to judge.
+        for status in _STATUS_LINE.findall(reply.raw):
+            outcome.statuses[int(status)] += 1
+            if int(status) >= 500 and int(status) not in (501, 505):
+                outcome.violations.append((f"answered {int(status)} (HEAD)", inp, reply))
+        return
     if reply.garbage:
         outcome.violations.append(("bytes that are no HTTP response", inp, reply))
     for r in reply.responses:

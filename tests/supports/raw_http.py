@@ -39,6 +39,7 @@ class Reply:
     upgraded: bool = False  # a 101 came, and what follows it is the tunnel's
     garbage: bytes = b""  # bytes that do not parse as an HTTP response
     tail: bytes = b""  # bytes after a 101
+    raw: bytes = b""  # everything received
 
     @property
     def statuses(self) -> list[int]:
@@ -79,6 +80,7 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> None:
         reply = self.reply
+        reply.raw += data
         if reply.upgraded:
             reply.tail += data
             return

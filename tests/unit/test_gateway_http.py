@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httptools
 import pytest
 
 from ketch._gateway.http import (
@@ -9,9 +10,13 @@ from ketch._gateway.http import (
     analyse_head,
     forward_request_head,
     forwarding,
+    is_websocket,
     parse_host,
     platform_response,
+    response_chunked,
+    response_problem,
     rewrite_response_head,
+    switches_to_websocket,
 )
 
 
@@ -186,3 +191,124 @@ def test_platform_response_shape() -> None:
 def test_platform_response_refuses_header_injection() -> None:
     with pytest.raises(ValueError):
         platform_response(403, "no", [("x-a", "b\r\nset-cookie: evil")], close=False)
+
+
+# -- request framing (RFC 9112 §6) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("codings", "status"), [
+    ([b"chunked, chunked"], 400),
+    ([b"chunked", b"chunked"], 400),
+    ([b"chunked, gzip"], 400),
+    ([b"gzip"], 400),
+    ([b"gzip, chunked"], 501),
+    ([b"gzip", b"chunked"], 501),
+])
+def test_transfer_codings_refused(codings: list[bytes], status: int) -> None:
+    with pytest.raises(BadRequest) as info:
+        analyse_head([(b"transfer-encoding", c) for c in codings])
+    assert info.value.status == status
+
+
+def test_chunked_alone_with_empty_list_elements_is_chunked() -> None:
+    assert analyse_head([(b"transfer-encoding", b", Chunked ,")]).chunked
+
+
+def test_forwarded_framing_is_the_gateways_own() -> None:
+    lines = _forward([(b"host", b"h"), (b"content-length", b"0007 ")])
+    assert [line for line in lines if line.lower().startswith(b"content-length")] == [
+        b"content-length: 7"]
+    ws = _forward([(b"host", b"h"), (b"upgrade", b"WebSocket")], websocket=True)
+    assert b"upgrade: websocket" in ws and b"upgrade: WebSocket" not in ws
+
+
+def test_forwarding_fields_are_made_once() -> None:
+    fwd = forwarding("192.0.2.1", analyse_head([(b"host", b"h")]), frozenset())
+    first = fwd.fields()
+    assert first == (b"x-ketch-client: 192.0.2.1\r\nx-forwarded-for: 192.0.2.1\r\n"
+                     b"x-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+    assert fwd.fields() is first
+
+
+@pytest.mark.parametrize(("value", "websocket"), [
+    (b"websocket", True), (b"WebSocket", True), (b" websocket ", True),
+    (b"websocket, h2c", False), (b"h2c", False), (b"xwebsocket", False), (None, False),
+])
+def test_is_websocket(value: bytes | None, websocket: bool) -> None:
+    assert is_websocket(value) is websocket
+
+
+# -- response framing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "status", "bad"), [
+    (b"HTTP/1.1 200 OK\r\n\r\n", 200, False),
+    (b"HTTP/1.0 200 OK\r\n\r\n", 200, False),
+    (b"HTTP/2.0 200 OK\r\n\r\n", 200, True),
+    (b"RTSP/1.0 200 OK\r\n\r\n", 200, True),
+    (b"HTTP/1.1 999 Odd\r\n\r\n", 999, True),
+])
+def test_response_problem(raw: bytes, status: int, bad: bool) -> None:
+    assert (response_problem(raw, status) is not None) is bad
+
+
+@pytest.mark.parametrize(("head", "chunked"), [
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n", None),
+])
+def test_response_chunked(head: bytes, chunked: bool | None) -> None:
+    assert response_chunked(head.lower()) is chunked
+
+
+def test_switches_to_websocket() -> None:
+    assert switches_to_websocket(b"http/1.1 101 x\r\nupgrade: websocket\r\n\r\n")
+    assert not switches_to_websocket(b"http/1.1 101 x\r\nupgrade: h2c\r\n\r\n")
+    assert not switches_to_websocket(b"http/1.1 101 x\r\n\r\n")
+
+
+# -- what the parser refuses on its own ---------------------------------------------------
+# The gateway leaves these to httptools (llhttp, strict by default) and answers 400 when it
+# raises; were an upgrade to make it lenient, these would pass and the gateway would not know.
+
+_H = b"POST / HTTP/1.1\r\nHost: a\r\n"
+
+
+@pytest.mark.parametrize("data", [
+    _H + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    _H + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    _H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    _H + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    _H + b"Content-Length: 5, 5\r\n\r\nhello",
+    _H + b"Content-Length: +5\r\n\r\nhello",
+    _H + b"Content-Length : 5\r\n\r\nhello",
+    _H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    _H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    _H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    _H + b"Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n",
+    _H + b"X-A: b\r\n c\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\n\n",
+    _H + b"X: y\rz\r\n\r\n",
+    _H + b"X: y\x00z\r\n\r\n",
+    _H + b"X: y\x01z\r\n\r\n",
+    _H + b"X Y: z\r\n\r\n",
+    _H + b": z\r\n\r\n",
+    b"GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+    _H + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n",
+    _H + b"Transfer-Encoding: chunked\r\n\r\n-1\r\nx\r\n",
+    _H + b"Transfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n",
+    _H + b"Transfer-Encoding: chunked\r\n\r\n1\r\nxy0\r\n\r\n",
+    _H + b"Transfer-Encoding: chunked\r\n\r\n1;a\nb\r\nx\r\n0\r\n\r\n",
+    _H + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n",
+    b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+], ids=lambda data: repr(data[-40:]))
+def test_the_request_parser_refuses(data: bytes) -> None:
+    class Sink:
+        pass
+
+    with pytest.raises(httptools.HttpParserError):
+        httptools.HttpRequestParser(Sink()).feed_data(data)

@@ -22,6 +22,7 @@ import httptools
 from ketch._gateway.exchange import BACKPRESSURE, QUEUED, RESOLVING, UPGRADING, Exchange
 from ketch._gateway.http import (
     BadRequest,
+    Forwarding,
     analyse_head,
     forward_request_head,
     forwarding,
@@ -91,6 +92,9 @@ class ClientConnection(asyncio.Protocol):
         self._begun = False  # part of a request head has arrived
         self._host_raw = b""  # the last Host value and its parse: a connection rarely varies
         self._host = ""
+        self._fwd: Forwarding | None = None  # the last request's forwarding, and its Host
+        self._fwd_host: bytes | None = None
+        self._trusted_peer = False
         # One deadline (0: none) for the head or the idle keep-alive, checked by a timer that
         # is moved only when the deadline comes earlier: requests on a kept connection move
         # the deadline, not the timer.
@@ -123,6 +127,7 @@ class ClientConnection(asyncio.Protocol):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
             self._peer = ("unix", 0)  # a unix-socket listener: name it in trusted_proxies
+        self._trusted_peer = self._peer[0] in self._gw.trusted_proxies
         t.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self._gw._connections.add(self)
         self._stats["connections"] += 1
@@ -280,10 +285,14 @@ class ClientConnection(asyncio.Protocol):
             return
         websocket = upgrade and method == b"GET" and not http10 and is_websocket(facts.upgrade)
         peer = self._peer
-        fwd = forwarding(peer[0], facts, self._gw.trusted_proxies)
-        if self._tls and (facts.forwarded_proto is None
-                          or peer[0] not in self._gw.trusted_proxies):
-            fwd.proto = b"https"  # what the client used, unless a trusted proxy says more
+        fwd = self._fwd
+        if fwd is None or facts.host != self._fwd_host or self._trusted_peer:
+            # From an untrusted peer, who the request is from depends on the connection
+            # and the Host only: kept while the Host stays the same.
+            fwd = forwarding(peer[0], facts, self._gw.trusted_proxies)
+            if self._tls and (facts.forwarded_proto is None or not self._trusted_peer):
+                fwd.proto = b"https"  # what the client used, unless a trusted proxy says more
+            self._fwd, self._fwd_host = fwd, facts.host
         ex = Exchange(
             self, method, target, http10=http10, keep_alive=parser.should_keep_alive(),
             chunked=facts.chunked, has_body=facts.chunked or bool(length), websocket=websocket,
@@ -455,7 +464,7 @@ class ClientConnection(asyncio.Protocol):
         assert ex.head is not None and ex.facts is not None and ex.fwd is not None
         ex.forward_head = forward_request_head(
             ex.method, ex.target, ex.head.headers, ex.facts, ex.fwd,
-            remove=result.remove_headers, trusted_peer=self._peer[0] in self._gw.trusted_proxies,
+            remove=result.remove_headers, trusted_peer=self._trusted_peer,
             websocket=ex.websocket,
         )
         up = self._gw._pool.take(result.address)

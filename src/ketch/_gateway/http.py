@@ -161,6 +161,22 @@ class Forwarding:
     forwarded_for: str
     proto: bytes
     host: bytes | None
+    _fields: bytes = b""
+
+    def fields(self) -> bytes:
+        """The forwarding fields as sent, ending the head; made once (a client connection
+        reuses one Forwarding for its requests while nothing about them changes)."""
+        if not self._fields:
+            parts = [
+                b"x-ketch-client: ", self.client.encode("latin-1"),
+                b"\r\nx-forwarded-for: ", self.forwarded_for.encode("latin-1"),
+                b"\r\nx-forwarded-proto: ", self.proto,
+            ]
+            if self.host is not None:
+                parts += (b"\r\nx-forwarded-host: ", self.host)
+            parts.append(b"\r\n\r\n")
+            self._fields = b"".join(parts)
+        return self._fields
 
 
 def forwarding(peer: str, facts: HeadFacts, trusted: frozenset[str]) -> Forwarding:
@@ -214,15 +230,7 @@ def forward_request_head(
         parts.append(b"content-length: %d\r\n" % facts.content_length)
     if websocket:
         parts.append(b"connection: upgrade\r\nupgrade: websocket\r\n")
-    client = fwd.client.encode("latin-1")
-    parts += (
-        b"x-ketch-client: ", client,
-        b"\r\nx-forwarded-for: ", fwd.forwarded_for.encode("latin-1"),
-        b"\r\nx-forwarded-proto: ", fwd.proto,
-    )
-    if fwd.host is not None:
-        parts += (b"\r\nx-forwarded-host: ", fwd.host)
-    parts.append(b"\r\n\r\n")
+    parts.append(fwd.fields())
     return b"".join(parts)
 
 

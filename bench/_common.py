@@ -39,8 +39,13 @@ def start_ray() -> None:
     import ray
 
     try:
-        ray.init(num_cpus=NPROC, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+        ray.init(
+            num_cpus=NPROC,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
     except BaseException:
         ray.shutdown()
         raise
@@ -84,10 +89,17 @@ def fast_autoscaling(max_replicas: int, target: int, downscale_s: float) -> dict
     scaledown windows: no upscale delay, load metrics every 0.5 s (the default 10 s push
     interval alone adds up to 10 s to a scale from zero), a 2 s look-back, and
     `downscale_s` downscale delays (defaults 30 s and 600 s)."""
-    return {"min_replicas": 0, "initial_replicas": 0, "max_replicas": max_replicas,
-            "target_ongoing_requests": target, "upscale_delay_s": 0,
-            "metrics_interval_s": 0.5, "look_back_period_s": 2,
-            "downscale_delay_s": downscale_s, "downscale_to_zero_delay_s": downscale_s}
+    return {
+        "min_replicas": 0,
+        "initial_replicas": 0,
+        "max_replicas": max_replicas,
+        "target_ongoing_requests": target,
+        "upscale_delay_s": 0,
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2,
+        "downscale_delay_s": downscale_s,
+        "downscale_to_zero_delay_s": downscale_s,
+    }
 
 
 def serve_replicas(app: str, deployment: str) -> int:
@@ -98,8 +110,9 @@ def serve_replicas(app: str, deployment: str) -> int:
     return int(sum(st.replica_states.values()))
 
 
-def wait_for_zero(count: Callable[[], int], what: str, timeout: float = 120.0,
-                  poll: float = 0.05) -> None:
+def wait_for_zero(
+    count: Callable[[], int], what: str, timeout: float = 120.0, poll: float = 0.05
+) -> None:
     """Poll until `count()` is 0 (nothing left running); TimeoutError after `timeout`."""
     t0 = time.monotonic()
     while count():
@@ -123,10 +136,14 @@ def parse_wrk(out: str) -> dict[str, Any]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": float(rps.group(1)) if rps else 0.0,
-            "p50_us": q("50"), "p90_us": q("90"), "p99_us": q("99"),
-            "non_2xx": int(bad.group(1)) if bad else 0,
-            "socket_errors": errors.group(0) if errors else None}
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_us": q("50"),
+        "p90_us": q("90"),
+        "p99_us": q("99"),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else None,
+    }
 
 
 def machine_line(info: dict[str, Any], *also: str) -> str:
@@ -134,10 +151,12 @@ def machine_line(info: dict[str, Any], *also: str) -> str:
     `also` adds notes after the Ray version (its settings, the load generator)."""
     extra = "".join(f", {a}" for a in also)
     dirty = " + uncommitted src changes" if info["ketch_src_dirty"] else ""
-    return (f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gib']} GiB, "
-            f"Python {info['python']}, Ray {info['ray']}{extra}, "
-            f"ketch {info['ketch_commit']}{dirty} (src sha256 {info['ketch_src_sha256']}), "
-            f"load average {info['loadavg_start']} -> {info['loadavg_end']}")
+    return (
+        f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gib']} GiB, "
+        f"Python {info['python']}, Ray {info['ray']}{extra}, "
+        f"ketch {info['ketch_commit']}{dirty} (src sha256 {info['ketch_src_sha256']}), "
+        f"load average {info['loadavg_start']} -> {info['loadavg_end']}"
+    )
 
 
 def save_result(prefix: str, data: dict[str, Any]) -> Path:

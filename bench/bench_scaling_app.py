@@ -54,15 +54,17 @@ def _idle_endpoint(i: int) -> Any:
 
 for _i in range(IDLE_ENDPOINTS):
     globals()[f"idle_{_i}"] = idle_app.function(name=f"idle_{_i}")(
-        ketch.fastapi_endpoint()(_idle_endpoint(_i)))
+        ketch.fastapi_endpoint()(_idle_endpoint(_i))
+    )
 
 
 warm_app = ketch.App("bench-warm")
 WARM_CONTAINERS = 4
 
 
-@warm_app.function(min_containers=WARM_CONTAINERS, max_containers=WARM_CONTAINERS,
-                   scaledown_window=600)
+@warm_app.function(
+    min_containers=WARM_CONTAINERS, max_containers=WARM_CONTAINERS, scaledown_window=600
+)
 @ketch.fastapi_endpoint()
 async def warm() -> dict[str, str]:
     return {"hello": "world"}

@@ -42,8 +42,11 @@ async def _events(n: int, interval_ms: float) -> Any:
 @ketch.concurrent(max_inputs=100)
 @ketch.fastapi_endpoint(label="bench-sse")
 async def sse(n: int = 200, interval_ms: float = 10.0) -> StreamingResponse:
-    return StreamingResponse(_events(n, interval_ms), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        _events(n, interval_ms),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 # -- bare uvicorn and Ray Serve: the same two handlers as routes of one FastAPI app ----------

@@ -74,14 +74,24 @@ class KetchServer:
     def __init__(self, name: str, fork_server: bool) -> None:
         self.name = name
         self.home = Path(tempfile.mkdtemp(prefix=f"ketch-coldbench-{name}-"))
-        self.env = {**os.environ, "KETCH_HOME": str(self.home), "KETCH_GATEWAY_PORT": "0",
-                    "KETCH_FORK_SERVER": "1" if fork_server else "0"}
+        self.env = {
+            **os.environ,
+            "KETCH_HOME": str(self.home),
+            "KETCH_GATEWAY_PORT": "0",
+            "KETCH_FORK_SERVER": "1" if fork_server else "0",
+        }
         self.url = ""
         self.app_id = ""
 
     def cli(self, *args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "ketch.cli", *args], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ketch.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"ketch {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
@@ -89,8 +99,11 @@ class KetchServer:
     def api(self, path: str) -> Any:
         info = json.loads((self.home / "server.json").read_text())
         token = (self.home / "token").read_text().strip()
-        resp = httpx.get(f"http://127.0.0.1:{info['api_port']}{path}",
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        resp = httpx.get(
+            f"http://127.0.0.1:{info['api_port']}{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         resp.raise_for_status()
         return resp.json()
 
@@ -102,8 +115,9 @@ class KetchServer:
         log(f"ketch {self.name}: deployed in {time.perf_counter() - t0:.1f}s, {self.url}")
 
     def containers(self) -> list[dict[str, Any]]:
-        return [c for c in self.api("/v1/status")["containers"].values()
-                if c["app_id"] == self.app_id]
+        return [
+            c for c in self.api("/v1/status")["containers"].values() if c["app_id"] == self.app_id
+        ]
 
     def wait_zero(self) -> None:
         wait_for_zero(lambda: len(self.containers()), f"ketch {self.name}")
@@ -148,15 +162,19 @@ def ray_serve_app() -> Iterator[str]:
 
         @serve.deployment(
             autoscaling_config=fast_autoscaling(max_replicas=1, target=1, downscale_s=1),
-            graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=1,
+            graceful_shutdown_wait_loop_s=0.1,
+            graceful_shutdown_timeout_s=1,
             logging_config=QUIET,
         )
         @serve.ingress(bench_cold_web.make_fastapi_app())
         class ColdWeb:
             pass
 
-        serve.run(ColdWeb.bind(), name="bench-coldweb",  # type: ignore[attr-defined]
-                  route_prefix="/")
+        serve.run(
+            ColdWeb.bind(),
+            name="bench-coldweb",  # type: ignore[attr-defined]
+            route_prefix="/",
+        )
         yield f"http://127.0.0.1:{port}/"
 
 
@@ -178,8 +196,9 @@ def ray_block(n: int, settle: float, first: list[float]) -> list[dict[str, Any]]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--samples", type=int, default=20, help="samples per system")
     ap.add_argument("--reps", type=int, default=4, help="alternating blocks per system")
     ap.add_argument("--settle", type=float, default=0.3, help="seconds at zero before a sample")
@@ -199,8 +218,7 @@ def main() -> None:
             k.wait_zero()
             time.sleep(args.settle)
             first[name] = timed_get(k.url)
-            log(f"ketch {name:5s} first request after deploy {first[name]:7.1f} ms "
-                "(not a sample)")
+            log(f"ketch {name:5s} first request after deploy {first[name]:7.1f} ms (not a sample)")
         for rep in range(args.reps):
             log(f"repetition {rep + 1}/{args.reps}")
             for name, k in servers.items():
@@ -216,31 +234,54 @@ def main() -> None:
             k.close()
     info["loadavg_end"] = loadavg()
 
-    summary = {s: {**spread([x["ms"] for x in xs]), "p90": pct([x["ms"] for x in xs], 90)}
-               for s, xs in samples.items() if xs}
+    summary = {
+        s: {**spread([x["ms"] for x in xs]), "p90": pct([x["ms"] for x in xs], 90)}
+        for s, xs in samples.items()
+        if xs
+    }
     fm = summary["fork"]["median"]
-    labels = {"fork": "ketch, fork server", "plain": "ketch, plain process (fork server off)",
-              "ray": "Ray Serve, scale from zero"}
-    rows = [(labels[s], summary[s], summary[s]["p90"], fm / summary[s]["median"])
-            for s in labels if s in summary]
+    labels = {
+        "fork": "ketch, fork server",
+        "plain": "ketch, plain process (fork server off)",
+        "ray": "Ray Serve, scale from zero",
+    }
+    rows = [
+        (labels[s], summary[s], summary[s]["p90"], fm / summary[s]["median"])
+        for s in labels
+        if s in summary
+    ]
     n = len(samples["fork"])
-    table = _table(f"FastAPI endpoint cold start, ms ({n} samples each, median [min-max])",
-                   ["", "ms", "p90", "fork/this"], rows)
+    table = _table(
+        f"FastAPI endpoint cold start, ms ({n} samples each, median [min-max])",
+        ["", "ms", "p90", "fork/this"],
+        rows,
+    )
     firsts = ", ".join(f"{labels[s].split(',')[0]} {s} {ms:.0f}" for s, ms in first.items())
     if ray_first:
         firsts += f", Ray Serve {ray_first[0]:.0f}"
     table += f"\nfirst request after deploy (ms, not in the samples): {firsts}"
     if ray_errors:
-        table += (f"\nRay Serve failed in {len(ray_errors)} of {args.reps} blocks "
-                  f"(first: {ray_errors[0]})")
+        table += (
+            f"\nRay Serve failed in {len(ray_errors)} of {args.reps} blocks "
+            f"(first: {ray_errors[0]})"
+        )
     met = fm <= TARGET_MS
     table += f"\ntarget fork-server median <= {TARGET_MS:.0f} ms: {'MET' if met else 'MISSED'}"
     print(machine_line(info))
     print(table)
-    out = save_result("coldstart", {"machine": info, "args": vars(args), "samples": samples,
-                                    "first_after_deploy": {**first, "ray": ray_first},
-                                    "summary": summary, "ray_errors": ray_errors,
-                                    "target_met": met, "table": table})
+    out = save_result(
+        "coldstart",
+        {
+            "machine": info,
+            "args": vars(args),
+            "samples": samples,
+            "first_after_deploy": {**first, "ray": ray_first},
+            "summary": summary,
+            "ray_errors": ray_errors,
+            "target_met": met,
+            "table": table,
+        },
+    )
     print(f"results: {out.relative_to(ROOT)}")
 
 

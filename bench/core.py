@@ -76,8 +76,9 @@ def log(msg: str) -> None:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -133,8 +134,11 @@ class Ketch:
 
         info = read_server(Config.load())
         assert info is not None, "the ketch server is not running"
-        resp = httpx.get(f"{info.api_url}/v1/status",
-                         headers={"Authorization": f"Bearer {info.token}"}, timeout=30)
+        resp = httpx.get(
+            f"{info.api_url}/v1/status",
+            headers={"Authorization": f"Bearer {info.token}"},
+            timeout=30,
+        )
         resp.raise_for_status()
         data: dict[str, Any] = resp.json()
         return data
@@ -142,8 +146,14 @@ class Ketch:
     def containers(self, app_id: str) -> list[dict[str, Any]]:
         return [c for c in self.status()["containers"].values() if c["app_id"] == app_id]
 
-    def wait(self, what: str, cond: Callable[[list[dict[str, Any]]], bool], app_id: str,
-             timeout: float = 120.0, poll: float = 0.05) -> float:
+    def wait(
+        self,
+        what: str,
+        cond: Callable[[list[dict[str, Any]]], bool],
+        app_id: str,
+        timeout: float = 120.0,
+        poll: float = 0.05,
+    ) -> float:
         t0 = time.monotonic()
         while True:
             cs = self.containers(app_id)
@@ -154,8 +164,9 @@ class Ketch:
             time.sleep(poll)
 
     def wait_ready(self, app_id: str, n: int) -> float:
-        return self.wait(f"{n} ready containers",
-                         lambda cs: sum(c["state"] == "ready" for c in cs) >= n, app_id)
+        return self.wait(
+            f"{n} ready containers", lambda cs: sum(c["state"] == "ready" for c in cs) >= n, app_id
+        )
 
     def wait_none(self, app_id: str) -> float:
         return self.wait("no containers", lambda cs: not cs, app_id)
@@ -289,33 +300,60 @@ def bench_roundtrip(args: argparse.Namespace) -> dict[str, Any]:
                 timed_calls(rcall, args.warmup)
                 lat = timed_calls(rcall, args.calls)
                 rounds["ray_actor"].append(_lat_summary(lat, la))
-                log(f"round {r + 1}: ray actor p50 {pct(lat, 50):7.0f} us  "
-                    f"p99 {pct(lat, 99):7.0f} us")
-    summary = {side: {"p50_us": spread([x["p50_us"] for x in rs]),
-                      "p99_us": spread([x["p99_us"] for x in rs])}
-               for side, rs in rounds.items()}
-    ratio = {q: summary["ketch"][q]["median"] / summary["ray_actor"][q]["median"]
-             for q in ("p50_us", "p99_us")}
-    per_round = [rounds["ketch"][i]["p50_us"] / rounds["ray_actor"][i]["p50_us"]
-                 for i in range(args.rounds)]
+                log(
+                    f"round {r + 1}: ray actor p50 {pct(lat, 50):7.0f} us  "
+                    f"p99 {pct(lat, 99):7.0f} us"
+                )
+    summary = {
+        side: {
+            "p50_us": spread([x["p50_us"] for x in rs]),
+            "p99_us": spread([x["p99_us"] for x in rs]),
+        }
+        for side, rs in rounds.items()
+    }
+    ratio = {
+        q: summary["ketch"][q]["median"] / summary["ray_actor"][q]["median"]
+        for q in ("p50_us", "p99_us")
+    }
+    per_round = [
+        rounds["ketch"][i]["p50_us"] / rounds["ray_actor"][i]["p50_us"] for i in range(args.rounds)
+    ]
     rows = [
         ("p50 (us)", summary["ketch"]["p50_us"], summary["ray_actor"]["p50_us"], ratio["p50_us"]),
         ("p99 (us)", summary["ketch"]["p99_us"], summary["ray_actor"]["p99_us"], ratio["p99_us"]),
     ]
-    table = _table(f"warm round trip: {args.calls} sequential calls after {args.warmup} warm-up, "
-                   f"{args.rounds} rounds (median [min-max] of the rounds)",
-                   ["", "ketch .remote()", "Ray actor call", "ketch/Ray"], rows)
+    table = _table(
+        f"warm round trip: {args.calls} sequential calls after {args.warmup} warm-up, "
+        f"{args.rounds} rounds (median [min-max] of the rounds)",
+        ["", "ketch .remote()", "Ray actor call", "ketch/Ray"],
+        rows,
+    )
     target = summary["ketch"]["p50_us"]["median"] <= summary["ray_actor"]["p50_us"]["median"]
-    table += (f"\nper-round p50 ratio ketch/Ray: {', '.join(f'{x:.2f}' for x in per_round)}"
-              f"\ntarget ketch p50 <= Ray p50: {'MET' if target else 'MISSED'}")
-    return {"rounds": rounds, "summary": summary, "ratio": ratio,
-            "per_round_p50_ratio": per_round, "target_met": target, "table": table}
+    table += (
+        f"\nper-round p50 ratio ketch/Ray: {', '.join(f'{x:.2f}' for x in per_round)}"
+        f"\ntarget ketch p50 <= Ray p50: {'MET' if target else 'MISSED'}"
+    )
+    return {
+        "rounds": rounds,
+        "summary": summary,
+        "ratio": ratio,
+        "per_round_p50_ratio": per_round,
+        "target_met": target,
+        "table": table,
+    }
 
 
 def _lat_summary(lat: list[float], load: float) -> dict[str, Any]:
-    return {"n": len(lat), "p50_us": pct(lat, 50), "p90_us": pct(lat, 90),
-            "p99_us": pct(lat, 99), "mean_us": statistics.fmean(lat), "min_us": min(lat),
-            "max_us": max(lat), "loadavg": load}
+    return {
+        "n": len(lat),
+        "p50_us": pct(lat, 50),
+        "p90_us": pct(lat, 90),
+        "p99_us": pct(lat, 99),
+        "mean_us": statistics.fmean(lat),
+        "min_us": min(lat),
+        "max_us": max(lat),
+        "loadavg": load,
+    }
 
 
 # -- 2. map throughput -----------------------------------------------------------------------
@@ -375,20 +413,37 @@ def bench_map(args: argparse.Namespace) -> dict[str, Any]:
     summary = {s: spread([x["inputs_per_s"] for x in rs]) for s, rs in rounds.items()}
     ketch_rate = summary["ketch"]["median"]
     ratio = {s: ketch_rate / summary[s]["median"] for s in sides[1:]}
-    per_round = {s: [rounds["ketch"][i]["inputs_per_s"] / rounds[s][i]["inputs_per_s"]
-                     for i in range(args.rounds)] for s in sides[1:]}
-    labels = {"ray_tasks": "Ray tasks", "ray_2actors": "Ray 2 actors (round robin)",
-              "ray_actorpool": "Ray ActorPool(2).map"}
+    per_round = {
+        s: [
+            rounds["ketch"][i]["inputs_per_s"] / rounds[s][i]["inputs_per_s"]
+            for i in range(args.rounds)
+        ]
+        for s in sides[1:]
+    }
+    labels = {
+        "ray_tasks": "Ray tasks",
+        "ray_2actors": "Ray 2 actors (round robin)",
+        "ray_actorpool": "Ray ActorPool(2).map",
+    }
     rows: list[tuple[Any, ...]] = [("ketch .map, 2 containers", summary["ketch"], None)]
     rows += [(labels[s], summary[s], ratio[s]) for s in sides[1:]]
-    table = _table(f"map throughput: {n} trivial inputs, {args.rounds} rounds "
-                   "(inputs/s, median [min-max])",
-                   ["", "inputs/s", "ketch/this"], rows)
+    table = _table(
+        f"map throughput: {n} trivial inputs, {args.rounds} rounds (inputs/s, median [min-max])",
+        ["", "inputs/s", "ketch/this"],
+        rows,
+    )
     target = ketch_rate >= summary["ray_tasks"]["median"]
     table += "\nper-round ketch/Ray tasks: " + ", ".join(f"{x:.2f}" for x in per_round["ray_tasks"])
     table += f"\ntarget ketch >= Ray tasks: {'MET' if target else 'MISSED'}"
-    return {"n": n, "rounds": rounds, "summary": summary, "ratio": ratio,
-            "per_round_ratio": per_round, "target_met": target, "table": table}
+    return {
+        "n": n,
+        "rounds": rounds,
+        "summary": summary,
+        "ratio": ratio,
+        "per_round_ratio": per_round,
+        "target_met": target,
+        "table": table,
+    }
 
 
 # -- 3. cold start ---------------------------------------------------------------------------
@@ -396,7 +451,11 @@ def bench_cold(args: argparse.Namespace) -> dict[str, Any]:
     import bench_app
 
     samples: dict[str, list[dict[str, Any]]] = {
-        "ketch": [], "ray_actor": [], "ray_actor_new_process": [], "ray_serve": []}
+        "ketch": [],
+        "ray_actor": [],
+        "ray_actor_new_process": [],
+        "ray_serve": [],
+    }
     serve_error = None
     per_rep = max(1, math.ceil(args.samples / args.reps))
     with ketch_app(bench_app.cold_app, args.keep_home) as k:
@@ -416,15 +475,20 @@ def bench_cold(args: argparse.Namespace) -> dict[str, Any]:
                 dt = time.perf_counter() - t
                 t1_wall = time.time()
                 assert x == i
-                samples["ketch"].append({
-                    "ms": dt * 1e3, "loadavg": la,
-                    # phases, from wall clocks of this process and the container's
-                    "to_process_start_ms": (stamps["process_start"] - t0_wall) * 1e3,
-                    "process_start_to_user_import_ms":
-                        (stamps["imported"] - stamps["process_start"]) * 1e3,
-                    "user_import_to_call_ms": (stamps["called"] - stamps["imported"]) * 1e3,
-                    "call_to_result_ms": (t1_wall - stamps["called"]) * 1e3,
-                })
+                samples["ketch"].append(
+                    {
+                        "ms": dt * 1e3,
+                        "loadavg": la,
+                        # phases, from wall clocks of this process and the container's
+                        "to_process_start_ms": (stamps["process_start"] - t0_wall) * 1e3,
+                        "process_start_to_user_import_ms": (
+                            stamps["imported"] - stamps["process_start"]
+                        )
+                        * 1e3,
+                        "user_import_to_call_ms": (stamps["called"] - stamps["imported"]) * 1e3,
+                        "call_to_result_ms": (t1_wall - stamps["called"]) * 1e3,
+                    }
+                )
                 log(f"ketch cold start {dt * 1e3:7.1f} ms")
             k.wait_none(app_id)
             with ray_session() as ray:
@@ -433,8 +497,11 @@ def bench_cold(args: argparse.Namespace) -> dict[str, Any]:
                     for i in range(per_rep):
                         # A runtime_env of its own keeps Ray from reusing a worker process
                         # it has already started: the actor gets a new process.
-                        opts = {} if kind == "ray_actor" else {
-                            "runtime_env": {"env_vars": {"BENCH_SAMPLE": f"{rep}.{i}"}}}
+                        opts = (
+                            {}
+                            if kind == "ray_actor"
+                            else {"runtime_env": {"env_vars": {"BENCH_SAMPLE": f"{rep}.{i}"}}}
+                        )
                         time.sleep(max(args.settle, 0.5))
                         la = loadavg()
                         t = time.perf_counter()
@@ -452,26 +519,44 @@ def bench_cold(args: argparse.Namespace) -> dict[str, Any]:
                         serve_error = repr(exc)
                         log(f"ray serve failed: {serve_error}")
     summary = {s: spread([x["ms"] for x in xs]) for s, xs in samples.items() if xs}
-    phases = {p: spread([x[p] for x in samples["ketch"]]) for p in (
-        "to_process_start_ms", "process_start_to_user_import_ms", "user_import_to_call_ms",
-        "call_to_result_ms")}
+    phases = {
+        p: spread([x[p] for x in samples["ketch"]])
+        for p in (
+            "to_process_start_ms",
+            "process_start_to_user_import_ms",
+            "user_import_to_call_ms",
+            "call_to_result_ms",
+        )
+    }
     km = summary["ketch"]["median"]
-    labels = {"ray_actor": "Ray: new actor + first call",
-              "ray_actor_new_process": "Ray: new actor, new worker process",
-              "ray_serve": "Ray Serve: scale from zero"}
+    labels = {
+        "ray_actor": "Ray: new actor + first call",
+        "ray_actor_new_process": "Ray: new actor, new worker process",
+        "ray_serve": "Ray Serve: scale from zero",
+    }
     rows: list[tuple[Any, ...]] = [("ketch: .remote() from zero", summary["ketch"], None)]
     rows += [(labels[s], summary[s], km / summary[s]["median"]) for s in labels if s in summary]
-    table = _table(f"cold start, ms ({len(samples['ketch'])} samples each, median [min-max])",
-                   ["", "ms", "ketch/this"], rows)
+    table = _table(
+        f"cold start, ms ({len(samples['ketch'])} samples each, median [min-max])",
+        ["", "ms", "ketch/this"],
+        rows,
+    )
     table += "\nketch phases (median ms): " + ", ".join(
-        f"{p.removesuffix('_ms')} {v['median']:.0f}" for p, v in phases.items())
+        f"{p.removesuffix('_ms')} {v['median']:.0f}" for p, v in phases.items()
+    )
     if serve_error:
         table += f"\nRay Serve: not measured ({serve_error})"
     target = km <= 300.0
     table += f"\ntarget ketch median <= 300 ms: {'MET' if target else 'MISSED'}"
-    return {"samples": samples, "summary": summary, "ketch_phases": phases,
-            "ratio": {s: km / summary[s]["median"] for s in labels if s in summary},
-            "serve_error": serve_error, "target_met": target, "table": table}
+    return {
+        "samples": samples,
+        "summary": summary,
+        "ketch_phases": phases,
+        "ratio": {s: km / summary[s]["median"] for s in labels if s in summary},
+        "serve_error": serve_error,
+        "target_met": target,
+        "table": table,
+    }
 
 
 def _serve_cold(n: int, settle: float) -> list[dict[str, Any]]:
@@ -485,7 +570,8 @@ def _serve_cold(n: int, settle: float) -> list[dict[str, Any]]:
         # Tuned for fast scaling, like ketch's scaledown_window=1 (see fast_autoscaling).
         autoscaling_config=fast_autoscaling(max_replicas=1, target=1, downscale_s=1),
         # Scale-down speed only (not measured): an idle replica may go at once.
-        graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=1,
+        graceful_shutdown_wait_loop_s=0.1,
+        graceful_shutdown_timeout_s=1,
     )
     class ServeEcho:
         def __call__(self, x: int) -> int:
@@ -529,8 +615,12 @@ def _table(title: str, header: list[str], rows: list[tuple[Any, ...]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [title]
     for j, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -540,22 +630,35 @@ COMMANDS = {"roundtrip": bench_roundtrip, "map": bench_map, "cold": bench_cold}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("command", choices=[*COMMANDS, "all"])
     ap.add_argument("--rounds", type=int, default=3, help="roundtrip/map: alternating rounds")
     ap.add_argument("--calls", type=int, default=2000, help="roundtrip: timed calls per round")
     ap.add_argument("--warmup", type=int, default=200, help="roundtrip: warm-up calls per round")
     ap.add_argument("--n", type=int, default=10**4, help="map: inputs per map")
     ap.add_argument("--samples", type=int, default=15, help="cold: samples per system")
-    ap.add_argument("--reps", type=int, default=3,
-                    help="cold: the samples are taken in this many alternating blocks")
-    ap.add_argument("--settle", type=float, default=0.3,
-                    help="cold: seconds to wait after scale-to-zero before a sample")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        help="cold: the samples are taken in this many alternating blocks",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.3,
+        help="cold: seconds to wait after scale-to-zero before a sample",
+    )
     ap.add_argument("--no-serve", action="store_true", help="cold: skip Ray Serve")
     ap.add_argument("--keep-home", action="store_true", help="keep the KETCH_HOME (logs)")
-    ap.add_argument("--ray-auth", choices=["disabled", "default"], default="disabled",
-                    help="Ray's per-RPC token authentication (default: off, Ray's faster setup)")
+    ap.add_argument(
+        "--ray-auth",
+        choices=["disabled", "default"],
+        default="disabled",
+        help="Ray's per-RPC token authentication (default: off, Ray's faster setup)",
+    )
     args = ap.parse_args()
     global RAY_AUTH
     RAY_AUTH = args.ray_auth
@@ -574,8 +677,10 @@ def main() -> None:
     for name in names:
         print()
         print(results[name]["table"])
-    path = save_result(f"core-{args.command}", {
-        "command": " ".join(sys.argv), "args": vars(args), "machine": info, "results": results})
+    path = save_result(
+        f"core-{args.command}",
+        {"command": " ".join(sys.argv), "args": vars(args), "machine": info, "results": results},
+    )
     print(f"\nfull result: {path.relative_to(ROOT)}")
 
 

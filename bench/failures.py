@@ -49,9 +49,12 @@ from core import _table, ketch_app, loadavg, log, machine_info, pct  # noqa: E40
 
 def _summary(values: list[float], scale: float = 1000.0) -> dict[str, float]:
     """median / p99 / max of `values` (seconds) in ms by default."""
-    return {"median": round(statistics.median(values) * scale, 3),
-            "p99": round(pct(values, 99) * scale, 3),
-            "max": round(max(values) * scale, 3), "n": len(values)}
+    return {
+        "median": round(statistics.median(values) * scale, 3),
+        "p99": round(pct(values, 99) * scale, 3),
+        "max": round(max(values) * scale, 3),
+        "n": len(values),
+    }
 
 
 def timeout_lag(n: int, jitter: bool) -> dict[str, Any]:
@@ -60,8 +63,10 @@ def timeout_lag(n: int, jitter: bool) -> dict[str, Any]:
     from ketch.exception import FunctionTimeoutError
 
     out: dict[str, Any] = {}
-    for name, fn in (("async (cancelled)", async_sleeper), ("sync (container killed)",
-                                                            sync_sleeper)):
+    for name, fn in (
+        ("async (cancelled)", async_sleeper),
+        ("sync (container killed)", sync_sleeper),
+    ):
         lags = []
         for _ in range(n):
             assert fn.remote(0) == "woke"  # a container is up and idle
@@ -90,8 +95,7 @@ def retry_overhead(n: int) -> dict[str, Any]:
             totals.append(time.perf_counter() - t0 - RETRY_DELAY)
             assert len(stamps) == 2
             overheads.append(stamps[1] - stamps[0] - RETRY_DELAY)
-    result = {"gap_minus_delay": _summary(overheads),
-              "call_time_minus_delay": _summary(totals)}
+    result = {"gap_minus_delay": _summary(overheads), "call_time_minus_delay": _summary(totals)}
     log(f"retry overhead: median {result['gap_minus_delay']['median']} ms")
     return result
 
@@ -138,8 +142,10 @@ def result_urls(url: str, n_results: int, n_requests: int) -> dict[str, Any]:
     conn.close()
     out = {"result_url": _summary(kept, 1e6), "fast_route": _summary(fast, 1e6)}
     out["ratio_median"] = round(statistics.median(kept) / statistics.median(fast), 3)
-    log(f"result URL p50 {out['result_url']['median']} us vs fast route "
-        f"{out['fast_route']['median']} us (ratio {out['ratio_median']})")
+    log(
+        f"result URL p50 {out['result_url']['median']} us vs fast route "
+        f"{out['fast_route']['median']} us (ratio {out['ratio_median']})"
+    )
     return out
 
 
@@ -148,8 +154,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20, help="timeout and retry samples each")
     ap.add_argument("--requests", type=int, default=1000, help="result-URL GETs measured")
     ap.add_argument("--results", type=int, default=5, help="distinct kept results")
-    ap.add_argument("--no-jitter", action="store_true",
-                    help="send the timed-out calls back to back (no random pause)")
+    ap.add_argument(
+        "--no-jitter",
+        action="store_true",
+        help="send the timed-out calls back to back (no random pause)",
+    )
     ap.add_argument("--keep-home", action="store_true")
     args = ap.parse_args()
 
@@ -170,32 +179,59 @@ def main() -> None:
     info["loadavg_end"] = loadavg()
 
     print(f"\nketch failures benchmark, {info['date']}")
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
-          f"ketch {info['ketch_commit']} (src sha256 {info['ketch_src_sha256']}"
-          f"{', dirty' if info['ketch_src_dirty'] else ''}), "
-          f"load average {info['loadavg_start']} -> {info['loadavg_end']}")
+    print(
+        f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
+        f"ketch {info['ketch_commit']} (src sha256 {info['ketch_src_sha256']}"
+        f"{', dirty' if info['ketch_src_dirty'] else ''}), "
+        f"load average {info['loadavg_start']} -> {info['loadavg_end']}"
+    )
     lag = report["timeout_lag_ms"]
     phase = "back to back" if args.no_jitter else "random 0-1 s pause before each"
-    print(_table(f"\ntimeout enforcement lag (limit 1 s; ms past it), {args.n} calls each, "
-                 f"{phase}",
-                 ["", "median ms", "p99 ms", "max ms"],
-                 [(k, v["median"], v["p99"], v["max"]) for k, v in lag.items()]))
+    print(
+        _table(
+            f"\ntimeout enforcement lag (limit 1 s; ms past it), {args.n} calls each, {phase}",
+            ["", "median ms", "p99 ms", "max ms"],
+            [(k, v["median"], v["p99"], v["max"]) for k, v in lag.items()],
+        )
+    )
     retry = report["retry_overhead_ms"]
-    print(_table(f"\nretry overhead (configured delay 1.0 s), {args.n} calls",
-                 ["", "median ms", "p99 ms", "max ms"],
-                 [("gap between attempts - delay", *(retry["gap_minus_delay"][k]
-                                                     for k in ("median", "p99", "max"))),
-                  ("whole call - delay", *(retry["call_time_minus_delay"][k]
-                                           for k in ("median", "p99", "max")))]))
+    print(
+        _table(
+            f"\nretry overhead (configured delay 1.0 s), {args.n} calls",
+            ["", "median ms", "p99 ms", "max ms"],
+            [
+                (
+                    "gap between attempts - delay",
+                    *(retry["gap_minus_delay"][k] for k in ("median", "p99", "max")),
+                ),
+                (
+                    "whole call - delay",
+                    *(retry["call_time_minus_delay"][k] for k in ("median", "p99", "max")),
+                ),
+            ],
+        )
+    )
     res = report["result_url_us"]
-    print(_table(f"\nGET of a ready long-request result URL vs a fast route, "
-                 f"{args.requests} each, alternating on one keep-alive connection",
-                 ["", "p50 us", "p99 us"],
-                 [("result URL (kept response)", res["result_url"]["median"],
-                   res["result_url"]["p99"]),
-                  ("fast route (through to the container)", res["fast_route"]["median"],
-                   res["fast_route"]["p99"]),
-                  ("ratio of medians (result / fast)", res["ratio_median"], "")]))
+    print(
+        _table(
+            f"\nGET of a ready long-request result URL vs a fast route, "
+            f"{args.requests} each, alternating on one keep-alive connection",
+            ["", "p50 us", "p99 us"],
+            [
+                (
+                    "result URL (kept response)",
+                    res["result_url"]["median"],
+                    res["result_url"]["p99"],
+                ),
+                (
+                    "fast route (through to the container)",
+                    res["fast_route"]["median"],
+                    res["fast_route"]["p99"],
+                ),
+                ("ratio of medians (result / fast)", res["ratio_median"], ""),
+            ],
+        )
+    )
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"failures-{stamp}.json"

@@ -33,9 +33,11 @@ def sync_sleeper(seconds: float) -> str:
     return "woke"
 
 
-@app.function(min_containers=1, scaledown_window=600,
-              retries=ketch.Retries(max_retries=1, initial_delay=RETRY_DELAY,
-                                    backoff_coefficient=1.0))
+@app.function(
+    min_containers=1,
+    scaledown_window=600,
+    retries=ketch.Retries(max_retries=1, initial_delay=RETRY_DELAY, backoff_coefficient=1.0),
+)
 def fails_once(trace: str) -> list[float]:
     """Appends the time of each attempt to `trace`; the first attempt fails."""
     with open(trace, "a") as fh:

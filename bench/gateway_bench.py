@@ -108,8 +108,7 @@ class Result:
         self.rps, self.p50_us, self.p99_us = rps, p50_us, p99_us
 
 
-async def _client(address: str, stop_at: float, record_from: float,
-                  latencies: list[float]) -> None:
+async def _client(address: str, stop_at: float, record_from: float, latencies: list[float]) -> None:
     if address.startswith("unix:"):
         reader, writer = await asyncio.open_unix_connection(address[5:])
     else:
@@ -137,10 +136,12 @@ async def _client(address: str, stop_at: float, record_from: float,
 async def _python_load(address: str, concurrency: int, duration: float, warmup: float) -> Result:
     start = time.perf_counter()
     latencies: list[float] = []
-    await asyncio.gather(*(
-        _client(address, start + warmup + duration, start + warmup, latencies)
-        for _ in range(concurrency)
-    ))
+    await asyncio.gather(
+        *(
+            _client(address, start + warmup + duration, start + warmup, latencies)
+            for _ in range(concurrency)
+        )
+    )
     latencies.sort()
     return Result(
         len(latencies) / duration,
@@ -161,11 +162,16 @@ _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
 def wrk_load(address: str, concurrency: int, duration: float, warmup: float) -> Result:
     url = f"http://{address}/"
     if warmup:
-        subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(warmup))}s", url],
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(warmup))}s", url],
+            capture_output=True,
+            check=True,
+        )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{round(duration)}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -214,9 +220,24 @@ def _uvicorn(app: str, bind: list[str]) -> subprocess.Popen[bytes]:
     if app == "fastapi_app":
         env["GATEWAY_BENCH_FASTAPI"] = "1"
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"gateway_bench:{app}", "--app-dir", str(HERE),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-         "--lifespan", "off", *bind],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"gateway_bench:{app}",
+            "--app-dir",
+            str(HERE),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+            *bind,
+        ],
         env=env,
     )
 
@@ -228,8 +249,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--app", choices=["asgi", "fastapi"], default="asgi")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--serve-gateway", nargs=2, metavar=("ADDRESS", "PORT_FILE"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve-gateway", nargs=2, metavar=("ADDRESS", "PORT_FILE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve_gateway:
         serve_gateway(*args.serve_gateway)
@@ -252,8 +274,11 @@ def main() -> None:
             _wait_connectable(tcp)
             _wait_connectable(f"unix:{uds}")
             port_file = Path(tmp, "gateway.port")
-            procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--serve-gateway", f"unix:{uds}", str(port_file)]))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--serve-gateway", f"unix:{uds}", str(port_file)]
+                )
+            )
             deadline = time.monotonic() + 20
             while not port_file.exists() or not port_file.read_text():
                 assert time.monotonic() < deadline, "the gateway did not start"
@@ -267,10 +292,14 @@ def main() -> None:
             targets = {"bare-tcp": (tcp, [uv_tcp]), "gateway": (gateway, [gw_proc, uv_unix])}
             if loadgen == "python":
                 targets["bare-unix"] = (f"unix:{uds}", [uv_unix])
-            print(f"app={args.app} loadgen={loadgen} duration={args.duration:g}s "
-                  f"cpus={os.cpu_count()}")
-            print(f"{'target':<10} {'conc':>4} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} "
-                  f"{'cpu µs/req':>22}")
+            print(
+                f"app={args.app} loadgen={loadgen} duration={args.duration:g}s "
+                f"cpus={os.cpu_count()}"
+            )
+            print(
+                f"{'target':<10} {'conc':>4} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} "
+                f"{'cpu µs/req':>22}"
+            )
             for c in levels:
                 results: dict[str, Result] = {}
                 for name, (address, servers) in targets.items():
@@ -280,12 +309,18 @@ def main() -> None:
                     # Warm-up requests are in the CPU time too: count them at the same rate.
                     n = r.rps * (args.duration + args.warmup)
                     cpu = " + ".join(f"{t / n * 1e6:.0f}" for t in spent)
-                    print(f"{name:<10} {c:>4} {r.rps:>9.0f} {r.p50_us:>8.0f} {r.p99_us:>8.0f} "
-                          f"{cpu:>22}", flush=True)
+                    print(
+                        f"{name:<10} {c:>4} {r.rps:>9.0f} {r.p50_us:>8.0f} {r.p99_us:>8.0f} "
+                        f"{cpu:>22}",
+                        flush=True,
+                    )
                 bare, gw = results["bare-tcp"], results["gateway"]
-                print(f"{'ratio':<10} {c:>4} gateway/bare-tcp throughput "
-                      f"{gw.rps / bare.rps:.2f}x, p50 added {gw.p50_us - bare.p50_us:+.0f} µs, "
-                      f"p99 added {gw.p99_us - bare.p99_us:+.0f} µs", flush=True)
+                print(
+                    f"{'ratio':<10} {c:>4} gateway/bare-tcp throughput "
+                    f"{gw.rps / bare.rps:.2f}x, p50 added {gw.p50_us - bare.p50_us:+.0f} µs, "
+                    f"p99 added {gw.p99_us - bare.p99_us:+.0f} µs",
+                    flush=True,
+                )
         finally:
             for proc in procs:
                 proc.terminate()

@@ -41,7 +41,7 @@ class _Upstream(asyncio.Protocol):
         self.buf += data
         heads = self.buf.count(b"\r\n\r\n")
         if heads:
-            self.buf = self.buf[self.buf.rindex(b"\r\n\r\n") + 4:]
+            self.buf = self.buf[self.buf.rindex(b"\r\n\r\n") + 4 :]
             self.transport.write(_RESPONSE * heads)
 
 
@@ -100,8 +100,9 @@ async def _run(requests: int, concurrency: int) -> tuple[float, float]:
         for _ in range(concurrency):
             done: asyncio.Future[None] = loop.create_future()
             waits.append(done)
-            await loop.create_connection(lambda d=done: _Client(per_connection, d),
-                                         "127.0.0.1", port)
+            await loop.create_connection(
+                lambda d=done: _Client(per_connection, d), "127.0.0.1", port
+            )
         await asyncio.gather(*waits)
 
     await load(200)  # warm-up: connections to the upstream pooled, code paths hot

@@ -67,11 +67,28 @@ def pyspy(out_dir: Path | None, pids: dict[str, int], seconds: float) -> Any:
         out_dir.mkdir(parents=True, exist_ok=True)
         spy = str(Path(sys.executable).with_name("py-spy"))
         for name, pid in pids.items():
-            procs.append(subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
-                 "--threads", "--duration", str(int(seconds) + 1), "--nonblocking",
-                 "-o", str(out_dir / f"{name}.txt")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--rate",
+                        "250",
+                        "--format",
+                        "raw",
+                        "--threads",
+                        "--duration",
+                        str(int(seconds) + 1),
+                        "--nonblocking",
+                        "-o",
+                        str(out_dir / f"{name}.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         time.sleep(1.0)
     try:
         yield
@@ -80,8 +97,9 @@ def pyspy(out_dir: Path | None, pids: dict[str, int], seconds: float) -> Any:
             p.wait()
 
 
-def measure(k: core.Ketch, run: Any, units: int, spy_dir: Path | None,
-            expected_seconds: float) -> dict[str, Any]:
+def measure(
+    k: core.Ketch, run: Any, units: int, spy_dir: Path | None, expected_seconds: float
+) -> dict[str, Any]:
     server_pid = int(k.status()["pid"])
     conts = container_pids(k.home)
     pids = {"client": os.getpid(), "server": server_pid}
@@ -93,8 +111,12 @@ def measure(k: core.Ketch, run: Any, units: int, spy_dir: Path | None,
         wall = time.perf_counter() - t
         after = {n: cpu_seconds(p) for n, p in pids.items()}
     per_unit = {n: (after[n] - before[n]) / units * 1e6 for n in pids}
-    return {"wall_us_per_unit": wall / units * 1e6, "cpu_us_per_unit": per_unit,
-            "cpu_total_us_per_unit": sum(per_unit.values()), "loadavg": core.loadavg()}
+    return {
+        "wall_us_per_unit": wall / units * 1e6,
+        "cpu_us_per_unit": per_unit,
+        "cpu_total_us_per_unit": sum(per_unit.values()),
+        "loadavg": core.loadavg(),
+    }
 
 
 def show(title: str, res: dict[str, Any]) -> None:
@@ -102,8 +124,10 @@ def show(title: str, res: dict[str, Any]) -> None:
     print(f"  wall per call           {res['wall_us_per_unit']:8.0f} us")
     for name, us in res["cpu_us_per_unit"].items():
         print(f"  CPU {name:20s}{us:8.0f} us")
-    print(f"  CPU all processes       {res['cpu_total_us_per_unit']:8.0f} us"
-          f"   (load average {res['loadavg']})")
+    print(
+        f"  CPU all processes       {res['cpu_total_us_per_unit']:8.0f} us"
+        f"   (load average {res['loadavg']})"
+    )
 
 
 def do_roundtrip(args: argparse.Namespace) -> None:
@@ -114,9 +138,13 @@ def do_roundtrip(args: argparse.Namespace) -> None:
         k.wait_ready(bench_app.rt_app.app_id, 1)
         core.timed_calls(bench_app.rt_echo.remote, 500)
         lat: list[float] = []
-        res = measure(k, lambda: lat.extend(core.timed_calls(bench_app.rt_echo.remote,
-                                                             args.calls)),
-                      args.calls, args.py_spy, args.calls * 0.002)
+        res = measure(
+            k,
+            lambda: lat.extend(core.timed_calls(bench_app.rt_echo.remote, args.calls)),
+            args.calls,
+            args.py_spy,
+            args.calls * 0.002,
+        )
         res["p50_us"] = core.pct(lat, 50)
         show(f"warm .remote(), {args.calls} sequential calls (p50 {res['p50_us']:.0f} us)", res)
 
@@ -128,10 +156,18 @@ def do_map(args: argparse.Namespace) -> None:
         bench_app.map_echo.remote(0)
         k.wait_ready(bench_app.map_app.app_id, 2)
         list(bench_app.map_echo.map(range(1000)))
-        res = measure(k, lambda: list(bench_app.map_echo.map(range(args.n))), args.n,
-                      args.py_spy, args.n * 0.001)
-        show(f".map over {args.n} inputs, 2 containers "
-             f"({1e6 / res['wall_us_per_unit']:.0f} inputs/s)", res)
+        res = measure(
+            k,
+            lambda: list(bench_app.map_echo.map(range(args.n))),
+            args.n,
+            args.py_spy,
+            args.n * 0.001,
+        )
+        show(
+            f".map over {args.n} inputs, 2 containers "
+            f"({1e6 / res['wall_us_per_unit']:.0f} inputs/s)",
+            res,
+        )
 
 
 def do_cold(args: argparse.Namespace) -> None:
@@ -148,28 +184,45 @@ def do_cold(args: argparse.Namespace) -> None:
         py = str(images[0])
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{runtime}:{source}"}
         # 1. The bare interpreter of the image, then what the runtime adds.
-        for label, code in (("bare interpreter (python -c pass)", "pass"),
-                            ("+ import ketch._runtime.entry", "import ketch._runtime.entry"),
-                            ("+ import bench_app (user module, imports ketch)",
-                             "import ketch._runtime.entry, bench_app")):
+        for label, code in (
+            ("bare interpreter (python -c pass)", "pass"),
+            ("+ import ketch._runtime.entry", "import ketch._runtime.entry"),
+            (
+                "+ import bench_app (user module, imports ketch)",
+                "import ketch._runtime.entry, bench_app",
+            ),
+        ):
             times = []
             for _ in range(args.samples):
                 t = time.perf_counter()
                 subprocess.run([py, "-c", code], env=env, check=True)
                 times.append((time.perf_counter() - t) * 1e3)
-            print(f"{label:55s} median {statistics.median(times):6.0f} ms "
-                  f"[{min(times):.0f}-{max(times):.0f}]")
+            print(
+                f"{label:55s} median {statistics.median(times):6.0f} ms "
+                f"[{min(times):.0f}-{max(times):.0f}]"
+            )
         # 2. The biggest imports (cumulative, us) of a container's start-up.
-        proc = subprocess.run([py, "-X", "importtime", "-c", "import ketch._runtime.entry, "
-                               "bench_app; from ketch.compat.shim import install_modal_alias"],
-                              env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [
+                py,
+                "-X",
+                "importtime",
+                "-c",
+                "import ketch._runtime.entry, "
+                "bench_app; from ketch.compat.shim import install_modal_alias",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows = []
         for line in proc.stderr.splitlines():
             m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
             if m:
                 rows.append((int(m.group(2)), (len(m.group(3)) - 1) // 2, m.group(4)))
         print(f"\nimports of a container's start-up: {len(rows)} modules")
-        for cum, depth, name in sorted(rows, reverse=True)[:args.top]:
+        for cum, depth, name in sorted(rows, reverse=True)[: args.top]:
             print(f"  {cum / 1e3:7.1f} ms cumulative  {'  ' * min(depth, 4)}{name}")
         # 3. Real cold starts, in phases.
         print()
@@ -180,16 +233,19 @@ def do_cold(args: argparse.Namespace) -> None:
             t0 = time.time()
             _, st = bench_app.cold_probe.remote(i)
             t1 = time.time()
-            for name, v in (("total", t1 - t0), ("to process start", st["process_start"] - t0),
-                            ("process start -> user module imported",
-                             st["imported"] - st["process_start"]),
-                            ("user module imported -> function called",
-                             st["called"] - st["imported"]),
-                            ("function called -> result in client", t1 - st["called"])):
+            for name, v in (
+                ("total", t1 - t0),
+                ("to process start", st["process_start"] - t0),
+                ("process start -> user module imported", st["imported"] - st["process_start"]),
+                ("user module imported -> function called", st["called"] - st["imported"]),
+                ("function called -> result in client", t1 - st["called"]),
+            ):
                 phases.setdefault(name, []).append(v * 1e3)
         for name, vs in phases.items():
-            print(f"cold start: {name:42s} median {statistics.median(vs):6.1f} ms "
-                  f"[{min(vs):.1f}-{max(vs):.1f}]")
+            print(
+                f"cold start: {name:42s} median {statistics.median(vs):6.1f} ms "
+                f"[{min(vs):.1f}-{max(vs):.1f}]"
+            )
     # 4. What a fork server would pay instead: fork a process that has ketch and the runtime
     # imported, until the child runs.
     import socket
@@ -207,13 +263,16 @@ def do_cold(args: argparse.Namespace) -> None:
         a.recv(1)
         forks.append((time.perf_counter() - t) * 1e3)
         os.waitpid(pid, 0)
-    print(f"fork of a process with the runtime imported, until the child runs: median "
-          f"{statistics.median(forks):.1f} ms [{min(forks):.1f}-{max(forks):.1f}]")
+    print(
+        f"fork of a process with the runtime imported, until the child runs: median "
+        f"{statistics.median(forks):.1f} ms [{min(forks):.1f}-{max(forks):.1f}]"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("command", choices=["roundtrip", "map", "cold"])
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--n", type=int, default=20000)

@@ -23,8 +23,11 @@ def dict_worker(dict_name: str, gate_name: str, pairs: int) -> dict[str, Any]:
     for i in range(pairs):
         d.put((me, i % 64), i)
         d.get((me, i % 64))
-    return {"start": time.time() - (time.perf_counter() - started),
-            "end": time.time(), "pairs": pairs}
+    return {
+        "start": time.time() - (time.perf_counter() - started),
+        "end": time.time(),
+        "pairs": pairs,
+    }
 
 
 @app.function(min_containers=1, max_containers=1, scaledown_window=600)

@@ -172,8 +172,9 @@ def ray_round(args: argparse.Namespace) -> dict[str, float]:
         out["dict_one"] = _rate(args.pairs, time.perf_counter() - t0)
         ray.get(defs["worker"].remote(kv, 99, 10))  # a worker process is up
         res = ray.get([defs["worker"].remote(kv, me, args.pairs) for me in range(8)])
-        out["dict_eight"] = _rate(8 * args.pairs, max(r["end"] for r in res)
-                                  - min(r["start"] for r in res))
+        out["dict_eight"] = _rate(
+            8 * args.pairs, max(r["end"] for r in res) - min(r["start"] for r in res)
+        )
         for batch, key in ((1, "queue_single"), (100, "queue_batch")):
             n = args.items if batch > 1 else args.items // 4
             q = Queue()
@@ -205,12 +206,17 @@ LABELS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=2000, help="put+get pairs per client")
-    ap.add_argument("--items", type=int, default=20_000,
-                    help="queue items in batches (a quarter of it one at a time)")
+    ap.add_argument(
+        "--items",
+        type=int,
+        default=20_000,
+        help="queue items in batches (a quarter of it one at a time)",
+    )
     ap.add_argument("--keep-home", action="store_true")
     args = ap.parse_args()
     import objects_app
@@ -234,15 +240,32 @@ def main() -> None:
         rv = [x[key] for x in rounds["ray"]]
         km, rm = statistics.median(kv), statistics.median(rv)
         summary[key] = {"ketch": km, "ray": rm, "ratio": km / rm}
-        rows.append((label, f"{km:,.0f} [{min(kv):,.0f}-{max(kv):,.0f}]",
-                     f"{rm:,.0f} [{min(rv):,.0f}-{max(rv):,.0f}]", f"{km / rm:.2f}"))
-    table = _table(f"Dict and Queue, {args.rounds} alternating rounds (median [min-max])",
-                   ["", "ketch", "Ray", "ketch/Ray"], rows)
+        rows.append(
+            (
+                label,
+                f"{km:,.0f} [{min(kv):,.0f}-{max(kv):,.0f}]",
+                f"{rm:,.0f} [{min(rv):,.0f}-{max(rv):,.0f}]",
+                f"{km / rm:.2f}",
+            )
+        )
+    table = _table(
+        f"Dict and Queue, {args.rounds} alternating rounds (median [min-max])",
+        ["", "ketch", "Ray", "ketch/Ray"],
+        rows,
+    )
     print()
     print(machine_line(info))
     print(table)
-    path = save_result("objects", {"command": " ".join(sys.argv), "args": vars(args),
-                                   "machine": info, "rounds": rounds, "summary": summary})
+    path = save_result(
+        "objects",
+        {
+            "command": " ".join(sys.argv),
+            "args": vars(args),
+            "machine": info,
+            "rounds": rounds,
+            "summary": summary,
+        },
+    )
     print(f"\nfull result: {path.relative_to(ROOT)}")
 
 

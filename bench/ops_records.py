@@ -37,8 +37,9 @@ def main() -> None:
         store = Store(Path(tmp) / "k.db")
         recorder = CallRecorder(store, 1000)
         img = BuiltImage(hash="", python=Path(), env={}, workdir=None, root=Path())
-        fdef = FunctionDef("fu-1", "ap-1", "bench", "main", 1, "page", {"options": {}}, img,
-                           None, None)
+        fdef = FunctionDef(
+            "fu-1", "ap-1", "bench", "main", 1, "page", {"options": {}}, img, None, None
+        )
         inp = Input("wr-1", fdef, "k", {}, "web", None)
         inp.started = time.monotonic()
 
@@ -55,8 +56,10 @@ def main() -> None:
             floor = _per_call(noop, args.n)
             web_us = _per_call(web, args.n)
             call_us = _per_call(call, args.n)
-            print(f"floor {floor:.3f} µs  web_done {web_us - floor:.2f} µs  "
-                  f"input_done {call_us - floor:.2f} µs (net of the floor)")
+            print(
+                f"floor {floor:.3f} µs  web_done {web_us - floor:.2f} µs  "
+                f"input_done {call_us - floor:.2f} µs (net of the floor)"
+            )
         for i in range(1000):
             inp.iid = f"wr-{i}"
             recorder.web_done(inp, "ok", 200)

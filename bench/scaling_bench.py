@@ -103,6 +103,7 @@ async def _burst(url: str, n: int, conc: int, sample: Any) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=conc)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+
         async def one() -> None:
             async with gate:
                 t = time.perf_counter()
@@ -121,9 +122,15 @@ async def _burst(url: str, n: int, conc: int, sample: Any) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         done.set()
         await task
-    return {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-            "max_ms": max(lat) * 1e3, "wall_s": wall, "errors": len(errors),
-            "error_kinds": sorted(set(errors)), "peak_containers": peak}
+    return {
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "max_ms": max(lat) * 1e3,
+        "wall_s": wall,
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
+        "peak_containers": peak,
+    }
 
 
 def wrk_warm(url: str, conc: int, seconds: int) -> dict[str, Any]:
@@ -134,11 +141,20 @@ def wrk_warm(url: str, conc: int, seconds: int) -> dict[str, Any]:
 
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed"}
-    out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     w = parse_wrk(out)
-    return {"p50_ms": w["p50_us"] / 1e3, "p99_ms": w["p99_us"] / 1e3, "rps": w["rps"],
-            "non_2xx": w["non_2xx"], "socket_errors": w["socket_errors"]}
+    return {
+        "p50_ms": w["p50_us"] / 1e3,
+        "p99_ms": w["p99_us"] / 1e3,
+        "rps": w["rps"],
+        "non_2xx": w["non_2xx"],
+        "socket_errors": w["socket_errors"],
+    }
 
 
 def _loads(who: str, url: str, args: argparse.Namespace, count: Any) -> dict[str, Any]:
@@ -171,10 +187,12 @@ def ketch_burst(args: argparse.Namespace) -> dict[str, Any]:
             headers = {"Authorization": f"Bearer {info.token}"}
 
             def containers() -> int:
-                out = httpx.get(f"{info.api_url}/v1/status/functions", headers=headers,
-                                timeout=10).json()["functions"]
-                return sum(sum(f["containers"].values()) for f in out.values()
-                           if f["function"] == "burst")
+                out = httpx.get(
+                    f"{info.api_url}/v1/status/functions", headers=headers, timeout=10
+                ).json()["functions"]
+                return sum(
+                    sum(f["containers"].values()) for f in out.values() if f["function"] == "burst"
+                )
 
             assert containers() == 0
             result = _loads("ketch", url, args, containers)
@@ -195,7 +213,8 @@ def ray_burst(args: argparse.Namespace) -> dict[str, Any]:
 
         @serve.deployment(
             autoscaling_config=fast_autoscaling(max_replicas=10, target=10, downscale_s=2),
-            max_ongoing_requests=10, logging_config=QUIET,
+            max_ongoing_requests=10,
+            logging_config=QUIET,
         )
         @serve.ingress(apps.make_fastapi_app())
         class Burst:
@@ -232,8 +251,10 @@ def idle_cost() -> dict[str, Any]:
         deploy_s = time.perf_counter() - t0
         time.sleep(2.0)
         with_200 = _rss_kib(info.pid)
-        log(f"server RSS {base} KiB fresh, {with_200} KiB with 200 endpoints "
-            f"(deployed in {deploy_s:.1f}s)")
+        log(
+            f"server RSS {base} KiB fresh, {with_200} KiB with 200 endpoints "
+            f"(deployed in {deploy_s:.1f}s)"
+        )
         with apps.warm_app.run(show_logs=False):
             app_id = apps.warm_app.app_id
             assert app_id is not None
@@ -241,15 +262,23 @@ def idle_cost() -> dict[str, Any]:
             time.sleep(2.0)
             rows = []
             for c in k.containers(app_id):
-                pids = [p for p in _tree_pids(int(c.get("pid") or 0)) if p] if c.get("pid") \
-                    else []
-                rows.append({"rss_kib": sum(_rss_kib(p) for p in pids),
-                             "pss_kib": sum(_pss_kib(p) for p in pids), "processes": len(pids)})
+                pids = [p for p in _tree_pids(int(c.get("pid") or 0)) if p] if c.get("pid") else []
+                rows.append(
+                    {
+                        "rss_kib": sum(_rss_kib(p) for p in pids),
+                        "pss_kib": sum(_pss_kib(p) for p in pids),
+                        "processes": len(pids),
+                    }
+                )
             if not any(r["processes"] for r in rows):
                 rows = _containers_by_env(k.home)
         log(f"idle warm containers: {rows}")
-        return {"server_rss_fresh_kib": base, "server_rss_200_endpoints_kib": with_200,
-                "deploy_200_s": deploy_s, "warm_containers": rows}
+        return {
+            "server_rss_fresh_kib": base,
+            "server_rss_200_endpoints_kib": with_200,
+            "deploy_200_s": deploy_s,
+            "warm_containers": rows,
+        }
     finally:
         k.close()
 
@@ -265,14 +294,14 @@ def _containers_by_env(home: Path) -> list[dict[str, Any]]:
             env = (entry / "environ").read_bytes()
             if b"ketch._runtime" in cmd and str(home).encode() in env:
                 pid = int(entry.name)
-                rows.append({"rss_kib": _rss_kib(pid), "pss_kib": _pss_kib(pid),
-                             "processes": 1})
+                rows.append({"rss_kib": _rss_kib(pid), "pss_kib": _pss_kib(pid), "processes": 1})
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--no-ray", action="store_true")
@@ -286,24 +315,32 @@ def main() -> None:
     out = save_result("scaling", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     kc, kw = result["ketch"]["cold"], result["ketch"]["warm"]
-    print(f"\nketch: cold p50 {kc['p50_ms']:.0f} ms p99 {kc['p99_ms']:.0f} ms, warm p50 "
-          f"{kw['p50_ms']:.0f} ms p99 {kw['p99_ms']:.0f} ms (p99/p50 warm "
-          f"{kw['p99_ms'] / kw['p50_ms']:.2f}), errors {kc['errors'] + kw['errors']}, peak "
-          f"containers {max(kc['peak_containers'], kw['peak_containers'])}")
+    print(
+        f"\nketch: cold p50 {kc['p50_ms']:.0f} ms p99 {kc['p99_ms']:.0f} ms, warm p50 "
+        f"{kw['p50_ms']:.0f} ms p99 {kw['p99_ms']:.0f} ms (p99/p50 warm "
+        f"{kw['p99_ms'] / kw['p50_ms']:.2f}), errors {kc['errors'] + kw['errors']}, peak "
+        f"containers {max(kc['peak_containers'], kw['peak_containers'])}"
+    )
     if "ray" in result:
         rc, rw = result["ray"]["cold"], result["ray"]["warm"]
-        print(f"ray serve: cold p50 {rc['p50_ms']:.0f} ms p99 {rc['p99_ms']:.0f} ms, warm "
-              f"p50 {rw['p50_ms']:.0f} ms p99 {rw['p99_ms']:.0f} ms, errors "
-              f"{rc['errors'] + rw['errors']}, peak replicas "
-              f"{max(rc['peak_containers'], rw['peak_containers'])}")
-        print(f"ketch/ray cold p99 {kc['p99_ms'] / rc['p99_ms']:.2f}, warm p99 "
-              f"{kw['p99_ms'] / rw['p99_ms']:.2f}")
+        print(
+            f"ray serve: cold p50 {rc['p50_ms']:.0f} ms p99 {rc['p99_ms']:.0f} ms, warm "
+            f"p50 {rw['p50_ms']:.0f} ms p99 {rw['p99_ms']:.0f} ms, errors "
+            f"{rc['errors'] + rw['errors']}, peak replicas "
+            f"{max(rc['peak_containers'], rw['peak_containers'])}"
+        )
+        print(
+            f"ketch/ray cold p99 {kc['p99_ms'] / rc['p99_ms']:.2f}, warm p99 "
+            f"{kw['p99_ms'] / rw['p99_ms']:.2f}"
+        )
     for name in ("ketch", "ray"):
         w = result.get(name, {}).get("warm_wrk", {})
         if "p50_ms" in w:
-            print(f"{name} warm (wrk -c{args.concurrency} 5 s): p50 {w['p50_ms']:.1f} ms p99 "
-                  f"{w['p99_ms']:.1f} ms ({w['p99_ms'] / w['p50_ms']:.2f} x p50), "
-                  f"{w['rps']:.0f} req/s, non-2xx {w['non_2xx']}")
+            print(
+                f"{name} warm (wrk -c{args.concurrency} 5 s): p50 {w['p50_ms']:.1f} ms p99 "
+                f"{w['p99_ms']:.1f} ms ({w['p99_ms'] / w['p50_ms']:.2f} x p50), "
+                f"{w['rps']:.0f} req/s, non-2xx {w['non_2xx']}"
+            )
     print(f"loadavg at start {info['loadavg_start']}")
     print(f"results: {out}")
 

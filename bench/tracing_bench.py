@@ -76,13 +76,21 @@ def _serve() -> None:
         assert url is not None
         home = Path(os.environ["KETCH_HOME"])
         pid = json.loads((home / "server.json").read_text())["pid"]
-        print(json.dumps({"address": url.split("//", 1)[1], "pid": pid,
-                          "ketch": ketch.__file__}), flush=True)
+        print(
+            json.dumps({"address": url.split("//", 1)[1], "pid": pid, "ketch": ketch.__file__}),
+            flush=True,
+        )
         sys.stdin.readline()
 
 
-async def _client(host: str, port: int, stop_at: float, record_from: float,
-                  latencies: list[float], statuses: dict[bytes, int]) -> None:
+async def _client(
+    host: str,
+    port: int,
+    stop_at: float,
+    record_from: float,
+    latencies: list[float],
+    statuses: dict[bytes, int],
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
     clock = time.perf_counter
@@ -115,14 +123,21 @@ def load(address: str, concurrency: int, duration: float, warmup: float) -> dict
         start = time.perf_counter()
         latencies: list[float] = []
         statuses: dict[bytes, int] = {}
-        await asyncio.gather(*(
-            _client(host, int(port), start + warmup + duration, start + warmup, latencies,
-                    statuses) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(
+                _client(
+                    host, int(port), start + warmup + duration, start + warmup, latencies, statuses
+                )
+                for _ in range(concurrency)
+            )
+        )
         assert set(statuses) == {b"200"}, statuses
         latencies.sort()
-        return {"rps": len(latencies) / duration,
-                "p50_us": latencies[len(latencies) // 2] * 1e6,
-                "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6}
+        return {
+            "rps": len(latencies) / duration,
+            "p50_us": latencies[len(latencies) // 2] * 1e6,
+            "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+        }
 
     return uvloop.run(run())
 
@@ -154,23 +169,36 @@ def main() -> None:
     servers: dict[str, dict[str, Any]] = {}
     try:
         port_file = tmp / "sink.port"
-        sink = subprocess.Popen([sys.executable, __file__, "--sink", str(port_file)],
-                                stderr=subprocess.PIPE, text=True)
+        sink = subprocess.Popen(
+            [sys.executable, __file__, "--sink", str(port_file)], stderr=subprocess.PIPE, text=True
+        )
         procs.append(sink)
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
         sink_url = f"http://127.0.0.1:{port_file.read_text()}"
-        variants = {"baseline": (baseline_src, {}), "off": (ROOT / "src", {}),
-                    "on": (ROOT / "src", {"KETCH_OTEL_ENDPOINT": sink_url})}
+        variants = {
+            "baseline": (baseline_src, {}),
+            "off": (ROOT / "src", {}),
+            "on": (ROOT / "src", {"KETCH_OTEL_ENDPOINT": sink_url}),
+        }
         for name, (src, extra) in variants.items():
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("KETCH_", "OTEL_"))}
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("KETCH_", "OTEL_"))}
             # No rate limit: the bench measures the path, not the token bucket.
-            env.update(extra, KETCH_HOME=str(tmp / name), KETCH_GATEWAY_PORT="0",
-                       KETCH_RATE_LIMIT="1e9", KETCH_RATE_BURST="1000000000",
-                       PYTHONPATH=f"{src}{os.pathsep}{HERE}")
-            proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            env.update(
+                extra,
+                KETCH_HOME=str(tmp / name),
+                KETCH_GATEWAY_PORT="0",
+                KETCH_RATE_LIMIT="1e9",
+                KETCH_RATE_BURST="1000000000",
+                PYTHONPATH=f"{src}{os.pathsep}{HERE}",
+            )
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve"],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             procs.append(proc)
             assert proc.stdout is not None
             servers[name] = {**json.loads(proc.stdout.readline()), "proc": proc}
@@ -179,7 +207,7 @@ def main() -> None:
         names = list(variants)
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
         for r in range(args.rounds):
-            order = names[r % 3:] + names[:r % 3]
+            order = names[r % 3 :] + names[: r % 3]
             for name in order:
                 s = servers[name]
                 for c in levels:
@@ -188,19 +216,26 @@ def main() -> None:
                     cpu = _cpu(s["pid"]) - cpu0
                     requests = res["rps"] * (args.duration + args.warmup)
                     runs.setdefault((name, c), []).append(
-                        {**res, "server_cpu_us": cpu / max(requests, 1) * 1e6})
-        print(f"{'variant':10} {'conc':>4} {'req/s':>9} {'p50 us':>8} {'p99 us':>8} "
-              f"{'server cpu us/req':>18}   rounds req/s")
+                        {**res, "server_cpu_us": cpu / max(requests, 1) * 1e6}
+                    )
+        print(
+            f"{'variant':10} {'conc':>4} {'req/s':>9} {'p50 us':>8} {'p99 us':>8} "
+            f"{'server cpu us/req':>18}   rounds req/s"
+        )
         for c in levels:
             for name in names:
                 rs = runs[(name, c)]
                 med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
-                print(f"{name:10} {c:>4} {med['rps']:>9.0f} {med['p50_us']:>8.0f} "
-                      f"{med['p99_us']:>8.0f} {med['server_cpu_us']:>18.0f}   "
-                      + " ".join(f"{x['rps']:.0f}" for x in rs))
+                print(
+                    f"{name:10} {c:>4} {med['rps']:>9.0f} {med['p50_us']:>8.0f} "
+                    f"{med['p99_us']:>8.0f} {med['server_cpu_us']:>18.0f}   "
+                    + " ".join(f"{x['rps']:.0f}" for x in rs)
+                )
             rps = {n: statistics.median(x["rps"] for x in runs[(n, c)]) for n in names}
-            print(f"  concurrency {c}: off/baseline {rps['off'] / rps['baseline']:.3f}, "
-                  f"on/off {rps['on'] / rps['off']:.3f}")
+            print(
+                f"  concurrency {c}: off/baseline {rps['off'] / rps['baseline']:.3f}, "
+                f"on/off {rps['on'] / rps['off']:.3f}"
+            )
     finally:
         for s in servers.values():
             with contextlib.suppress(Exception):

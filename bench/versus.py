@@ -60,16 +60,27 @@ def _env(tree: Path, home: str) -> dict[str, str]:
 
 
 def _stop(home: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "ketch.cli", "server", "stop"], env=env,
-                   capture_output=True, timeout=60, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "ketch.cli", "server", "stop"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def remote_round(tree: Path, calls: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="kv-", dir="/tmp") as home:
         env = _env(tree, home)
         try:
-            out = subprocess.run([sys.executable, "-c", _REMOTE, str(calls)], env=env,
-                                 capture_output=True, text=True, timeout=600, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _REMOTE, str(calls)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
         finally:
             _stop(home, env)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -79,9 +90,20 @@ def remote_round(tree: Path, calls: int) -> dict[str, float]:
 def gateway_round(tree: Path, duration: float) -> float:
     env = _env(tree, tempfile.gettempdir())
     out = subprocess.run(
-        [sys.executable, str(BENCH / "gateway_bench.py"), "--duration", str(duration),
-         "--concurrency", "32"],
-        env=env, capture_output=True, text=True, timeout=600, check=True)
+        [
+            sys.executable,
+            str(BENCH / "gateway_bench.py"),
+            "--duration",
+            str(duration),
+            "--concurrency",
+            "32",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     for line in out.stdout.splitlines():
         cells = line.split()
         if cells and cells[0] == "gateway":
@@ -104,19 +126,26 @@ def main() -> None:
             if args.what == "remote":
                 res = remote_round(tree, args.calls)
                 got[name].append(res["p50"])
-                print(f"round {r + 1} {name:8} p50 {res['p50'] * 1e6:7.0f} us  "
-                      f"p99 {res['p99'] * 1e6:7.0f} us", flush=True)
+                print(
+                    f"round {r + 1} {name:8} p50 {res['p50'] * 1e6:7.0f} us  "
+                    f"p99 {res['p99'] * 1e6:7.0f} us",
+                    flush=True,
+                )
             else:
                 rps = gateway_round(tree, args.duration)
                 got[name].append(rps)
                 print(f"round {r + 1} {name:8} {rps:9.0f} req/s", flush=True)
     this, base = statistics.median(got["this"]), statistics.median(got["baseline"])
     if args.what == "remote":
-        print(f"median p50: this {this * 1e6:.0f} us, baseline {base * 1e6:.0f} us; "
-              f"speed after/before {base / this:.3f}x")
+        print(
+            f"median p50: this {this * 1e6:.0f} us, baseline {base * 1e6:.0f} us; "
+            f"speed after/before {base / this:.3f}x"
+        )
     else:
-        print(f"median: this {this:.0f} req/s, baseline {base:.0f} req/s; "
-              f"after/before {this / base:.3f}x")
+        print(
+            f"median: this {this:.0f} req/s, baseline {base:.0f} req/s; "
+            f"after/before {this / base:.3f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,7 @@ def main() -> None:
         print(f"file: {args.size_mib} MiB, rounds: {args.rounds}, machine: {os.cpu_count()} CPUs")
         print(f"{'read':<28}{'first MiB/s':>14}{'warm MiB/s':>14}")
         print(f"{'host disk (page cache)':<28}{rate(host[0]):>14.0f}{rate(warm_host):>14.0f}")
-        print(f"{'container, mounted path':<28}{rate(container[0]):>14.0f}"
-              f"{rate(warm_cont):>14.0f}")
+        print(f"{'container, mounted path':<28}{rate(container[0]):>14.0f}{rate(warm_cont):>14.0f}")
         print(f"ratio container/host (warm): {warm_host / warm_cont:.3f}")
         print(f"SDK upload (batch_upload):   {rate(upload_s):.0f} MiB/s")
         print(f"SDK download (read_file):    {rate(download_s):.0f} MiB/s")

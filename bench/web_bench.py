@@ -109,16 +109,27 @@ class Target:
 def wrk(target: Target, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
     base = ["wrk", "-t1", f"-c{concurrency}", "-H", f"Host: {target.host}"]
     if warmup:
-        subprocess.run([*base, f"-d{max(1, round(warmup))}s", target.url],
-                       capture_output=True, check=True)
+        subprocess.run(
+            [*base, f"-d{max(1, round(warmup))}s", target.url], capture_output=True, check=True
+        )
     la = loadavg()
-    out = subprocess.run([*base, f"-d{round(duration)}s", "--latency", target.url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*base, f"-d{round(duration)}s", "--latency", target.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     w = parse_wrk(out)
     if w["non_2xx"]:
         raise AssertionError(f"{target.url} ({target.host}): non-2xx responses\n{out}")
-    return {"rps": w["rps"], "p50_us": w["p50_us"], "p90_us": w["p90_us"],
-            "p99_us": w["p99_us"], "socket_errors": w["socket_errors"], "loadavg": la}
+    return {
+        "rps": w["rps"],
+        "p50_us": w["p50_us"],
+        "p90_us": w["p90_us"],
+        "p99_us": w["p99_us"],
+        "socket_errors": w["socket_errors"],
+        "loadavg": la,
+    }
 
 
 def sse_delays(target: Target, n: int, interval_ms: float) -> dict[str, Any]:
@@ -127,16 +138,24 @@ def sse_delays(target: Target, n: int, interval_ms: float) -> dict[str, Any]:
 
     delays = []
     url = f"{target.url}?n={n}&interval_ms={interval_ms:g}"
-    with httpx.Client(timeout=60) as client, \
-            client.stream("GET", url, headers={"Host": target.host}) as resp:
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("GET", url, headers={"Host": target.host}) as resp,
+    ):
         resp.raise_for_status()
         for line in resp.iter_lines():
             if line.startswith("data: "):
                 delays.append((time.time() - float(line[6:])) * 1e3)
     if len(delays) != n:
         raise AssertionError(f"SSE {target.url}: {len(delays)} events, expected {n}")
-    return {"n": n, "p50_ms": pct(delays, 50), "p99_ms": pct(delays, 99),
-            "max_ms": max(delays), "min_ms": min(delays), "delays_ms": delays}
+    return {
+        "n": n,
+        "p50_ms": pct(delays, 50),
+        "p99_ms": pct(delays, 99),
+        "max_ms": max(delays),
+        "min_ms": min(delays),
+        "delays_ms": delays,
+    }
 
 
 def warm(target: Target, timeout: float = 60) -> None:
@@ -161,9 +180,27 @@ def warm(target: Target, timeout: float = 60) -> None:
 def bare_uvicorn() -> Iterator[tuple[Target, Target, list[int]]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench_web_app:fastapi_app", "--app-dir", str(BENCH),
-         "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-         "--no-access-log", "--log-level", "warning", "--lifespan", "off"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_web_app:fastapi_app",
+            "--app-dir",
+            str(BENCH),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ],
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -193,8 +230,11 @@ def ray_serve() -> Iterator[tuple[Target, Target, list[int]]]:
         class BenchWeb:
             pass
 
-        serve.run(BenchWeb.bind(),  # type: ignore[attr-defined]
-                  name="bench-web", route_prefix="/")
+        serve.run(
+            BenchWeb.bind(),  # type: ignore[attr-defined]
+            name="bench-web",
+            route_prefix="/",
+        )
         url = f"http://127.0.0.1:{port}"
         hello = Target(url)
         warm(hello)
@@ -206,8 +246,14 @@ def ray_serve() -> Iterator[tuple[Target, Target, list[int]]]:
 
 
 # -- the run ---------------------------------------------------------------------------------
-def measure(name: str, hello: Target, sse: Target, pids: list[int], args: argparse.Namespace,
-            levels: list[int]) -> dict[str, Any]:
+def measure(
+    name: str,
+    hello: Target,
+    sse: Target,
+    pids: list[int],
+    args: argparse.Namespace,
+    levels: list[int],
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for c in levels:
         cpu0 = _cpu_seconds(pids)
@@ -215,18 +261,23 @@ def measure(name: str, hello: Target, sse: Target, pids: list[int], args: argpar
         n = r["rps"] * (args.duration + args.warmup)  # warm-up requests count too
         r["server_cpu_us_per_req"] = (_cpu_seconds(pids) - cpu0) / n * 1e6 if n else None
         out[f"c{c}"] = r
-        log(f"{name:8s} c={c:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_us']:6.0f} us  "
-            f"p99 {r['p99_us']:6.0f} us  server cpu {r['server_cpu_us_per_req']:.0f} us/req")
+        log(
+            f"{name:8s} c={c:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_us']:6.0f} us  "
+            f"p99 {r['p99_us']:6.0f} us  server cpu {r['server_cpu_us_per_req']:.0f} us/req"
+        )
     s = sse_delays(sse, args.sse_events, args.sse_interval_ms)
     out["sse"] = s
-    log(f"{name:8s} SSE delay p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "
-        f"max {s['max_ms']:.2f} ms")
+    log(
+        f"{name:8s} SSE delay p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "
+        f"max {s['max_ms']:.2f} ms"
+    )
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per load point")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per point")
@@ -242,8 +293,9 @@ def main() -> None:
     import bench_web_app
 
     info = machine_info()
-    info["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(
-        "\n")[0].strip()
+    info["wrk"] = (
+        subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    )
     rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
     # A gateway port of its own (the default 8000 is Ray Serve's default, and other ketch
     # servers on this machine may hold it).
@@ -280,63 +332,108 @@ def main() -> None:
         summary[s] = {}
         for c in levels:
             key = f"c{c}"
-            summary[s][key] = {m: spread([x[key][m] for x in rounds[s]])
-                               for m in ("rps", "p50_us", "p99_us", "server_cpu_us_per_req")}
+            summary[s][key] = {
+                m: spread([x[key][m] for x in rounds[s]])
+                for m in ("rps", "p50_us", "p99_us", "server_cpu_us_per_req")
+            }
         all_delays = [d for x in rounds[s] for d in x["sse"]["delays_ms"]]
-        summary[s]["sse"] = {"p50_ms": spread([x["sse"]["p50_ms"] for x in rounds[s]]),
-                             "p99_ms": spread([x["sse"]["p99_ms"] for x in rounds[s]]),
-                             "pooled_p50_ms": pct(all_delays, 50),
-                             "pooled_p99_ms": pct(all_delays, 99)}
+        summary[s]["sse"] = {
+            "p50_ms": spread([x["sse"]["p50_ms"] for x in rounds[s]]),
+            "p99_ms": spread([x["sse"]["p99_ms"] for x in rounds[s]]),
+            "pooled_p50_ms": pct(all_delays, 50),
+            "pooled_p99_ms": pct(all_delays, 99),
+        }
     per_round: dict[str, Any] = {}
     for c in levels:
         key = f"c{c}"
         per_round[key] = {
-            "ketch/uvicorn rps": [rounds["ketch"][i][key]["rps"] / rounds["uvicorn"][i][key]["rps"]
-                                  for i in range(args.rounds)],
-            "ketch/ray rps": [rounds["ketch"][i][key]["rps"] / rounds["ray"][i][key]["rps"]
-                              for i in range(args.rounds)],
-            "p50 added us": [rounds["ketch"][i][key]["p50_us"]
-                             - rounds["uvicorn"][i][key]["p50_us"] for i in range(args.rounds)],
+            "ketch/uvicorn rps": [
+                rounds["ketch"][i][key]["rps"] / rounds["uvicorn"][i][key]["rps"]
+                for i in range(args.rounds)
+            ],
+            "ketch/ray rps": [
+                rounds["ketch"][i][key]["rps"] / rounds["ray"][i][key]["rps"]
+                for i in range(args.rounds)
+            ],
+            "p50 added us": [
+                rounds["ketch"][i][key]["p50_us"] - rounds["uvicorn"][i][key]["p50_us"]
+                for i in range(args.rounds)
+            ],
         }
-    med = {s: {c: {m: summary[s][f"c{c}"][m]["median"] for m in ("rps", "p50_us", "p99_us")}
-               for c in levels} for s in SYSTEMS}
-    ratios = {f"c{c}": {
-        "ketch/uvicorn rps": med["ketch"][c]["rps"] / med["uvicorn"][c]["rps"],
-        "ketch/ray rps": med["ketch"][c]["rps"] / med["ray"][c]["rps"],
-        "p50 added us (ketch - uvicorn)": med["ketch"][c]["p50_us"] - med["uvicorn"][c]["p50_us"],
-    } for c in levels}
+    med = {
+        s: {
+            c: {m: summary[s][f"c{c}"][m]["median"] for m in ("rps", "p50_us", "p99_us")}
+            for c in levels
+        }
+        for s in SYSTEMS
+    }
+    ratios = {
+        f"c{c}": {
+            "ketch/uvicorn rps": med["ketch"][c]["rps"] / med["uvicorn"][c]["rps"],
+            "ketch/ray rps": med["ketch"][c]["rps"] / med["ray"][c]["rps"],
+            "p50 added us (ketch - uvicorn)": med["ketch"][c]["p50_us"]
+            - med["uvicorn"][c]["p50_us"],
+        }
+        for c in levels
+    }
 
     rows: list[tuple[Any, ...]] = []
-    labels = {"ketch": "ketch endpoint (gateway)", "uvicorn": "bare uvicorn (TCP)",
-              "ray": "Ray Serve"}
+    labels = {
+        "ketch": "ketch endpoint (gateway)",
+        "uvicorn": "bare uvicorn (TCP)",
+        "ray": "Ray Serve",
+    }
     for c in levels:
         for s in SYSTEMS:
             m = summary[s][f"c{c}"]
-            rows.append((f"c={c} {labels[s]}", m["rps"], m["p50_us"], m["p99_us"],
-                         m["server_cpu_us_per_req"],
-                         None if s == "ketch" else med["ketch"][c]["rps"] / med[s][c]["rps"]))
+            rows.append(
+                (
+                    f"c={c} {labels[s]}",
+                    m["rps"],
+                    m["p50_us"],
+                    m["p99_us"],
+                    m["server_cpu_us_per_req"],
+                    None if s == "ketch" else med["ketch"][c]["rps"] / med[s][c]["rps"],
+                )
+            )
     table = _table(
         f"hello world, wrk -t1, {args.duration:g} s per point, {args.rounds} rounds "
         "(median [min-max] of the rounds)",
-        ["", "req/s", "p50 µs", "p99 µs", "server CPU µs/req", "ketch/this req/s"], rows)
-    sse_rows = [(labels[s], summary[s]["sse"]["p50_ms"], summary[s]["sse"]["p99_ms"],
-                 f"{summary[s]['sse']['pooled_p50_ms']:.2f} / "
-                 f"{summary[s]['sse']['pooled_p99_ms']:.2f}") for s in SYSTEMS]
+        ["", "req/s", "p50 µs", "p99 µs", "server CPU µs/req", "ketch/this req/s"],
+        rows,
+    )
+    sse_rows = [
+        (
+            labels[s],
+            summary[s]["sse"]["p50_ms"],
+            summary[s]["sse"]["p99_ms"],
+            f"{summary[s]['sse']['pooled_p50_ms']:.2f} / {summary[s]['sse']['pooled_p99_ms']:.2f}",
+        )
+        for s in SYSTEMS
+    ]
     table += "\n\n" + _table(
         f"SSE: handler yield -> client arrival, {args.sse_events} events "
         f"{args.sse_interval_ms:g} ms apart, 1 stream per round (ms, median [min-max] of rounds)",
-        ["", "p50 ms", "p99 ms", "all events pooled p50 / p99"], sse_rows)
+        ["", "p50 ms", "p99 ms", "all events pooled p50 / p99"],
+        sse_rows,
+    )
     for c in levels:
         pr = per_round[f"c{c}"]
-        table += (f"\nper-round c={c}: ketch/uvicorn "
-                  + ", ".join(f"{x:.2f}" for x in pr["ketch/uvicorn rps"])
-                  + "; ketch/ray " + ", ".join(f"{x:.2f}" for x in pr["ketch/ray rps"])
-                  + "; p50 added µs " + ", ".join(f"{x:+.0f}" for x in pr["p50 added us"]))
+        table += (
+            f"\nper-round c={c}: ketch/uvicorn "
+            + ", ".join(f"{x:.2f}" for x in pr["ketch/uvicorn rps"])
+            + "; ketch/ray "
+            + ", ".join(f"{x:.2f}" for x in pr["ketch/ray rps"])
+            + "; p50 added µs "
+            + ", ".join(f"{x:+.0f}" for x in pr["p50 added us"])
+        )
     targets: dict[str, Any] = {}
     for c in levels:
         rc = ratios[f"c{c}"]
-        targets[f"c{c} ketch >= 0.6 x uvicorn"] = (rc["ketch/uvicorn rps"],
-                                                   rc["ketch/uvicorn rps"] >= 0.6)
+        targets[f"c{c} ketch >= 0.6 x uvicorn"] = (
+            rc["ketch/uvicorn rps"],
+            rc["ketch/uvicorn rps"] >= 0.6,
+        )
         targets[f"c{c} ketch >= 2 x Ray Serve"] = (rc["ketch/ray rps"], rc["ketch/ray rps"] >= 2)
     if 1 in levels:
         added = ratios["c1"]["p50 added us (ketch - uvicorn)"]
@@ -344,18 +441,28 @@ def main() -> None:
     sse_p50 = summary["ketch"]["sse"]["p50_ms"]["median"]
     targets["ketch SSE p50 <= 5 ms"] = (sse_p50, sse_p50 <= 5)
     table += "\n\ntargets:\n" + "\n".join(
-        f"  {name}: {v:.2f} -> {'MET' if ok else 'MISSED'}" for name, (v, ok) in targets.items())
+        f"  {name}: {v:.2f} -> {'MET' if ok else 'MISSED'}" for name, (v, ok) in targets.items()
+    )
 
     print()
     print(f"ketch web benchmark, {info['date']}")
     print(machine_line(info, info["wrk"]))
     print()
     print(table)
-    path = save_result("web", {
-        "command": " ".join(sys.argv), "args": vars(args), "machine": info, "rounds": rounds,
-        "summary": summary, "ratios": ratios, "per_round": per_round,
-        "targets": {k: {"value": v, "met": ok} for k, (v, ok) in targets.items()},
-        "table": table})
+    path = save_result(
+        "web",
+        {
+            "command": " ".join(sys.argv),
+            "args": vars(args),
+            "machine": info,
+            "rounds": rounds,
+            "summary": summary,
+            "ratios": ratios,
+            "per_round": per_round,
+            "targets": {k: {"value": v, "met": ok} for k, (v, ok) in targets.items()},
+            "table": table,
+        },
+    )
     print(f"\nfull result: {path.relative_to(ROOT)}")
 
 

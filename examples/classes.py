@@ -1,6 +1,6 @@
 """Classes: per-instance parameters, an @enter hook that runs once per container, methods.
 
-    ketch run examples/classes.py --name Ada
+ketch run examples/classes.py --name Ada
 """
 
 import os

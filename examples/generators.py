@@ -1,6 +1,6 @@
 """Generator functions: the caller gets each item as soon as the container yields it.
 
-    ketch run examples/generators.py --n 5
+ketch run examples/generators.py --n 5
 """
 
 import time

@@ -1,7 +1,7 @@
 """A script written for Modal runs unchanged on ketch: `import modal` resolves to ketch.
 
-    ketch run examples/modal_script.py
-    ketch deploy examples/modal_script.py
+ketch run examples/modal_script.py
+ketch deploy examples/modal_script.py
 """
 
 import modal

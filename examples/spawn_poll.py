@@ -1,6 +1,6 @@
 """Background jobs: spawn a call, keep only its id, and poll for the result later.
 
-    ketch run examples/spawn_poll.py --a 2 --b 3
+ketch run examples/spawn_poll.py --a 2 --b 3
 """
 
 import time

@@ -51,8 +51,9 @@ async def bearer(
 
 def get(url: str, headers: dict[str, str]) -> str:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=60) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=60
+        ) as resp:
             return f"{resp.status} {resp.read().decode().strip()}"
     except urllib.error.HTTPError as err:
         return f"{err.code} {err.read().decode().strip()}"
@@ -60,8 +61,9 @@ def get(url: str, headers: dict[str, str]) -> str:
 
 def ketch_cli(*args: str) -> str:
     """The ketch command line, against the same server as this run."""
-    done = subprocess.run([sys.executable, "-m", "ketch.cli", *args], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ketch.cli", *args], capture_output=True, text=True, check=True
+    )
     return done.stdout
 
 

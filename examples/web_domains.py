@@ -31,7 +31,9 @@ def wildcard(message: str) -> dict[str, str]:
 def main() -> None:
     status = subprocess.run(
         [sys.executable, "-m", "ketch.cli", "server", "status", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     gateway = json.loads(status.stdout)["gateway"]
     for host in ("api.example.com", "api.example.net", "7.wild.example.org"):

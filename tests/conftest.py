@@ -73,12 +73,17 @@ class ServerHandle:
                     os.kill(pid, signal.SIGKILL)
         _kill_containers(self.home)
 
-    def ketch(self, *args: str, timeout: float = 120, check: bool = False,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def ketch(
+        self, *args: str, timeout: float = 120, check: bool = False, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess against this server."""
         proc = subprocess.run(
-            [sys.executable, "-m", "ketch.cli", *args], env=self.env, cwd=cwd or ROOT,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "ketch.cli", *args],
+            env=self.env,
+            cwd=cwd or ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"ketch {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -148,8 +148,11 @@ class App:
                 raise InvalidError(f"@app.function decorates a function, not {f!r}")
             is_gen = inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)
             opts = validate_function_options(
-                dict(kwargs), is_generator=is_gen, is_web=bool(flags.get("web")),
-                concurrent=flags.get("concurrent"), batched=flags.get("batched"),
+                dict(kwargs),
+                is_generator=is_gen,
+                is_web=bool(flags.get("web")),
+                concurrent=flags.get("concurrent"),
+                batched=flags.get("batched"),
             )
             _check_global(f, opts)
             tag = opts.name or f.__name__
@@ -176,7 +179,10 @@ class App:
             from ketch.cls import class_batching
 
             opts = validate_function_options(
-                dict(kwargs), is_generator=False, is_web=False, where="@app.cls",
+                dict(kwargs),
+                is_generator=False,
+                is_web=False,
+                where="@app.cls",
                 concurrent=flags.get("concurrent"),
                 batched=class_batching(user_cls) or flags.get("batched"),
             )
@@ -193,7 +199,9 @@ class App:
                 # class (one pool per parameter set, parameters from the query string).
                 method_tag = f"{tag}.{name}"
                 endpoint = Function(
-                    tag=method_tag, raw_f=None, app=self,
+                    tag=method_tag,
+                    raw_f=None,
+                    app=self,
                     options=dataclasses.replace(opts, is_web=True, retries=None),
                 )
                 endpoint._web = web
@@ -230,7 +238,10 @@ class App:
 
     # -- running ------------------------------------------------------------------------
     def run(
-        self, *, detach: bool = False, environment_name: str | None = None,
+        self,
+        *,
+        detach: bool = False,
+        environment_name: str | None = None,
         show_logs: bool = True,
     ) -> _RunContext:
         """Run the app ephemerally for the duration of a `with` (or `async with`) block."""
@@ -240,8 +251,13 @@ class App:
         """Deploy the app persistently; returns the app, now bound to its deployment."""
         return Aio(self._deploy)(name=name, environment_name=environment_name)
 
-    async def _deploy(self, *, name: str | None = None, environment_name: str | None = None,
-                      log: Callable[[str], None] | None = None) -> App:
+    async def _deploy(
+        self,
+        *,
+        name: str | None = None,
+        environment_name: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> App:
         from ketch._client.deploy import deploy_app
         from ketch.config import Config
 
@@ -249,8 +265,14 @@ class App:
         app_name = name or self._name
         if not app_name:
             raise InvalidError("a deployed app needs a name: App('name') or deploy(name=...)")
-        await deploy_app(self, name=app_name, environment=environment_name or cfg.environment,
-                         ephemeral=False, log=log or _quiet, config=cfg)
+        await deploy_app(
+            self,
+            name=app_name,
+            environment=environment_name or cfg.environment,
+            ephemeral=False,
+            log=log or _quiet,
+            config=cfg,
+        )
         return self
 
 
@@ -274,9 +296,16 @@ def print_log(entry: dict[str, Any]) -> None:
 
 
 class _RunContext:
-    def __init__(self, app: App, environment: str | None, show_logs: bool,
-                 name_hint: str | None = None, *, name: str | None = None,
-                 detach: bool = False) -> None:
+    def __init__(
+        self,
+        app: App,
+        environment: str | None,
+        show_logs: bool,
+        name_hint: str | None = None,
+        *,
+        name: str | None = None,
+        detach: bool = False,
+    ) -> None:
         self.app = app
         self.environment = environment
         self.show_logs = show_logs
@@ -311,9 +340,12 @@ class _RunContext:
 
         client = await Client.current()
         result = await deploy_app(
-            self.app, name=self._ephemeral_name(),
+            self.app,
+            name=self._ephemeral_name(),
             environment=self.environment or client.config.environment,
-            ephemeral=True, log=log or _quiet, config=client.config,
+            ephemeral=True,
+            log=log or _quiet,
+            config=client.config,
         )
         if not self.detach:
             client.lease(result["app_id"])

@@ -58,8 +58,10 @@ def _parameter_types(user_cls: type) -> dict[str, Any]:
         hints.update(getattr(klass, "__annotations__", {}))
     # Under `from __future__ import annotations` the hints are strings; the four parameter
     # types are builtins, so their names are enough to check values against.
-    return {name: _TYPE_NAMES.get(hint, hint) if isinstance(hint, str) else hint
-            for name, hint in hints.items()}
+    return {
+        name: _TYPE_NAMES.get(hint, hint) if isinstance(hint, str) else hint
+        for name, hint in hints.items()
+    }
 
 
 def _mark(marker: str, info: dict[str, Any], what: str) -> Callable[[Any], Any]:
@@ -122,9 +124,12 @@ def _batched_flags(value: Any) -> tuple[int, int] | None:
 def class_batching(user_cls: type) -> tuple[int, int] | None:
     """The (max_batch_size, wait_ms) of the class's @batched method, if it has one. Batches
     are formed per container pool, so such a class has that one method and no other."""
-    found = {name: flags for klass in reversed(user_cls.__mro__)
-             for name, value in vars(klass).items()
-             if (flags := _batched_flags(value)) is not None}
+    found = {
+        name: flags
+        for klass in reversed(user_cls.__mro__)
+        for name, value in vars(klass).items()
+        if (flags := _batched_flags(value)) is not None
+    }
     if not found:
         return None
     others = sorted(set(class_methods(user_cls)) - set(found))
@@ -177,7 +182,12 @@ class Cls:
     """A handle on a class registered with `@app.cls`; call it to bind parameters."""
 
     def __init__(
-        self, *, tag: str, user_cls: type | None, options: FunctionOptions, app: App | None,
+        self,
+        *,
+        tag: str,
+        user_cls: type | None,
+        options: FunctionOptions,
+        app: App | None,
         lookup: tuple[str, str, str | None] | None = None,
     ) -> None:
         self._tag = tag
@@ -197,19 +207,31 @@ class Cls:
 
     # -- per-handle options (A6): each distinct set of overrides is a container pool -----
     def _derive(self, overrides: dict[str, Any]) -> Cls:
-        twin = Cls(tag=self._tag, user_cls=self._user_cls, options=self._options,
-                   app=self._app, lookup=self._lookup)
+        twin = Cls(
+            tag=self._tag,
+            user_cls=self._user_cls,
+            options=self._options,
+            app=self._app,
+            lookup=self._lookup,
+        )
         twin._methods = self._methods
         twin._overrides = {**self._overrides, **overrides}
         return twin
 
     def with_options(
-        self, *, cpu: float | tuple[float, float] | None = None,
-        memory: int | tuple[int, int] | None = None, gpu: str | list[str] | None = None,
-        secrets: list[Any] | None = None, timeout: int | None = None,
-        startup_timeout: int | None = None, retries: Any = None,
-        min_containers: int | None = None, max_containers: int | None = None,
-        buffer_containers: int | None = None, scaledown_window: int | None = None,
+        self,
+        *,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        gpu: str | list[str] | None = None,
+        secrets: list[Any] | None = None,
+        timeout: int | None = None,
+        startup_timeout: int | None = None,
+        retries: Any = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: int | None = None,
     ) -> Cls:
         """This class with other resources, limits or scaling; its calls run in containers
         of their own (one pool per distinct set of options and parameters)."""
@@ -217,21 +239,37 @@ class Cls:
 
         from ketch._utils.options import validate_function_options
 
-        given = {k: v for k, v in {
-            "cpu": cpu, "memory": memory, "gpu": gpu, "secrets": secrets, "timeout": timeout,
-            "startup_timeout": startup_timeout, "retries": retries,
-            "min_containers": min_containers, "max_containers": max_containers,
-            "buffer_containers": buffer_containers, "scaledown_window": scaledown_window,
-        }.items() if v is not None}
-        opts = validate_function_options(dict(given), is_generator=False, is_web=False,
-                                         where=f"{self._tag}.with_options")
-        low = given.get("min_containers", self._overrides.get("min_containers",
-                                                              self._options.min_containers))
-        high = given.get("max_containers", self._overrides.get("max_containers",
-                                                               self._options.max_containers))
+        given = {
+            k: v
+            for k, v in {
+                "cpu": cpu,
+                "memory": memory,
+                "gpu": gpu,
+                "secrets": secrets,
+                "timeout": timeout,
+                "startup_timeout": startup_timeout,
+                "retries": retries,
+                "min_containers": min_containers,
+                "max_containers": max_containers,
+                "buffer_containers": buffer_containers,
+                "scaledown_window": scaledown_window,
+            }.items()
+            if v is not None
+        }
+        opts = validate_function_options(
+            dict(given), is_generator=False, is_web=False, where=f"{self._tag}.with_options"
+        )
+        low = given.get(
+            "min_containers", self._overrides.get("min_containers", self._options.min_containers)
+        )
+        high = given.get(
+            "max_containers", self._overrides.get("max_containers", self._options.max_containers)
+        )
         if high is not None and low > high:
-            raise InvalidError(f"{self._tag}.with_options: max_containers ({high}) must be at "
-                               f"least min_containers ({low})")
+            raise InvalidError(
+                f"{self._tag}.with_options: max_containers ({high}) must be at "
+                f"least min_containers ({low})"
+            )
         out: dict[str, Any] = {}
         for key in given:
             value = getattr(opts, key)
@@ -248,8 +286,10 @@ class Cls:
 
         n, target = validate_concurrent(max_inputs, target_inputs)
         if self._overrides.get("batch_max_size") or self._options.batch_max_size:
-            raise InvalidError(f"{self._tag} is @batched: it cannot also take concurrent "
-                               "inputs (use with_batching to change its batches)")
+            raise InvalidError(
+                f"{self._tag} is @batched: it cannot also take concurrent "
+                "inputs (use with_batching to change its batches)"
+            )
         return self._derive({"max_inputs": n, "target_inputs": target})
 
     def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls:
@@ -258,8 +298,7 @@ class Cls:
 
         size, wait = validate_batched(max_batch_size, wait_ms)
         if int(self._overrides.get("max_inputs") or self._options.max_inputs) > 1:
-            raise InvalidError(f"{self._tag} takes concurrent inputs: it cannot also be "
-                               "batched")
+            raise InvalidError(f"{self._tag} takes concurrent inputs: it cannot also be batched")
         return self._derive({"batch_max_size": size, "batch_wait_ms": wait})
 
     def __repr__(self) -> str:
@@ -280,8 +319,11 @@ class Cls:
                 raise InvalidError(f"{self._tag} needs a value for {', '.join(missing)}")
             for name, value in kwargs.items():
                 want = self._types.get(name)
-                if isinstance(want, type) and want in _PARAM_TYPES and \
-                        (type(value) is not want and not (want is int and type(value) is bool)):
+                if (
+                    isinstance(want, type)
+                    and want in _PARAM_TYPES
+                    and (type(value) is not want and not (want is int and type(value) is bool))
+                ):
                     raise InvalidError(
                         f"{self._tag}.{name} is declared {want.__name__}, got "
                         f"{type(value).__name__} {value!r}"
@@ -351,8 +393,13 @@ class Obj:
 def cls_from_name(app_name: str, name: str, *, environment_name: str | None = None) -> Cls:
     if not isinstance(app_name, str) or not isinstance(name, str):
         raise InvalidError("Cls.from_name(app_name, name) takes two strings")
-    return Cls(tag=name, user_cls=None, options=FunctionOptions(), app=None,
-               lookup=(app_name, name, environment_name))
+    return Cls(
+        tag=name,
+        user_cls=None,
+        options=FunctionOptions(),
+        app=None,
+        lookup=(app_name, name, environment_name),
+    )
 
 
 Cls.from_name = staticmethod(cls_from_name)  # type: ignore[attr-defined]

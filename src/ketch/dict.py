@@ -58,12 +58,14 @@ class Dict(ObjectHandle):
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
-    def from_name(name: str, *, environment_name: str | None = None,
-                  create_if_missing: bool = False) -> Dict:
+    def from_name(
+        name: str, *, environment_name: str | None = None, create_if_missing: bool = False
+    ) -> Dict:
         """A handle on the named dict, resolved on first use (NotFoundError then if it does
         not exist and create_if_missing is False)."""
-        return Dict._from_name(name, environment_name=environment_name,
-                               create_if_missing=create_if_missing)
+        return Dict._from_name(
+            name, environment_name=environment_name, create_if_missing=create_if_missing
+        )
 
     @staticmethod
     def ephemeral(environment_name: str | None = None) -> Ephemeral[Dict]:
@@ -72,11 +74,11 @@ class Dict(ObjectHandle):
         return Dict._ephemeral(environment_name)
 
     @staticmethod
-    def delete(name: str, *, allow_missing: bool = False,
-               environment_name: str | None = None) -> None:
+    def delete(
+        name: str, *, allow_missing: bool = False, environment_name: str | None = None
+    ) -> None:
         """Delete a named dict and everything in it."""
-        Dict.objects.delete(name, allow_missing=allow_missing,
-                            environment_name=environment_name)
+        Dict.objects.delete(name, allow_missing=allow_missing, environment_name=environment_name)
 
     # -- operations ---------------------------------------------------------------------
     async def _get(self, key: Any, default: Any = None) -> Any:
@@ -85,9 +87,13 @@ class Dict(ObjectHandle):
 
     async def _put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set `key`; with skip_if_exists, only if it is absent. True if it was written."""
-        reply = await self._op("put", mutation=True, key=self._dump_key(key),
-                               value=self._dump_value(value, "dict_value", "a Dict value"),
-                               skip_if_exists=skip_if_exists)
+        reply = await self._op(
+            "put",
+            mutation=True,
+            key=self._dump_key(key),
+            value=self._dump_value(value, "dict_value", "a Dict value"),
+            skip_if_exists=skip_if_exists,
+        )
         return bool(reply["written"])
 
     async def _pop(self, key: Any, default: Any = _MISSING) -> Any:
@@ -98,15 +104,21 @@ class Dict(ObjectHandle):
             raise KeyError(key)
         return default
 
-    async def _update(self, other: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None = None,
-                      /, **kwargs: Any) -> None:
+    async def _update(
+        self, other: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None = None, /, **kwargs: Any
+    ) -> None:
         """Like dict.update, in one atomic step."""
         pairs = dict(other or {}, **kwargs)
         if not pairs:
             return
-        await self._op("update", mutation=True, pairs=[
-            (self._dump_key(k), self._dump_value(v, "dict_value", "a Dict value"))
-            for k, v in pairs.items()])
+        await self._op(
+            "update",
+            mutation=True,
+            pairs=[
+                (self._dump_key(k), self._dump_value(v, "dict_value", "a Dict value"))
+                for k, v in pairs.items()
+            ],
+        )
 
     async def _contains(self, key: Any) -> bool:
         return bool((await self._op("contains", key=self._dump_key(key)))["found"])
@@ -124,8 +136,10 @@ class Dict(ObjectHandle):
             rows = reply["rows"]
             for seq, key, value in rows:
                 after = seq
-                yield (payload.loads(key) if keys else None,
-                       payload.loads(value) if values else None)
+                yield (
+                    payload.loads(key) if keys else None,
+                    payload.loads(value) if values else None,
+                )
             if not rows:
                 return
 

@@ -110,8 +110,14 @@ class Function:
         else:
             app_name, tag, env = self._lookup
             client = await Client.current()
-            reply = await client.request({"t": "lookup", "app": app_name, "name": tag,
-                                          "environment": env or client.config.environment})
+            reply = await client.request(
+                {
+                    "t": "lookup",
+                    "app": app_name,
+                    "name": tag,
+                    "environment": env or client.config.environment,
+                }
+            )
             info = reply["info"]
         is_generator = bool(info["is_generator"])
         if self._method is not None:
@@ -123,8 +129,7 @@ class Function:
                 )
             is_generator = bool(methods[self._method].get("is_generator"))
         self._web_url = info.get("web_url")
-        self._options = FunctionOptions(is_generator=is_generator,
-                                        is_web=bool(info.get("web_url")))
+        self._options = FunctionOptions(is_generator=is_generator, is_web=bool(info.get("web_url")))
         self._info = info
         self._function_id = info["function_id"]
         return self
@@ -143,11 +148,22 @@ class Function:
     def __repr__(self) -> str:
         return f"Function({self._label!r})"
 
-    def _bind(self, method: str, params: bytes | None,
-              local_target: Callable[[], Callable[..., Any]] | None) -> Function:
-        twin = Function(tag=self._tag, raw_f=self._raw_f, options=self._options, app=self._app,
-                        method=method, params=params, local_target=local_target,
-                        lookup=self._lookup)
+    def _bind(
+        self,
+        method: str,
+        params: bytes | None,
+        local_target: Callable[[], Callable[..., Any]] | None,
+    ) -> Function:
+        twin = Function(
+            tag=self._tag,
+            raw_f=self._raw_f,
+            options=self._options,
+            app=self._app,
+            method=method,
+            params=params,
+            local_target=local_target,
+            lookup=self._lookup,
+        )
         twin._function_id = self._function_id
         twin._parent = self
         return twin
@@ -175,8 +191,11 @@ class Function:
         )
 
     def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        req: dict[str, Any] = {"args": payload.dumps((args, kwargs)), "method": self._method,
-                               "params": self._params}
+        req: dict[str, Any] = {
+            "args": payload.dumps((args, kwargs)),
+            "method": self._method,
+            "params": self._params,
+        }
         if self._overrides:
             req["options"] = self._overrides
         traceparent = current_traceparent()
@@ -223,13 +242,17 @@ class Function:
         self._refuse("spawn")
         client = await Client.current()
         call_id = new_id("fc")
-        await client.request({"t": "spawn", "fid": fid, "iid": call_id,
-                              "req": self._request(args, kwargs)})
+        await client.request(
+            {"t": "spawn", "fid": fid, "iid": call_id, "req": self._request(args, kwargs)}
+        )
         return FunctionCall(call_id)
 
     async def _map(
-        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = True, return_exceptions: bool = False,
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
         wrap_returned_exceptions: bool = True,
     ) -> AsyncIterator[list[Any]]:
         await self._resolve()
@@ -241,8 +264,12 @@ class Function:
             yield batch
 
     async def _starmap(
-        self, input_iterator: Iterable[Iterable[Any]], *, kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = True, return_exceptions: bool = False,
+        self,
+        input_iterator: Iterable[Iterable[Any]],
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
         wrap_returned_exceptions: bool = True,
     ) -> AsyncIterator[list[Any]]:
         await self._resolve()
@@ -252,17 +279,21 @@ class Function:
             yield batch
 
     async def _for_each(
-        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
     ) -> None:
-        async for batch in self._map(*iterables, kwargs=kwargs, order_outputs=False,
-                                     return_exceptions=ignore_exceptions):
+        async for batch in self._map(
+            *iterables, kwargs=kwargs, order_outputs=False, return_exceptions=ignore_exceptions
+        ):
             for item in batch:
                 if type(item) is _Raise:
                     raise item.exc
 
-    async def _spawn_map(self, *iterables: Iterable[Any],
-                         kwargs: dict[str, Any] | None = None) -> None:
+    async def _spawn_map(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None
+    ) -> None:
         await self._resolve()
         self._refuse("spawn_map")
         if not iterables:
@@ -288,8 +319,11 @@ class Function:
                 fut.cancel()
 
     async def _run_many(
-        self, inputs: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
-        kwargs: dict[str, Any], ordered: bool, return_exceptions: bool,
+        self,
+        inputs: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
+        kwargs: dict[str, Any],
+        ordered: bool,
+        return_exceptions: bool,
     ) -> AsyncIterator[list[Any]]:
         """Outcomes in batches: whatever has arrived each time the loop wakes up.
 
@@ -379,9 +413,11 @@ def _star_inputs(
     input_iterator: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
 ) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
     if hasattr(input_iterator, "__aiter__"):
+
         async def star() -> AsyncIterator[tuple[Any, ...]]:
             async for args in input_iterator:
                 yield tuple(args)
+
         return star()
     return (tuple(args) for args in input_iterator)
 
@@ -389,8 +425,7 @@ def _star_inputs(
 async def _azip(*iterables: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[Any, ...]]:
     """zip() over iterables of which some are async; stops at the shortest."""
     its: list[Iterator[Any] | AsyncIterator[Any]] = [
-        it.__aiter__() if hasattr(it, "__aiter__") else iter(it)
-        for it in iterables
+        it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables
     ]
     while True:
         row = []
@@ -558,8 +593,13 @@ def function_from_name(
             f"{name!r} looks like a class method: use Cls.from_name({app_name!r}, "
             f"{name.split('.')[0]!r}) and call the method on an instance"
         )
-    return Function(tag=name, raw_f=None, options=FunctionOptions(), app=None,
-                    lookup=(app_name, name, environment_name))
+    return Function(
+        tag=name,
+        raw_f=None,
+        options=FunctionOptions(),
+        app=None,
+        lookup=(app_name, name, environment_name),
+    )
 
 
 def _deprecated_lookup(

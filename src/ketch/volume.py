@@ -49,15 +49,20 @@ class FileEntry:
 
     @classmethod
     def _from(cls, d: Mapping[str, Any]) -> FileEntry:
-        return cls(path=str(d["path"]), type=FileEntryType(int(d["type"])),
-                   mtime=int(d["mtime"]), size=int(d["size"]))
+        return cls(
+            path=str(d["path"]),
+            type=FileEntryType(int(d["type"])),
+            mtime=int(d["mtime"]),
+            size=int(d["size"]),
+        )
 
 
 def _check_name(name: object, what: str = "volume") -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InvalidError(
             f"invalid {what} name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit")
+            "starting with a letter or digit"
+        )
     return name
 
 
@@ -99,8 +104,13 @@ class Volume:
         raise InvalidError("create a Volume with Volume.from_name(...) or Volume.ephemeral()")
 
     @classmethod
-    def _new(cls, name: str | None, environment: str | None, create_if_missing: bool,
-             volume_id: str | None = None) -> Volume:
+    def _new(
+        cls,
+        name: str | None,
+        environment: str | None,
+        create_if_missing: bool,
+        volume_id: str | None = None,
+    ) -> Volume:
         obj = object.__new__(cls)
         obj._name = name
         obj._environment = environment
@@ -122,8 +132,12 @@ class Volume:
         self.batch_upload = _Both(self._batch_upload)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self._name, "environment": self._environment,
-                "create_if_missing": self._create_if_missing, "volume_id": self._volume_id}
+        return {
+            "name": self._name,
+            "environment": self._environment,
+            "create_if_missing": self._create_if_missing,
+            "volume_id": self._volume_id,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._name = state["name"]
@@ -134,8 +148,9 @@ class Volume:
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
-    def from_name(name: str, *, environment_name: str | None = None,
-                  create_if_missing: bool = False) -> Volume:
+    def from_name(
+        name: str, *, environment_name: str | None = None, create_if_missing: bool = False
+    ) -> Volume:
         """A handle to the named volume. Nothing is looked up until first use (or deploy);
         then a missing volume raises NotFoundError unless `create_if_missing`."""
         _check_name(name)
@@ -168,9 +183,15 @@ class Volume:
 
     async def _hydrate(self) -> Volume:
         if self._volume_id is None:
-            rec = await volume_api.call("POST", "/v1/volumes/lookup", json={
-                "name": self._name, "environment": _environment(self._environment),
-                "create_if_missing": self._create_if_missing})
+            rec = await volume_api.call(
+                "POST",
+                "/v1/volumes/lookup",
+                json={
+                    "name": self._name,
+                    "environment": _environment(self._environment),
+                    "create_if_missing": self._create_if_missing,
+                },
+            )
             self._volume_id = str(rec["volume_id"])
         return self
 
@@ -183,8 +204,11 @@ class Volume:
         """How a function's spec refers to this volume (the server resolves it)."""
         if self._name is None:
             return {"volume_id": self._volume_id}
-        return {"name": self._name, "environment": self._environment,
-                "create_if_missing": self._create_if_missing}
+        return {
+            "name": self._name,
+            "environment": self._environment,
+            "create_if_missing": self._create_if_missing,
+        }
 
     # -- operations ---------------------------------------------------------------------
     async def _commit(self) -> None:
@@ -200,12 +224,14 @@ class Volume:
     async def _listdir(self, path: str = "/", recursive: bool = False) -> list[FileEntry]:
         """Entries under `path` (paths relative to the volume's root); a file path gives
         that file. Raises FileNotFoundError when nothing is there."""
-        rows = await volume_api.call("GET", f"/v1/volumes/{await self._vid()}/ls",
-                                     params={"path": path, "recursive": recursive})
+        rows = await volume_api.call(
+            "GET",
+            f"/v1/volumes/{await self._vid()}/ls",
+            params={"path": path, "recursive": recursive},
+        )
         return [FileEntry._from(r) for r in rows]
 
-    async def _iterdir(self, path: str = "/", recursive: bool = False
-                       ) -> AsyncIterator[FileEntry]:
+    async def _iterdir(self, path: str = "/", recursive: bool = False) -> AsyncIterator[FileEntry]:
         for entry in await self._listdir(path, recursive=recursive):
             yield entry
 
@@ -215,8 +241,9 @@ class Volume:
         async for chunk in volume_api.download(f"/v1/volumes/{vid}/files", {"path": path}):
             yield chunk
 
-    async def _read_into(self, path: str, fileobj: IO[bytes],
-                         progress_cb: Callable[..., Any] | None = None) -> int:
+    async def _read_into(
+        self, path: str, fileobj: IO[bytes], progress_cb: Callable[..., Any] | None = None
+    ) -> int:
         """Write the file into `fileobj`; returns the number of bytes."""
         total = 0
         async for chunk in self._read_file(path):
@@ -228,17 +255,24 @@ class Volume:
 
     async def _remove_file(self, path: str, recursive: bool = False) -> None:
         """Remove a file, or a directory with `recursive=True`."""
-        await volume_api.call("DELETE", f"/v1/volumes/{await self._vid()}/files",
-                              params={"path": path, "recursive": recursive})
+        await volume_api.call(
+            "DELETE",
+            f"/v1/volumes/{await self._vid()}/files",
+            params={"path": path, "recursive": recursive},
+        )
 
-    async def _copy_files(self, src_paths: list[str], dst_path: str,
-                          recursive: bool = False) -> None:
+    async def _copy_files(
+        self, src_paths: list[str], dst_path: str, recursive: bool = False
+    ) -> None:
         """Copy files within the volume: into `dst_path` when it is a directory (or there
         are several sources), else to `dst_path` itself."""
         if isinstance(src_paths, str):
             raise InvalidError("copy_files takes a list of source paths")
-        await volume_api.call("POST", f"/v1/volumes/{await self._vid()}/copy", json={
-            "sources": list(src_paths), "dest": dst_path, "recursive": recursive})
+        await volume_api.call(
+            "POST",
+            f"/v1/volumes/{await self._vid()}/copy",
+            json={"sources": list(src_paths), "dest": dst_path, "recursive": recursive},
+        )
 
     def _batch_upload(self, force: bool = False) -> UploadBatch:
         return UploadBatch(self, force=force)
@@ -251,8 +285,11 @@ def _ephemeral(environment_name: str | None = None) -> _Ephemeral:
 async def _delete(name: str, *, environment_name: str | None = None) -> None:
     """Delete the named volume and all its files."""
     _check_name(name)
-    await volume_api.call("DELETE", f"/v1/volumes/named/{name}",
-                          params={"environment": _environment(environment_name)})
+    await volume_api.call(
+        "DELETE",
+        f"/v1/volumes/named/{name}",
+        params={"environment": _environment(environment_name)},
+    )
 
 
 Volume.ephemeral = _Both(_ephemeral)
@@ -268,8 +305,9 @@ class _Ephemeral:
         self._volume: Volume | None = None
 
     async def _create(self) -> Volume:
-        rec = await volume_api.call("POST", "/v1/volumes/ephemeral",
-                                    json={"environment": _environment(self._environment)})
+        rec = await volume_api.call(
+            "POST", "/v1/volumes/ephemeral", json={"environment": _environment(self._environment)}
+        )
         self._volume = Volume._new(None, rec["environment"], False, str(rec["volume_id"]))
         return self._volume
 
@@ -301,8 +339,12 @@ class UploadBatch:
         self._force = force
         self._items: list[tuple[str | IO[bytes], str, int | None]] = []
 
-    def put_file(self, local_file: str | os.PathLike[str] | IO[bytes], remote_path: str,
-                 mode: int | None = None) -> None:
+    def put_file(
+        self,
+        local_file: str | os.PathLike[str] | IO[bytes],
+        remote_path: str,
+        mode: int | None = None,
+    ) -> None:
         remote = _remote(remote_path)
         if isinstance(local_file, str | os.PathLike):
             path = Path(local_file)
@@ -314,8 +356,9 @@ class UploadBatch:
         else:
             self._items.append((local_file, remote, mode))
 
-    def put_directory(self, local_path: str | os.PathLike[str], remote_path: str,
-                      recursive: bool = True) -> None:
+    def put_directory(
+        self, local_path: str | os.PathLike[str], remote_path: str, recursive: bool = True
+    ) -> None:
         base = Path(local_path)
         if not base.is_dir():
             raise NotADirectoryError(f"no such local directory: {base}")
@@ -332,15 +375,16 @@ class UploadBatch:
             dup = sorted({r for r in remotes if remotes.count(r) > 1})
             raise InvalidError(f"batch_upload: {', '.join(dup)} given more than once")
         if not self._force and remotes:
-            taken = await volume_api.call("POST", f"/v1/volumes/{vid}/exists",
-                                          json={"paths": remotes})
+            taken = await volume_api.call(
+                "POST", f"/v1/volumes/{vid}/exists", json={"paths": remotes}
+            )
             if taken:
                 raise FileExistsError(
                     f"already in the volume: {', '.join(taken)}; use batch_upload(force=True) "
-                    "(ketch volume put --force) to replace them")
+                    "(ketch volume put --force) to replace them"
+                )
         for source, remote, mode in self._items:
-            await asyncio.to_thread(volume_api.upload_sync, vid, source, remote, mode,
-                                    self._force)
+            await asyncio.to_thread(volume_api.upload_sync, vid, source, remote, mode, self._force)
 
     def __enter__(self) -> UploadBatch:
         return self
@@ -365,8 +409,9 @@ def _remote(path: str) -> str:
     return path
 
 
-def volume_mounts(tag: str, app_volumes: Mapping[Any, Any],
-                  fn_volumes: Mapping[Any, Any]) -> list[dict[str, Any]]:
+def volume_mounts(
+    tag: str, app_volumes: Mapping[Any, Any], fn_volumes: Mapping[Any, Any]
+) -> list[dict[str, Any]]:
     """A function's mounts for the deploy spec: the app's volumes, then the function's
     (which win on the same path), each checked."""
     merged: dict[str, Any] = {}
@@ -379,9 +424,11 @@ def volume_mounts(tag: str, app_volumes: Mapping[Any, Any],
         if not isinstance(vol, Volume):
             raise InvalidError(
                 f"{tag}: volumes[{mount!r}] must be a ketch.Volume (Volume.from_name(...)), "
-                f"got {type(vol).__name__}")
+                f"got {type(vol).__name__}"
+            )
         if vol._name is None and vol._volume_id is None:
-            raise InvalidError(f"{tag}: volumes[{mount!r}] is an ephemeral volume that is "
-                               "no longer open")
+            raise InvalidError(
+                f"{tag}: volumes[{mount!r}] is an ephemeral volume that is no longer open"
+            )
         out.append({"mount": mount, **vol._spec()})
     return out

@@ -46,8 +46,12 @@ def fastapi_endpoint(
     _no_parens(_warn_parentheses_missing, "fastapi_endpoint")
     if not isinstance(method, str) or method.upper() not in _METHODS:
         raise InvalidError(f"method={method!r}: choose one of {', '.join(sorted(_METHODS))}")
-    web = {"type": "fastapi", "method": method.upper(), "docs": bool(docs),
-           **_common(label, custom_domains, requires_proxy_auth)}
+    web = {
+        "type": "fastapi",
+        "method": method.upper(),
+        "docs": bool(docs),
+        **_common(label, custom_domains, requires_proxy_auth),
+    }
 
     def deco(f: Any) -> PartialFunction:
         raw = f.raw_f if isinstance(f, PartialFunction) else f
@@ -73,8 +77,11 @@ def _app_factory(kind: str, name: str, extra: dict[str, Any]) -> Callable[[Any],
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if inspect.iscoroutinefunction(raw):
             raise InvalidError(f"@{name} takes a plain (non-async) function that returns the app")
-        params = [p for p in inspect.signature(raw).parameters.values()
-                  if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(raw).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
         if params and params[0].name == "self":
             params = params[1:]  # a method of an @app.cls class: self is the instance
         if params:
@@ -121,6 +128,9 @@ def web_server(
         raise InvalidError(f"web_server(port) takes a port number 1-65535, got {port!r}")
     if not isinstance(startup_timeout, int | float) or startup_timeout <= 0:
         raise InvalidError("web_server startup_timeout must be a positive number of seconds")
-    extra = {"port": port, "startup_timeout": float(startup_timeout),
-             **_common(label, custom_domains, requires_proxy_auth)}
+    extra = {
+        "port": port,
+        "startup_timeout": float(startup_timeout),
+        **_common(label, custom_domains, requires_proxy_auth),
+    }
     return _app_factory("web_server", "web_server", extra)

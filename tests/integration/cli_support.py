@@ -39,21 +39,31 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def ketch(home: Path, *args: str, cwd: Path | None = None, timeout: float = 180,
-          **extra_env: str) -> subprocess.CompletedProcess[str]:
+def ketch(
+    home: Path, *args: str, cwd: Path | None = None, timeout: float = 180, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, against the server of `home`."""
     return subprocess.run(
-        [sys.executable, "-m", "ketch.cli", *args], env=env_for(home, **extra_env),
-        cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "ketch.cli", *args],
+        env=env_for(home, **extra_env),
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-def python(home: Path, code: str, *, cwd: Path | None = None,
-           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def python(
+    home: Path, code: str, *, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """A separate, plain Python process that uses the SDK (no CLI involved)."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env_for(home), cwd=cwd or ROOT,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env_for(home),
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -62,8 +72,9 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str,
-                       max_lines: int = 2) -> str:
+def assert_clean_error(
+    proc: subprocess.CompletedProcess[str], *needles: str, max_lines: int = 2
+) -> str:
     """A failed command that says why in one line (plus the --verbose hint), no traceback.
 
     Returns the error line. `needles` must all appear in it.
@@ -77,7 +88,7 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str,
     first = errors[0]
     for needle in needles:
         assert needle in first, f"{needle!r} not in the error line {first!r}\n{out}"
-    tail = lines[lines.index(first):]
+    tail = lines[lines.index(first) :]
     assert len(tail) <= max_lines, f"error spans {len(tail)} lines:\n{proc.stderr}"
     return first
 

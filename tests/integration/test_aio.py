@@ -73,8 +73,10 @@ def test_aio_forms_do_not_block_the_loop(server: object, running: None) -> None:
             out["map"] = [x async for x in mapping.delayed.map.aio([1, 2, 3], [1.0, 0.5, 0.0])]
             out["map_ticks"] = t.ticks - before
             out["map_unordered"] = [
-                x async for x in mapping.delayed.map.aio(
-                    [1, 2, 3], [0.6, 0.3, 0.0], order_outputs=False)
+                x
+                async for x in mapping.delayed.map.aio(
+                    [1, 2, 3], [0.6, 0.3, 0.0], order_outputs=False
+                )
             ]
             out["starmap"] = [x async for x in mapping.combine.starmap.aio([(1, 2), (3, 4)])]
             out["for_each"] = await mapping.delayed.for_each.aio([1, 2], [0.0, 0.0])
@@ -117,8 +119,10 @@ def test_aio_forms_do_not_block_the_loop(server: object, running: None) -> None:
 def test_blocking_map_inside_a_running_loop_names_the_aio_form(server: object) -> None:
     async def main() -> list[str]:
         errors = []
-        for call in (lambda: mapping.delayed.map([1], [0.0]),
-                     lambda: mapping.combine.starmap([(1, 2)])):
+        for call in (
+            lambda: mapping.delayed.map([1], [0.0]),
+            lambda: mapping.combine.starmap([(1, 2)]),
+        ):
             try:
                 for _ in call():
                     pass

@@ -21,8 +21,7 @@ def test_openapi_document_and_token(server) -> None:  # type: ignore[no-untyped-
     for path in ("/v1/apps", "/v1/apps/deploy", "/v1/secrets", "/v1/tokens", "/v1/status"):
         assert path in doc["paths"], path
     assert httpx.get(f"{base}/v1/apps").status_code == 401
-    assert httpx.get(f"{base}/v1/apps", headers={"Authorization": "Bearer nope"}).status_code \
-        == 401
+    assert httpx.get(f"{base}/v1/apps", headers={"Authorization": "Bearer nope"}).status_code == 401
     ok = httpx.get(f"{base}/v1/apps", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200 and isinstance(ok.json(), list)
 
@@ -32,9 +31,11 @@ def test_bad_deploy_specs_change_nothing(server) -> None:  # type: ignore[no-unt
     base, token = _base(server)
     headers = {"Authorization": f"Bearer {token}"}
     before = httpx.get(f"{base}/v1/apps", headers=headers).json()
-    for spec in ({"name": "bad name!", "functions": {"f": {}}},
-                 {"name": "nofuncs", "functions": {}},
-                 {"name": "badtag", "functions": {"no such-tag": {}}}):
+    for spec in (
+        {"name": "bad name!", "functions": {"f": {}}},
+        {"name": "nofuncs", "functions": {}},
+        {"name": "badtag", "functions": {"no such-tag": {}}},
+    ):
         resp = httpx.post(f"{base}/v1/apps/deploy", headers=headers, json=spec)
         lines = [json.loads(x) for x in resp.text.splitlines() if x.strip()]
         assert lines[-1]["error"]["type"] == "InvalidError", lines

@@ -235,8 +235,12 @@ def test_the_token_is_checked_before_any_body_is_read_on_every_route(server) -> 
             for method, op in ops.items():
                 if not op.get("security"):
                     continue
-                resp = http.request(method.upper(), _sample_path(path), content=b'{"x": ',
-                                    headers={"content-type": "application/json"})
+                resp = http.request(
+                    method.upper(),
+                    _sample_path(path),
+                    content=b'{"x": ',
+                    headers={"content-type": "application/json"},
+                )
                 assert resp.status_code == 401, (method, path, resp.status_code, resp.text)
                 seen += 1
     assert seen >= 30
@@ -248,6 +252,7 @@ def test_only_the_documented_public_routes_go_without_the_token(server) -> None:
 
     base, _ = _api(server)
     doc = httpx.get(f"{base}/openapi.json").json()
-    public = {path for path, ops in doc["paths"].items()
-              for op in ops.values() if not op.get("security")}
+    public = {
+        path for path, ops in doc["paths"].items() for op in ops.values() if not op.get("security")
+    }
     assert public == set(PUBLIC_PATHS)

@@ -52,6 +52,7 @@ def test_batched_class_methods_sync_and_async(server: object) -> None:
 @pytest.mark.spec("S5")
 def test_a_result_list_of_the_wrong_length_fails_every_caller_clearly(server: object) -> None:
     with batching.app.run(show_logs=False):
+
         def call(i: int) -> BaseException | None:
             try:
                 batching.short.remote(i)
@@ -78,6 +79,7 @@ def test_an_exception_in_the_batch_reaches_each_caller(server: object) -> None:
 def test_batched_misuse_is_refused_at_decoration() -> None:
     app = ketch.App("batched-misuse")
     with pytest.raises(InvalidError, match="concurrent"):
+
         @app.function(serialized=True)
         @ketch.concurrent(max_inputs=4)
         @ketch.batched(max_batch_size=4, wait_ms=10)
@@ -85,6 +87,7 @@ def test_batched_misuse_is_refused_at_decoration() -> None:
             return xs
 
     with pytest.raises(InvalidError, match="no other"):
+
         @app.cls(serialized=True)
         class Mixed:
             @ketch.batched(max_batch_size=4, wait_ms=10)

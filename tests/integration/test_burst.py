@@ -51,6 +51,7 @@ async def _burst(url: str, app_id: str) -> tuple[list[httpx.Response], list[dict
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     gate = asyncio.Semaphore(CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+
         async def one(i: int) -> httpx.Response:
             async with gate:
                 return await client.get(url, params={"i": i})

@@ -97,11 +97,28 @@ def test_run_quiet_hides_container_output(server) -> None:
 
 @pytest.mark.spec("A7")
 def test_entrypoint_parameters_become_typed_kebab_case_options(server, params_app) -> None:
-    out = ok(ketch(
-        server.home, "run", f"{params_app}::main", "--name", "ada", "--count", "3",
-        "--ratio", "1.5", "--flag", "--when", "2024-02-29T12:30:00", "--mode", "slow",
-        "--level", "2", "--long-option-name", "x-y",
-    ))
+    out = ok(
+        ketch(
+            server.home,
+            "run",
+            f"{params_app}::main",
+            "--name",
+            "ada",
+            "--count",
+            "3",
+            "--ratio",
+            "1.5",
+            "--flag",
+            "--when",
+            "2024-02-29T12:30:00",
+            "--mode",
+            "slow",
+            "--level",
+            "2",
+            "--long-option-name",
+            "x-y",
+        )
+    )
     assert (
         "ARGS ('ada', 3, 1.5, True, datetime.datetime(2024, 2, 29, 12, 30), 'slow', 2, 'x-y')"
         in out
@@ -113,13 +130,16 @@ def test_entrypoint_parameters_become_typed_kebab_case_options(server, params_ap
 
 
 @pytest.mark.spec("A7")
-@pytest.mark.parametrize(("args", "message"), [
-    ((), "Missing option '--name'"),
-    (("--name", "a", "--count", "three"), "Invalid value for '--count'"),
-    (("--name", "a", "--mode", "medium"), "Invalid value for '--mode'"),
-    (("--name", "a", "--when", "yesterday"), "Invalid value for '--when'"),
-    (("--name", "a", "--bogus", "1"), "No such option '--bogus'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "Missing option '--name'"),
+        (("--name", "a", "--count", "three"), "Invalid value for '--count'"),
+        (("--name", "a", "--mode", "medium"), "Invalid value for '--mode'"),
+        (("--name", "a", "--when", "yesterday"), "Invalid value for '--when'"),
+        (("--name", "a", "--bogus", "1"), "No such option '--bogus'"),
+    ],
+)
 def test_bad_entrypoint_options_are_usage_errors(server, params_app, args, message) -> None:
     before = app_ids(server.home)
     proc = ketch(server.home, "run", f"{params_app}::main", *args)
@@ -133,8 +153,17 @@ def test_bad_entrypoint_options_are_usage_errors(server, params_app, args, messa
 @pytest.mark.spec("A7")
 def test_help_after_ref_lists_the_entrypoint_options(server, params_app) -> None:
     out = ok(ketch(server.home, "run", f"{params_app}::main", "--help"))
-    for option in ("--name", "--count", "--ratio", "--flag / --no-flag", "--when", "--mode",
-                   "--long-option-name", "[fast|slow]", "Print the parsed arguments"):
+    for option in (
+        "--name",
+        "--count",
+        "--ratio",
+        "--flag / --no-flag",
+        "--when",
+        "--mode",
+        "--long-option-name",
+        "[fast|slow]",
+        "Print the parsed arguments",
+    ):
         assert option in out, out
     general = ok(ketch(server.home, "run", "--help"))
     assert "Run an app's local entrypoint" in general
@@ -146,12 +175,14 @@ def test_double_colon_picks_one_of_several_entrypoints(server, params_app) -> No
     assert "OTHER 40" in out
     assert "ARGS" not in out
     # A function can be run directly too; its result is printed.
-    assert ok(ketch(server.home, "run", f"{params_app}::echo", "--x", "hi")).strip() \
-        .endswith("hi")
+    assert ok(ketch(server.home, "run", f"{params_app}::echo", "--x", "hi")).strip().endswith("hi")
     # Async entrypoints are awaited; generator functions print each item.
     assert "ASYNC 105" in ok(ketch(server.home, "run", f"{params_app}::amain", "--x", "5"))
     assert ok(ketch(server.home, "run", f"{params_app}::count", "--n", "3")).split() == [
-        "0", "1", "2"]
+        "0",
+        "1",
+        "2",
+    ]
     # Without ::name the choice is ambiguous, and the error lists the candidates.
     err = assert_clean_error(ketch(server.home, "run", str(params_app)), "file.py::name")
     assert "main" in err and "other" in err and "amain" in err
@@ -163,11 +194,16 @@ def test_module_form_and_package_file_ship_the_package(server, tmp_path) -> None
     tag = uuid.uuid4().hex[:8]
     pkg = f"clipkg_{tag}"
     write(tmp_path / pkg / "__init__.py", "")
-    write(tmp_path / pkg / "helper.py", """
+    write(
+        tmp_path / pkg / "helper.py",
+        """
         def triple(x):
             return 3 * x
-    """)
-    write(tmp_path / pkg / "app.py", f"""
+    """,
+    )
+    write(
+        tmp_path / pkg / "app.py",
+        f"""
         import ketch
 
         from {pkg}.helper import triple
@@ -184,7 +220,8 @@ def test_module_form_and_package_file_ship_the_package(server, tmp_path) -> None
         @app.local_entrypoint()
         def main(x: int = 1):
             print("RESULT", f.remote(x))
-    """)
+    """,
+    )
     out = ok(ketch(server.home, "run", "-m", f"{pkg}.app", "--x", "5", cwd=tmp_path))
     assert "RESULT 30" in out
     out = ok(ketch(server.home, "run", "-m", f"{pkg}.app::main", "--x", "2", cwd=tmp_path))
@@ -197,7 +234,9 @@ def test_module_form_and_package_file_ship_the_package(server, tmp_path) -> None
 @pytest.mark.spec("C1")
 def test_unnamed_app_runs_under_its_file_name(server, tmp_path) -> None:
     name = f"unnamed_{uuid.uuid4().hex[:8]}"
-    app_file = write(tmp_path / f"{name}.py", """
+    app_file = write(
+        tmp_path / f"{name}.py",
+        """
         import ketch
 
         app = ketch.App()
@@ -206,7 +245,8 @@ def test_unnamed_app_runs_under_its_file_name(server, tmp_path) -> None:
         @app.function()
         def inc(x: int) -> int:
             return x + 1
-    """)
+    """,
+    )
     assert ok(ketch(server.home, "run", str(app_file), "--x", "41")).strip() == "42"
     assert any(r["name"] == name for r in app_rows(server.home))
 
@@ -215,7 +255,9 @@ def test_unnamed_app_runs_under_its_file_name(server, tmp_path) -> None:
 @pytest.mark.spec("B8")
 def test_app_logs_show_stored_output_after_the_run(server, tmp_path) -> None:
     name = f"logs-{uuid.uuid4().hex[:8]}"
-    app_file = write(tmp_path / "logs_app.py", f"""
+    app_file = write(
+        tmp_path / "logs_app.py",
+        f"""
         import sys
 
         import ketch
@@ -234,7 +276,8 @@ def test_app_logs_show_stored_output_after_the_run(server, tmp_path) -> None:
         @app.local_entrypoint()
         def main():
             talk.remote(3)
-    """)
+    """,
+    )
     ok(ketch(server.home, "run", "--quiet", str(app_file)))
     out = ok(ketch(server.home, "app", "logs", name))
     for i in range(3):
@@ -242,8 +285,24 @@ def test_app_logs_show_stored_output_after_the_run(server, tmp_path) -> None:
     assert "to stderr" in out
     # Platform events (containers starting and stopping) are stored too, as `system`.
     assert re.search(r"\[talk ta-[0-9a-z]+\] ketch: container started$", out, re.M), out
-    tail = ok(ketch(server.home, "app", "logs", name, "--tail", "1", "--source", "stdout",
-                    "--source", "stderr")).strip().splitlines()
+    tail = (
+        ok(
+            ketch(
+                server.home,
+                "app",
+                "logs",
+                name,
+                "--tail",
+                "1",
+                "--source",
+                "stdout",
+                "--source",
+                "stderr",
+            )
+        )
+        .strip()
+        .splitlines()
+    )
     assert len(tail) == 1 and tail[0].endswith("to stderr")
     assert ok(ketch(server.home, "app", "logs", name, "--since", "1h")).count(name) == 3
     assert_clean_error(ketch(server.home, "app", "logs", f"no-such-{name}"), "NotFoundError")
@@ -252,7 +311,9 @@ def test_app_logs_show_stored_output_after_the_run(server, tmp_path) -> None:
 @pytest.mark.spec("C2")
 def test_app_list_json_and_stop(server, tmp_path) -> None:
     name = f"stopme-{uuid.uuid4().hex[:8]}"
-    app_file = write(tmp_path / "stop_app.py", f"""
+    app_file = write(
+        tmp_path / "stop_app.py",
+        f"""
         import ketch
 
         app = ketch.App("{name}")
@@ -261,7 +322,8 @@ def test_app_list_json_and_stop(server, tmp_path) -> None:
         @app.function()
         def ping() -> str:
             return "pong"
-    """)
+    """,
+    )
     ok(ketch(server.home, "deploy", str(app_file)))
     row = deployed(server.home, name)
     assert row is not None
@@ -285,40 +347,58 @@ def test_app_list_json_and_stop(server, tmp_path) -> None:
 # -- bad input ------------------------------------------------------------------------------
 
 BAD_APPS = {
-    "syntax": ("""
+    "syntax": (
+        """
         import ketch
         app = ketch.App("bad-syntax")
         def f(:
             pass
-    """, ["InvalidError", "bad_syntax.py:3", "syntax error"]),
-    "no_app": ("""
+    """,
+        ["InvalidError", "bad_syntax.py:3", "syntax error"],
+    ),
+    "no_app": (
+        """
         import ketch
         x = 1
-    """, ["InvalidError", "defines no ketch App"]),
-    "timeout_zero": ("""
+    """,
+        ["InvalidError", "defines no ketch App"],
+    ),
+    "timeout_zero": (
+        """
         import ketch
         app = ketch.App("bad-timeout")
 
         @app.function(timeout=0)
         def f():
             pass
-    """, ["InvalidError", "bad_timeout_zero.py:4", "timeout"]),
-    "no_parentheses": ("""
+    """,
+        ["InvalidError", "bad_timeout_zero.py:4", "timeout"],
+    ),
+    "no_parentheses": (
+        """
         import ketch
         app = ketch.App("bad-parens")
 
         @app.function
         def f():
             pass
-    """, ["InvalidError", "did you forget parentheses"]),
-    "import_fails": ("""
+    """,
+        ["InvalidError", "did you forget parentheses"],
+    ),
+    "import_fails": (
+        """
         import ketch
         import no_such_module_for_ketch_tests
-    """, ["InvalidError", "no_such_module_for_ketch_tests"]),
-    "raises": ("""
+    """,
+        ["InvalidError", "no_such_module_for_ketch_tests"],
+    ),
+    "raises": (
+        """
         import ketch
         raise RuntimeError("kaboom at import")
-    """, ["InvalidError", "RuntimeError", "kaboom at import"]),
+    """,
+        ["InvalidError", "RuntimeError", "kaboom at import"],
+    ),
 }
 
 
@@ -357,12 +437,15 @@ def test_verbose_shows_the_traceback(server, bad_apps) -> None:
 
 
 @pytest.mark.spec("C1")
-@pytest.mark.parametrize(("ref", "needles"), [
-    ("{dir}/nowhere.py", ["no such file"]),
-    ("{dir}/notes.txt", ["not a Python file"]),
-    ("{hello}::nope", ["'nope'", "main", "square"]),
-    ("{hello}::other_app.main", ["no App named 'other_app'"]),
-])
+@pytest.mark.parametrize(
+    ("ref", "needles"),
+    [
+        ("{dir}/nowhere.py", ["no such file"]),
+        ("{dir}/notes.txt", ["not a Python file"]),
+        ("{hello}::nope", ["'nope'", "main", "square"]),
+        ("{hello}::other_app.main", ["no App named 'other_app'"]),
+    ],
+)
 def test_bad_refs_fail_in_one_line(server, tmp_path, ref, needles) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     ref = ref.format(dir=tmp_path, hello=EXAMPLES / "hello.py")
@@ -371,8 +454,11 @@ def test_bad_refs_fail_in_one_line(server, tmp_path, ref, needles) -> None:
 
 @pytest.mark.spec("C1")
 def test_missing_module_and_missing_ref(server) -> None:
-    assert_clean_error(ketch(server.home, "run", "-m", "no_such_pkg_for_ketch.app"),
-                       "cannot import module", "no_such_pkg_for_ketch")
+    assert_clean_error(
+        ketch(server.home, "run", "-m", "no_such_pkg_for_ketch.app"),
+        "cannot import module",
+        "no_such_pkg_for_ketch",
+    )
     proc = ketch(server.home, "run")
     assert proc.returncode == 2 and "Missing argument 'REF'" in proc.stderr
 
@@ -380,7 +466,9 @@ def test_missing_module_and_missing_ref(server) -> None:
 @pytest.mark.spec("A11")
 def test_from_name_of_missing_app_or_function_names_both(server) -> None:
     ok(ketch(server.home, "deploy", str(EXAMPLES / "hello.py")))
-    proc = python(server.home, """
+    proc = python(
+        server.home,
+        """
         import ketch
         from ketch.exception import NotFoundError
         for app, fn in [("hello", "cube"), ("no-such-app-xyz", "square")]:
@@ -388,7 +476,8 @@ def test_from_name_of_missing_app_or_function_names_both(server) -> None:
                 ketch.Function.from_name(app, fn).remote(2)
             except NotFoundError as exc:
                 print("NotFoundError:", exc)
-    """)
+    """,
+    )
     lines = ok(proc).strip().splitlines()
     assert len(lines) == 2, lines
     assert "'hello'" in lines[0] and "'cube'" in lines[0]
@@ -398,7 +487,9 @@ def test_from_name_of_missing_app_or_function_names_both(server) -> None:
 @pytest.mark.spec("C6")
 def test_ctrl_c_stops_the_ephemeral_app(server, tmp_path) -> None:
     name = f"interrupted-{uuid.uuid4().hex[:8]}"
-    app_file = write(tmp_path / "sleeper.py", f"""
+    app_file = write(
+        tmp_path / "sleeper.py",
+        f"""
         import time
 
         import ketch
@@ -416,10 +507,14 @@ def test_ctrl_c_stops_the_ephemeral_app(server, tmp_path) -> None:
         @app.local_entrypoint()
         def main():
             print(nap.remote())
-    """)
+    """,
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ketch.cli", "run", str(app_file)], env=env_for(server.home),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "ketch.cli", "run", str(app_file)],
+        env=env_for(server.home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -105,18 +105,26 @@ def ops_app(server, tmp_path: Path) -> Any:  # type: ignore[no-untyped-def]
 
 # -- versions (W7) ---------------------------------------------------------------------------
 
+
 @pytest.mark.spec("W7")
 @pytest.mark.spec("C2")
 def test_history_and_rollback_switch_what_the_url_serves_without_failures(
-        server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     name = f"roll-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "roll.py"
-    url = _web_url(_deploy(server.home, path, textwrap.dedent(WEB_APP).format(
-        name=name, text="v1")), "hello")
+    url = _web_url(
+        _deploy(server.home, path, textwrap.dedent(WEB_APP).format(name=name, text="v1")), "hello"
+    )
     try:
         assert httpx.get(url, timeout=60).json() == "v1"
-        assert _web_url(_deploy(server.home, path, textwrap.dedent(WEB_APP).format(
-            name=name, text="v2")), "hello") == url
+        assert (
+            _web_url(
+                _deploy(server.home, path, textwrap.dedent(WEB_APP).format(name=name, text="v2")),
+                "hello",
+            )
+            == url
+        )
         assert httpx.get(url, timeout=60).json() == "v2"
 
         rows = _history(server.home, name)
@@ -145,15 +153,20 @@ def test_history_and_rollback_switch_what_the_url_serves_without_failures(
 
         rows = _history(server.home, name)
         assert [(r["version"], r["live"], r["rollback_of"]) for r in rows] == [
-            (1, False, None), (2, False, None), (3, True, 1)]
+            (1, False, None),
+            (2, False, None),
+            (3, True, 1),
+        ]
         assert rows[2]["source"] == rows[0]["source"]
         assert rows[2]["spec_hash"] == rows[0]["spec_hash"]
 
         # Bad input: one line, exit != 0, nothing changed.
-        assert_clean_error(ketch(server.home, "app", "rollback", name, "9"),
-                           "NotFoundError", "no version 9")
-        assert_clean_error(ketch(server.home, "app", "rollback", name, "v3"),
-                           "InvalidError", "already live")
+        assert_clean_error(
+            ketch(server.home, "app", "rollback", name, "9"), "NotFoundError", "no version 9"
+        )
+        assert_clean_error(
+            ketch(server.home, "app", "rollback", name, "v3"), "InvalidError", "already live"
+        )
         assert_clean_error(ketch(server.home, "app", "rollback", name, "latest"), "VERSION")
         assert len(_history(server.home, name)) == 3
         assert httpx.get(url, timeout=60).json() == "v1"
@@ -165,11 +178,11 @@ def test_history_and_rollback_switch_what_the_url_serves_without_failures(
     finally:
         ketch(server.home, "app", "stop", name, "-y")
     assert_clean_error(ketch(server.home, "app", "rollback", name), name)
-    assert_clean_error(ketch(server.home, "app", "history", f"no-such-{name}"),
-                       "NotFoundError")
+    assert_clean_error(ketch(server.home, "app", "history", f"no-such-{name}"), "NotFoundError")
 
 
 # -- call records (O3) -----------------------------------------------------------------------
+
 
 @pytest.mark.spec("O3")
 def test_call_records_for_spawned_calls_and_web_requests(server, ops_app) -> None:  # type: ignore[no-untyped-def]
@@ -198,13 +211,15 @@ def test_call_records_for_spawned_calls_and_web_requests(server, ops_app) -> Non
     assert spawned[good.object_id]["duration"] > 0
     web = [r for r in rows if r["kind"] == "web"]
     assert {(r["function"], r["status"], r["http_status"], r["attempts"]) for r in web} == {
-        ("page", "ok", 200, 1)}
+        ("page", "ok", 200, 1)
+    }
     assert all(r["duration"] > 0 for r in web)
     created = [r["created"] for r in rows]
     assert created == sorted(created, reverse=True)  # newest first
 
-    assert len(json.loads(ok(ketch(server.home, "call", "list", name, "--json",
-                                   "--limit", "2")))) == 2
+    assert (
+        len(json.loads(ok(ketch(server.home, "call", "list", name, "--json", "--limit", "2")))) == 2
+    )
     table = ok(ketch(server.home, "call", "list", name))
     assert good.object_id in table and "ok (200)" in table
 
@@ -215,7 +230,10 @@ def test_call_records_for_spawned_calls_and_web_requests(server, ops_app) -> Non
     assert detail["status"] == "error" and "bad input 5" in detail["error"]
     web_detail = json.loads(ok(ketch(server.home, "call", "get", web[0]["call_id"], "--json")))
     assert (web_detail["kind"], web_detail["http_status"], web_detail["outcome"]) == (
-        "web", 200, "ok")
+        "web",
+        200,
+        "ok",
+    )
 
     assert_clean_error(ketch(server.home, "call", "get", "fc-nosuchcall"), "NotFoundError")
     assert_clean_error(ketch(server.home, "call", "list", f"no-such-{name}"), "NotFoundError")
@@ -223,6 +241,7 @@ def test_call_records_for_spawned_calls_and_web_requests(server, ops_app) -> Non
 
 
 # -- containers ------------------------------------------------------------------------------
+
 
 @pytest.mark.spec("O1")
 @pytest.mark.spec("R6")
@@ -240,15 +259,21 @@ def test_container_list_logs_and_stop_requeues_its_input(server, ops_app, tmp_pa
     table = ok(ketch(server.home, "container", "list"))
     assert first["container_id"] in table and "busy" in table
     cid = first["container_id"]
-    wait_for(lambda: "slow start 7" in ok(ketch(server.home, "container", "logs", cid)),
-             timeout=30, what="the container's output")
+    wait_for(
+        lambda: "slow start 7" in ok(ketch(server.home, "container", "logs", cid)),
+        timeout=30,
+        what="the container's output",
+    )
 
     out = ok(ketch(server.home, "container", "stop", cid))
     assert "1 input(s) re-queued" in out, out
     # The input runs again in a replacement and completes: nothing lost.
     starts = Path(f"{gate}.starts")
-    wait_for(lambda: starts.read_text().count("start") == 2, timeout=60,
-             what="the input to start again in a new container")
+    wait_for(
+        lambda: starts.read_text().count("start") == 2,
+        timeout=60,
+        what="the input to start again in a new container",
+    )
     gate.touch()
     assert call.get(timeout=90) == 1007
     rows = json.loads(ok(ketch(server.home, "container", "list", "--app", name, "--json")))
@@ -260,11 +285,13 @@ def test_container_list_logs_and_stop_requeues_its_input(server, ops_app, tmp_pa
 
     assert_clean_error(ketch(server.home, "container", "stop", "ta-nosuch"), "NotFoundError")
     assert_clean_error(ketch(server.home, "container", "logs", "ta-nosuch"), "NotFoundError")
-    assert_clean_error(ketch(server.home, "container", "list", "--app", f"no-such-{name}"),
-                       "NotFoundError")
+    assert_clean_error(
+        ketch(server.home, "container", "list", "--app", f"no-such-{name}"), "NotFoundError"
+    )
 
 
 # -- logs (B8, O1) ---------------------------------------------------------------------------
+
 
 @pytest.mark.spec("B8")
 @pytest.mark.spec("O1")
@@ -283,8 +310,12 @@ def test_logs_filters_json_follow_and_a_stopped_app(server, ops_app) -> None:  #
     system = ok(ketch(server.home, "app", "logs", name, "--source", "system"))
     assert "work start" not in system and "container started" in system
     assert ok(ketch(server.home, "app", "logs", name, "--function", "page")).strip() == ""
-    entries = [json.loads(line) for line in ok(ketch(
-        server.home, "app", "logs", name, "--json", "--function", "work")).splitlines()]
+    entries = [
+        json.loads(line)
+        for line in ok(
+            ketch(server.home, "app", "logs", name, "--json", "--function", "work")
+        ).splitlines()
+    ]
     assert {e["stream"] for e in entries} == {"stdout", "stderr", "system"}
     assert all(e["function"] == "work" and e["container"].startswith("ta-") for e in entries)
     tail = ok(ketch(server.home, "app", "logs", name, "--source", "stderr", "--tail", "1"))
@@ -301,18 +332,24 @@ def test_logs_filters_json_follow_and_a_stopped_app(server, ops_app) -> None:  #
 
     # A stopped app keeps its logs, with the containers' end recorded.
     ok(ketch(server.home, "app", "stop", name, "-y"))
-    after = wait_for(lambda: (out := ok(ketch(server.home, "app", "logs", name)))
-                     and "container stopped" in out and out, timeout=30,
-                     what="the stopped containers in the logs")
+    after = wait_for(
+        lambda: (
+            (out := ok(ketch(server.home, "app", "logs", name)))
+            and "container stopped" in out
+            and out
+        ),
+        timeout=30,
+        what="the stopped containers in the logs",
+    )
     assert f"work start {marker}" in after
 
     assert_clean_error(ketch(server.home, "app", "logs", f"no-such-{name}"), "NotFoundError")
-    assert_clean_error(ketch(server.home, "app", "logs", name, "--since", "yesterday"),
-                       "--since")
+    assert_clean_error(ketch(server.home, "app", "logs", name, "--since", "yesterday"), "--since")
     assert_clean_error(ketch(server.home, "app", "logs", name, "--source", "nope"), "--source")
 
 
 # -- every command's help (C1, C6) -----------------------------------------------------------
+
 
 def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     import click
@@ -332,9 +369,19 @@ def test_every_command_has_help_with_an_example() -> None:
 
     root = register_commands()
     paths = _commands(root)
-    assert {("app", "history"), ("app", "rollback"), ("call", "list"), ("call", "get"),
-            ("container", "list"), ("container", "logs"), ("container", "stop"),
-            ("compat", "install"), ("run",), ("serve",), ("deploy",)} <= set(paths)
+    assert {
+        ("app", "history"),
+        ("app", "rollback"),
+        ("call", "list"),
+        ("call", "get"),
+        ("container", "list"),
+        ("container", "logs"),
+        ("container", "stop"),
+        ("compat", "install"),
+        ("run",),
+        ("serve",),
+        ("deploy",),
+    } <= set(paths)
     missing = []
     for path in paths:
         result = CliRunner().invoke(root, [*path, "--help"], prog_name="ketch")
@@ -380,8 +427,7 @@ def test_run_detach_name_and_ref_forms(server, tmp_path: Path) -> None:  # type:
     path = tmp_path / "detach_app.py"
     path.write_text(textwrap.dedent(DETACH_APP))
     name = f"detached-{tag}"
-    proc = ketch(server.home, "run", "--detach", "--name", name, f"{path}::app.main",
-                 "--x", "21")
+    proc = ketch(server.home, "run", "--detach", "--name", name, f"{path}::app.main", "--x", "21")
     out = ok(proc)
     assert "Detached" in proc.stderr
     call_id = re.search(r"^CALL (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
@@ -401,12 +447,21 @@ def test_run_detach_name_and_ref_forms(server, tmp_path: Path) -> None:  # type:
 
     # deploy and serve: file.py::app picks one of two apps, --name names it, --env places it.
     deployed_name = f"dep-{tag}"
-    ok(ketch(server.home, "deploy", f"{path}::other", "--name", deployed_name,
-             "--env", "staging"))
+    ok(ketch(server.home, "deploy", f"{path}::other", "--name", deployed_name, "--env", "staging"))
     rows = {r["name"]: r for r in json.loads(ok(ketch(server.home, "app", "list", "--json")))}
     assert rows[deployed_name]["environment"] == "staging"
     assert rows[deployed_name]["functions"] == ["unused"]
     ok(ketch(server.home, "app", "stop", deployed_name, "--env", "staging", "-y"))
-    served = ok(ketch(server.home, "serve", f"{path}::app", "--name", f"srv-{tag}",
-                      "--timeout", "1", "--quiet"))
+    served = ok(
+        ketch(
+            server.home,
+            "serve",
+            f"{path}::app",
+            "--name",
+            f"srv-{tag}",
+            "--timeout",
+            "1",
+            "--quiet",
+        )
+    )
     assert f"Serving app 'srv-{tag}'" in served

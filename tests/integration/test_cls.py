@@ -58,9 +58,9 @@ def test_parameters_enter_pools_and_exit(server: object, tmp_path: Path) -> None
     # Stopping the app stops its containers, and each runs its @exit hook on the way out.
     exits = {f"exit-{a1['pid']}": "a:2", f"exit-{b['pid']}": "b:1"}
     # Written, not just created: the hook may be between opening the file and writing it.
-    assert _wait_for(lambda: all((tmp_path / n).exists() and (tmp_path / n).read_text()
-                                 for n in exits)), \
-        sorted(p.name for p in tmp_path.iterdir())
+    assert _wait_for(
+        lambda: all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in exits)
+    ), sorted(p.name for p in tmp_path.iterdir())
     for name, text in exits.items():
         assert (tmp_path / name).read_text() == text
 

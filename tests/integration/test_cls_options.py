@@ -19,7 +19,9 @@ def test_with_options_runs_in_a_pool_of_its_own(server: object) -> None:
     with cls_options.app.run(show_logs=False):
         plain = cls_options.Probe().info.remote()
         custom = cls_options.Probe.with_options(
-            memory=256, secrets=[ketch.Secret.from_dict({"OPT_SECRET": "yes"})], timeout=2,
+            memory=256,
+            secrets=[ketch.Secret.from_dict({"OPT_SECRET": "yes"})],
+            timeout=2,
         )
         seen = custom().info.remote()
         assert seen["pid"] != plain["pid"]  # another container, of another pool
@@ -63,5 +65,4 @@ def test_bad_per_handle_options_are_refused() -> None:
     with pytest.raises(InvalidError, match="max_inputs"):
         cls_options.Probe.with_concurrency(max_inputs=0)
     with pytest.raises(InvalidError, match="cannot also be batched"):
-        cls_options.Probe.with_concurrency(max_inputs=2).with_batching(
-            max_batch_size=2, wait_ms=1)
+        cls_options.Probe.with_concurrency(max_inputs=2).with_batching(max_batch_size=2, wait_ms=1)

@@ -103,14 +103,17 @@ def test_server_start_daemon_status_stop(tmp_path) -> None:
     fake_home = tmp_path / "user-home"
     fake_home.mkdir()
     # HOME elsewhere: nothing may land in ~/.ketch; uv keeps its usual download cache.
-    env = {"HOME": str(fake_home),
-           "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache/uv")}
+    env = {
+        "HOME": str(fake_home),
+        "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache/uv"),
+    }
     handle = ServerHandle(home)
     try:
         proc = ketch(home, "server", "status", **env)
         assert proc.returncode == 1 and "no ketch server is running" in proc.stdout
         assert json.loads(ketch(home, "server", "status", "--json", **env).stdout) == {
-            "running": False}
+            "running": False
+        }
 
         out = ok(ketch(home, "server", "start", "--daemon", **env))
         pid = handle.pid()
@@ -146,8 +149,9 @@ def test_stop_ignores_a_stale_server_file(tmp_path) -> None:
     home = tmp_path / "stale"
     home.mkdir()
     # A server.json left by a dead server, whose pid now belongs to this very test process.
-    (home / "server.json").write_text(json.dumps(
-        {"pid": os.getpid(), "host": "127.0.0.1", "api_port": 1, "call_port": 1}))
+    (home / "server.json").write_text(
+        json.dumps({"pid": os.getpid(), "host": "127.0.0.1", "api_port": 1, "call_port": 1})
+    )
     out = ok(ketch(home, "server", "stop"))
     assert "no ketch server was running" in out  # and this process is still alive
 
@@ -166,8 +170,7 @@ def test_two_servers_side_by_side(server, fresh_server: ServerHandle, tmp_path) 
             return "{label}"
     """
     for handle, label in ((server, "session"), (fresh_server, "fresh")):
-        app_file = write(tmp_path / label / "side_app.py", template.format(name=name,
-                                                                          label=label))
+        app_file = write(tmp_path / label / "side_app.py", template.format(name=name, label=label))
         ok(ketch(handle.home, "deploy", str(app_file)))
     assert server.pid() != fresh_server.pid()
     assert server.info()["api_port"] != fresh_server.info()["api_port"]
@@ -189,7 +192,9 @@ def test_two_servers_side_by_side(server, fresh_server: ServerHandle, tmp_path) 
 
 @pytest.mark.spec("A1")
 def test_deploy_needs_a_name(server, tmp_path) -> None:
-    app_file = write(tmp_path / "nameless.py", """
+    app_file = write(
+        tmp_path / "nameless.py",
+        """
         import ketch
 
         app = ketch.App()
@@ -198,25 +203,28 @@ def test_deploy_needs_a_name(server, tmp_path) -> None:
         @app.function()
         def f():
             return 1
-    """)
+    """,
+    )
     assert_clean_error(ketch(server.home, "deploy", str(app_file)), "needs a name")
     ok(ketch(server.home, "deploy", str(app_file), "--name", f"named-{uuid.uuid4().hex[:6]}"))
 
 
 @pytest.mark.spec("C5")
 def test_deploy_of_an_app_without_functions_fails(server, tmp_path) -> None:
-    app_file = write(tmp_path / "empty_app.py", """
+    app_file = write(
+        tmp_path / "empty_app.py",
+        """
         import ketch
 
         app = ketch.App("empty-app")
-    """)
+    """,
+    )
     assert_clean_error(ketch(server.home, "deploy", str(app_file)), "no functions")
     assert deployed(server.home, "empty-app") is None
 
 
 @pytest.mark.spec("C5")
-def test_one_broken_app_does_not_keep_the_server_down(fresh_server: ServerHandle,
-                                                      tmp_path) -> None:
+def test_one_broken_app_does_not_keep_the_server_down(fresh_server: ServerHandle, tmp_path) -> None:
     home = fresh_server.home
     template = """
         import ketch
@@ -229,16 +237,26 @@ def test_one_broken_app_does_not_keep_the_server_down(fresh_server: ServerHandle
             return "{name}"
     """
     for name in ("broken-one", "healthy-one"):
-        ok(ketch(home, "deploy", str(write(tmp_path / name / "app.py",
-                                           template.format(name=name)))))
+        ok(
+            ketch(
+                home, "deploy", str(write(tmp_path / name / "app.py", template.format(name=name)))
+            )
+        )
     ok(ketch(home, "server", "stop"))
     # Lose the shipped source of one app (a disk cleaned by hand, a bad restore...).
-    spec = json.loads(ok(python(home, """
+    spec = json.loads(
+        ok(
+            python(
+                home,
+                """
         import json, sqlite3, os
         db = sqlite3.connect(os.path.join(os.environ["KETCH_HOME"], "ketch.db"))
         rows = db.execute("SELECT spec FROM app_versions").fetchall()
         print(json.dumps([json.loads(r[0]) for r in rows]))
-    """)))
+    """,
+            )
+        )
+    )
     blob = next(s["source"]["blob"] for s in spec if s["name"] == "broken-one")
     healthy = next(s["source"]["blob"] for s in spec if s["name"] == "healthy-one")
     assert blob != healthy
@@ -256,9 +274,13 @@ def test_one_broken_app_does_not_keep_the_server_down(fresh_server: ServerHandle
 def test_server_start_in_the_foreground(tmp_path) -> None:
     home = tmp_path / "fg"
     handle = ServerHandle(home)
-    proc = subprocess.Popen([sys.executable, "-m", "ketch.cli", "server", "start"],
-                            env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ketch.cli", "server", "start"],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while handle.pid() is None:

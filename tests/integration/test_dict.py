@@ -105,14 +105,22 @@ def test_aio_forms_from_async_code_and_in_a_container(shared_app: None) -> None:
         async with k.Dict.ephemeral() as e:
             await e.put.aio("k", "v")
             eph = (await e.get.aio("k"), await e.len.aio())
-        return {"eph": eph, "items": [p async for p in d.items.aio()],
-                "popped": await d.pop.aio("x")}
+        return {
+            "eph": eph,
+            "items": [p async for p in d.items.aio()],
+            "popped": await d.pop.aio("x"),
+        }
 
     out = asyncio.run(main())
     assert out == {"eph": ("v", 1), "items": [("local", 1), ("x", 2)], "popped": 2}
     remote = async_roundtrip.remote(d_name, q_name)
-    assert remote == {"value": [1, 2, 3], "contains": True, "len": 2, "items": ["a", "b"],
-                      "keys": ["local", "from-async"]}
+    assert remote == {
+        "value": [1, 2, 3],
+        "contains": True,
+        "len": 2,
+        "items": ["a", "b"],
+        "keys": ["local", "from-async"],
+    }
     k.Dict.delete(d_name)
     k.Queue.delete(q_name)
 
@@ -160,8 +168,9 @@ def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.spec("D4")
-def test_configured_limits_are_enforced_by_the_server(small_limits: None,
-                                                      fresh_server: Any) -> None:
+def test_configured_limits_are_enforced_by_the_server(
+    small_limits: None, fresh_server: Any
+) -> None:
     d = k.Dict.from_name("limited", create_if_missing=True)
     d["small"] = b"x" * 1000
     with pytest.raises(RequestSizeError, match="1048576"):
@@ -170,8 +179,15 @@ def test_configured_limits_are_enforced_by_the_server(small_limits: None,
     client = run_sync(Client.current())
 
     async def raw_put() -> None:
-        await client.request({"t": "obj", "op": "d.put", "object_id": d.object_id,
-                              "key": b"raw", "value": b"z" * (2 * 1024 * 1024)})
+        await client.request(
+            {
+                "t": "obj",
+                "op": "d.put",
+                "object_id": d.object_id,
+                "key": b"raw",
+                "value": b"z" * (2 * 1024 * 1024),
+            }
+        )
 
     with pytest.raises(RequestSizeError, match="nothing was written"):
         run_sync(raw_put())

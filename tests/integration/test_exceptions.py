@@ -28,9 +28,7 @@ def _notes(exc: BaseException) -> str:
 
 
 @pytest.mark.spec("B7")
-def test_builtin_exception_keeps_type_message_and_traceback(
-    server: object, running: None
-) -> None:
+def test_builtin_exception_keeps_type_message_and_traceback(server: object, running: None) -> None:
     with pytest.raises(ValueError) as info:
         raise_value.remote("no good at all")
     exc = info.value

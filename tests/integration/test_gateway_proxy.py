@@ -49,12 +49,14 @@ class AppEvents:
 
 
 async def echo(request: Request) -> JSONResponse:
-    return JSONResponse({
-        "method": request.method,
-        "path": request.url.path,
-        "query": request.url.query,
-        "headers": [[k, v] for k, v in request.headers.items()],
-    })
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": [[k, v] for k, v in request.headers.items()],
+        }
+    )
 
 
 async def json_body(request: Request) -> JSONResponse:
@@ -124,17 +126,19 @@ async def ws_echo(websocket: WebSocket) -> None:
                 await websocket.send_bytes(message["bytes"])
 
 
-APP = Starlette(routes=[
-    Route("/echo", echo),
-    Route("/json", json_body, methods=["POST"]),
-    Route("/upload", upload, methods=["POST"]),
-    Route("/sse", sse),
-    Route("/forever", forever),
-    Route("/download", download),
-    Route("/refuse-early", refuse_early, methods=["POST"]),
-    Route("/status/{code}", status),
-    WebSocketRoute("/ws", ws_echo),
-])
+APP = Starlette(
+    routes=[
+        Route("/echo", echo),
+        Route("/json", json_body, methods=["POST"]),
+        Route("/upload", upload, methods=["POST"]),
+        Route("/sse", sse),
+        Route("/forever", forever),
+        Route("/download", download),
+        Route("/refuse-early", refuse_early, methods=["POST"]),
+        Route("/status/{code}", status),
+        WebSocketRoute("/ws", ws_echo),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -249,10 +253,11 @@ def test_head_and_no_content_responses_keep_the_connection(gateway: GatewayThrea
 
 def test_pipelined_requests_answered_in_order(gateway: GatewayThread) -> None:
     with gateway.raw() as sock:
-        sock.sendall(b"".join(
-            b"GET /echo?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3)
-        ) + b"GET /denied HTTP/1.1\r\nHost: a\r\n\r\n"
-          + b"POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+        sock.sendall(
+            b"".join(b"GET /echo?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3))
+            + b"GET /denied HTTP/1.1\r\nHost: a\r\n\r\n"
+            + b"POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+        )
         reader = _Reader(sock)
         for i in range(3):
             status, _, body = read_response(reader)
@@ -289,8 +294,9 @@ def test_body_waits_while_the_resolver_does(gateway: GatewayThread) -> None:
 
 def test_expect_100_continue_is_forwarded(gateway: GatewayThread) -> None:
     with gateway.raw() as sock:
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-                     b"Expect: 100-continue\r\n\r\n")
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         interim = sock.recv(1024)
         assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")  # from uvicorn, via the gateway
         sock.sendall(b"hello")
@@ -302,8 +308,10 @@ def test_expect_100_continue_is_forwarded(gateway: GatewayThread) -> None:
 def test_app_answering_before_the_body_ends_reaches_the_client(gateway: GatewayThread) -> None:
     block = b"u" * 65536
     with gateway.raw() as sock:
-        sock.sendall(b"POST /refuse-early HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
-                     % (64 * 1024 * 1024))
+        sock.sendall(
+            b"POST /refuse-early HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+            % (64 * 1024 * 1024)
+        )
         sock.settimeout(0.05)
         received = b""
         for _ in range(1024):  # send until the answer shows up (or the gateway stops reading)
@@ -329,8 +337,9 @@ def test_app_answering_before_the_body_ends_reaches_the_client(gateway: GatewayT
 def test_declared_body_over_the_limit_gets_413_unread(gateway: GatewayThread) -> None:
     with gateway.raw() as sock:
         started = time.monotonic()
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
-                     % (5 * 1024**3))
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (5 * 1024**3)
+        )
         data = read_until_closed(sock)
     assert time.monotonic() - started < 2
     assert data.startswith(b"HTTP/1.1 413 ")
@@ -386,12 +395,15 @@ def test_oversized_head_gets_431(gateway: GatewayThread) -> None:
     assert b"ketch: request head too large\n" in data
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"GARBAGE\r\n\r\n",
-    b"GET /echo HTTP/1.1\r\nHost: a\r\nNo colon here\r\n\r\n",
-    b"GET /echo HTTP/9.9\r\nHost: a\r\n\r\n",
-    b"GET /echo HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
-])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nNo colon here\r\n\r\n",
+        b"GET /echo HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+    ],
+)
 def test_malformed_request_gets_400(gateway: GatewayThread, request_bytes: bytes) -> None:
     with gateway.raw() as sock:
         sock.sendall(request_bytes)
@@ -455,8 +467,17 @@ def test_hop_by_hop_removed_and_forwarding_set(gateway: GatewayThread) -> None:
         status, _, body = read_response(_Reader(sock))
     assert status == 200
     headers = dict(json.loads(body)["headers"])
-    for gone in ("connection", "x-hop", "keep-alive", "te", "trailer", "upgrade",
-                 "proxy-connection", "ketch-key", "ketch-secret"):
+    for gone in (
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "ketch-key",
+        "ketch-secret",
+    ):
         assert gone not in headers
     assert headers["x-forwarded-for"] == "127.0.0.1"  # replaced: the peer is not trusted
     assert headers["x-ketch-client"] == "127.0.0.1"
@@ -476,8 +497,9 @@ def test_hop_by_hop_removed_and_forwarding_set(gateway: GatewayThread) -> None:
 def test_trusted_proxy_forwarded_for_is_appended(resolver: FakeResolver) -> None:
     with GatewayThread(resolver, trusted=frozenset({"127.0.0.1"})) as gateway:
         with httpx.Client(base_url=gateway.url) as client:
-            got = client.get("/echo", headers={"x-forwarded-for": "203.0.113.7",
-                                               "x-forwarded-proto": "https"})
+            got = client.get(
+                "/echo", headers={"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+            )
         headers = dict(got.json()["headers"])
         assert headers["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
         assert headers["x-ketch-client"] == "203.0.113.7"
@@ -548,8 +570,10 @@ def test_response_delimited_by_close(tmp_path: Path) -> None:
         time.sleep(0.05)
         conn.sendall(b"world")
 
-    with RawUpstream(tmp_path / "raw.sock", script) as raw, \
-            GatewayThread(FakeResolver(raw.address)) as gateway:
+    with (
+        RawUpstream(tmp_path / "raw.sock", script) as raw,
+        GatewayThread(FakeResolver(raw.address)) as gateway,
+    ):
         with httpx.Client(base_url=gateway.url) as client:
             got = client.get("/")
         assert got.text == "hello world"
@@ -564,8 +588,10 @@ def test_stale_pooled_connection_is_retried(tmp_path: Path) -> None:
         if n == 0:
             read_head(conn)  # the second request: closed unanswered, like a keep-alive timeout
 
-    with RawUpstream(tmp_path / "raw.sock", script) as raw, \
-            GatewayThread(FakeResolver(raw.address)) as gateway:
+    with (
+        RawUpstream(tmp_path / "raw.sock", script) as raw,
+        GatewayThread(FakeResolver(raw.address)) as gateway,
+    ):
         with httpx.Client(base_url=gateway.url) as client:
             assert client.get("/").text == "ok"
             assert client.get("/").text == "ok"
@@ -580,8 +606,10 @@ def test_upstream_failure_before_and_after_the_response_began(tmp_path: Path) ->
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
         # /early: closed without a byte of response
 
-    with RawUpstream(tmp_path / "raw.sock", script) as raw, \
-            GatewayThread(FakeResolver(raw.address)) as gateway:
+    with (
+        RawUpstream(tmp_path / "raw.sock", script) as raw,
+        GatewayThread(FakeResolver(raw.address)) as gateway,
+    ):
         with httpx.Client(base_url=gateway.url) as client:
             early = client.post("/early", content=b"x")  # with a body: not retried
             assert early.status_code == 502
@@ -596,8 +624,7 @@ def test_upstream_failure_before_and_after_the_response_began(tmp_path: Path) ->
 
 @pytest.mark.spec("W11")
 def test_websocket_echo(gateway: GatewayThread) -> None:
-    with ws_connect(f"ws://127.0.0.1:{gateway.port}/ws", compression=None,
-                    max_size=None) as ws:
+    with ws_connect(f"ws://127.0.0.1:{gateway.port}/ws", compression=None, max_size=None) as ws:
         ws.send("hello")
         assert ws.recv() == "hello"
         # A message just under the cap passes (uncompressed: the cap counts wire bytes).
@@ -611,8 +638,7 @@ def test_websocket_echo(gateway: GatewayThread) -> None:
 
 @pytest.mark.spec("W11")
 def test_websocket_message_over_2mib_closes_1009(gateway: GatewayThread) -> None:
-    with ws_connect(f"ws://127.0.0.1:{gateway.port}/ws", compression=None,
-                    max_size=None) as ws:
+    with ws_connect(f"ws://127.0.0.1:{gateway.port}/ws", compression=None, max_size=None) as ws:
         ws.send(b"x" * (3 * 1024 * 1024))
         with pytest.raises(ConnectionClosedError) as info:
             ws.recv()
@@ -661,7 +687,9 @@ def _peak_rss(pid: int) -> int:
 def test_1gib_upload_and_download_stream_with_flat_memory(upstream: UvicornThread) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", GATEWAY_PROCESS, upstream.address],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -688,8 +716,10 @@ def test_1gib_upload_and_download_stream_with_flat_memory(upstream: UvicornThrea
         # A response to a client that stops reading for a while: the app must be held back,
         # not the gateway made to buffer what it writes meanwhile.
         received = 0
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client, \
-                client.stream("GET", "/download", params={"size": total // 2}) as resp:
+        with (
+            httpx.Client(base_url=f"http://127.0.0.1:{port}") as client,
+            client.stream("GET", "/download", params={"size": total // 2}) as resp,
+        ):
             first = b""
             for i, chunk in enumerate(resp.iter_raw()):
                 if i == 0:

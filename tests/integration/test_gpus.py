@@ -30,7 +30,8 @@ def fake_gpu_server(fake_gpus: None, fresh_server: Any) -> Iterator[Any]:
 
 @pytest.mark.spec("S7")
 def test_fake_inventory_containers_get_disjoint_gpus_and_a_third_waits(
-        fake_gpu_server: Any, tmp_path: Path) -> None:
+    fake_gpu_server: Any, tmp_path: Path
+) -> None:
     gate = str(tmp_path / "gate")
     with app_running(gpus.app) as app_id:
         first = [gpus.on_h100.spawn(gate) for _ in range(2)]
@@ -42,7 +43,8 @@ def test_fake_inventory_containers_get_disjoint_gpus_and_a_third_waits(
         shown = fake_gpu_server.ketch("app", "status", "gpus", check=True).stdout
         assert "no GPU of type H100" in shown
         as_json = json.loads(
-            fake_gpu_server.ketch("app", "status", "gpus", "--json", check=True).stdout)
+            fake_gpu_server.ketch("app", "status", "gpus", "--json", check=True).stdout
+        )
         assert as_json["functions"]["other_h100"]["queued"] == 1
         Path(gate).touch()
         seen = [c.get(timeout=60) for c in first]
@@ -66,7 +68,11 @@ def test_fake_inventory_types_lists_and_no_gpu_containers(fake_gpu_server: Any) 
         reason = wait_for(lambda: function_status(app_id)["on_a100"]["waiting"], 30)
         assert any("no GPU of type A100-80GB on this host" in r for r in reason), reason
         assert function_status(app_id)["on_a100"]["containers"] == {
-            "starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            "starting": 0,
+            "idle": 0,
+            "busy": 0,
+            "draining": 0,
+        }
         call.cancel()
 
 

@@ -18,6 +18,7 @@ from ketch.image import Image
 
 pytestmark = pytest.mark.spec("A9")
 
+
 @pytest.fixture(scope="module")
 def runtime_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What containers get on PYTHONPATH: ketch and cloudpickle, copied from this env."""

@@ -18,7 +18,9 @@ SIX_IMAGE = 'ketch.Image.debian_slim().pip_install("six").env({"DEMO_MODE": "ima
 @pytest.mark.spec("A9")
 def test_pip_install_image_is_built_once(server, tmp_path) -> None:
     name = f"six-{uuid.uuid4().hex[:8]}"
-    app_file = write(tmp_path / "six_app.py", f"""
+    app_file = write(
+        tmp_path / "six_app.py",
+        f"""
         import ketch
 
         app = ketch.App("{name}", image={SIX_IMAGE})
@@ -28,9 +30,13 @@ def test_pip_install_image_is_built_once(server, tmp_path) -> None:
         def six_version() -> str:
             import six
             return six.__version__
-    """)
-    image_dir = server.home / "images" / Image.debian_slim().pip_install("six").env(
-        {"DEMO_MODE": "images"}).content_hash()
+    """,
+    )
+    image_dir = (
+        server.home
+        / "images"
+        / Image.debian_slim().pip_install("six").env({"DEMO_MODE": "images"}).content_hash()
+    )
 
     first = ketch(server.home, "deploy", str(app_file))
     ok(first)
@@ -53,7 +59,9 @@ def test_pip_install_image_is_built_once(server, tmp_path) -> None:
 @pytest.mark.spec("A9")
 def test_first_build_streams_its_log(fresh_server, tmp_path) -> None:
     # A state directory of its own, so this build cannot have happened before.
-    app_file = write(tmp_path / "log_app.py", """
+    app_file = write(
+        tmp_path / "log_app.py",
+        """
         import ketch
 
         app = ketch.App("log-app", image=ketch.Image.debian_slim().env({"X": "1"}))
@@ -63,7 +71,8 @@ def test_first_build_streams_its_log(fresh_server, tmp_path) -> None:
         def f() -> str:
             import os
             return os.environ["X"]
-    """)
+    """,
+    )
     proc = ketch(fresh_server.home, "deploy", str(app_file))
     ok(proc)
     assert "==> debian_slim(" in proc.stderr
@@ -77,7 +86,9 @@ def test_failing_pip_install_names_the_step_and_shows_the_log_tail(server, tmp_p
     # --no-index with an empty local wheel folder: fails fast and never reaches an index.
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    app_file = write(tmp_path / "broken_image.py", f"""
+    app_file = write(
+        tmp_path / "broken_image.py",
+        f"""
         import ketch
 
         image = ketch.Image.debian_slim().pip_install(
@@ -88,11 +99,13 @@ def test_failing_pip_install_names_the_step_and_shows_the_log_tail(server, tmp_p
         @app.function()
         def f():
             return 1
-    """)
+    """,
+    )
     before = app_ids(server.home)
     proc = ketch(server.home, "deploy", str(app_file))
-    line = assert_clean_error(proc, "image build failed at step", f'pip_install("{package}"',
-                              max_lines=40)
+    line = assert_clean_error(
+        proc, "image build failed at step", f'pip_install("{package}"', max_lines=40
+    )
     assert "exit status" in line
     tail = proc.stderr.split("--- last lines of its log ---", 1)
     assert len(tail) == 2 and package in tail[1], proc.stderr
@@ -101,36 +114,51 @@ def test_failing_pip_install_names_the_step_and_shows_the_log_tail(server, tmp_p
 
 
 @pytest.mark.spec("A9")
-@pytest.mark.parametrize(("step", "call"), [
-    ("run_commands", 'run_commands("echo hi")'),
-    ("apt_install", 'apt_install("curl")'),
-])
+@pytest.mark.parametrize(
+    ("step", "call"),
+    [
+        ("run_commands", 'run_commands("echo hi")'),
+        ("apt_install", 'apt_install("curl")'),
+    ],
+)
 def test_unsupported_steps_are_refused_by_name(server, tmp_path, step, call) -> None:
-    app_file = write(tmp_path / f"{step}_app.py", f"""
+    app_file = write(
+        tmp_path / f"{step}_app.py",
+        f"""
         import ketch
 
-        app = ketch.App("refused-{step.replace('_', '-')}",
+        app = ketch.App("refused-{step.replace("_", "-")}",
                         image=ketch.Image.debian_slim().{call})
 
 
         @app.function()
         def f():
             return 1
-    """)
+    """,
+    )
     before = app_ids(server.home)
     for command in ("deploy", "run"):
-        assert_clean_error(ketch(server.home, command, str(app_file)), "InvalidError",
-                           f"Image.{step}", "not supported")
+        assert_clean_error(
+            ketch(server.home, command, str(app_file)),
+            "InvalidError",
+            f"Image.{step}",
+            "not supported",
+        )
     assert app_ids(server.home) == before
 
 
 def make_package(root: Path, pkg: str, app_name: str, include_source: bool = True) -> Path:
     write(root / pkg / "__init__.py", "")
-    write(root / pkg / "util.py", """
+    write(
+        root / pkg / "util.py",
+        """
         def shout(text: str) -> str:
             return text.upper() + "!"
-    """)
-    return write(root / pkg / "main.py", f"""
+    """,
+    )
+    return write(
+        root / pkg / "main.py",
+        f"""
         import ketch
 
         from .util import shout
@@ -146,7 +174,8 @@ def make_package(root: Path, pkg: str, app_name: str, include_source: bool = Tru
         @app.local_entrypoint()
         def main(name: str = "ada"):
             print("GREETING", greet.remote(name))
-    """)
+    """,
+    )
 
 
 @pytest.mark.spec("A8")
@@ -179,10 +208,13 @@ def test_include_source_false_leaves_the_module_out(server, tmp_path) -> None:
 def test_add_local_python_source_ships_a_sibling_module(server, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
     helper = f"sidekick_{tag}"
-    write(tmp_path / f"{helper}.py", """
+    write(
+        tmp_path / f"{helper}.py",
+        """
         def double(x):
             return 2 * x
-    """)
+    """,
+    )
     body = """
         import ketch
 
@@ -199,21 +231,25 @@ def test_add_local_python_source_ships_a_sibling_module(server, tmp_path) -> Non
         def main():
             print("DOUBLED", f.remote(21))
     """
-    without = write(tmp_path / "without_source.py", body.format(
-        name=f"without-{tag}", image="", helper=helper))
+    without = write(
+        tmp_path / "without_source.py", body.format(name=f"without-{tag}", image="", helper=helper)
+    )
     # A sibling module is not part of the app's own source: it must be added explicitly.
-    assert_clean_error(ketch(server.home, "run", str(without)), "ModuleNotFoundError", helper,
-                       max_lines=3)
+    assert_clean_error(
+        ketch(server.home, "run", str(without)), "ModuleNotFoundError", helper, max_lines=3
+    )
 
     image = f', image=ketch.Image.debian_slim().add_local_python_source("{helper}")'
-    with_source = write(tmp_path / "with_source.py", body.format(
-        name=f"with-{tag}", image=image, helper=helper))
+    with_source = write(
+        tmp_path / "with_source.py", body.format(name=f"with-{tag}", image=image, helper=helper)
+    )
     assert "DOUBLED 42" in ok(ketch(server.home, "run", str(with_source)))
     ok(ketch(server.home, "deploy", str(with_source)))
     assert deployed(server.home, f"with-{tag}") is not None
     # Another app on the same base image does not see those files.
-    assert_clean_error(ketch(server.home, "run", str(without)), "ModuleNotFoundError", helper,
-                       max_lines=3)
+    assert_clean_error(
+        ketch(server.home, "run", str(without)), "ModuleNotFoundError", helper, max_lines=3
+    )
 
 
 @pytest.mark.spec("A8")
@@ -221,7 +257,9 @@ def test_add_local_python_source_with_copy(server, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
     helper = f"copied_{tag}"
     write(tmp_path / f"{helper}.py", "def triple(x):\n    return 3 * x\n")
-    app_file = write(tmp_path / "copy_source.py", f"""
+    app_file = write(
+        tmp_path / "copy_source.py",
+        f"""
         import ketch
 
         image = ketch.Image.debian_slim().add_local_python_source("{helper}", copy=True)
@@ -232,5 +270,6 @@ def test_add_local_python_source_with_copy(server, tmp_path) -> None:
         def f(x: int) -> int:
             from {helper} import triple
             return triple(x)
-    """)
+    """,
+    )
     assert ok(ketch(server.home, "run", str(app_file), "--x", "5")).strip().endswith("15")

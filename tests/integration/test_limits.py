@@ -45,8 +45,7 @@ def test_a_container_over_its_memory_limit_is_killed_and_reported(server: object
         assert limited.hog.remote(16) == 16  # within the limit: fine
         with pytest.raises(ExecutionError, match="more memory than its memory= limit"):
             limited.hog.remote(400)
-        lines = wait_for(lambda: [ln for ln in _system_lines(app_id)
-                                  if "out of memory" in ln], 30)
+        lines = wait_for(lambda: [ln for ln in _system_lines(app_id) if "out of memory" in ln], 30)
         assert any("limit of 128 MiB" in ln and "cgroup v1" in ln for ln in lines)
         assert any("enforced with cgroup v1" in ln for ln in _system_lines(app_id))
         # The pool goes on: the next call that fits gets a fresh container.

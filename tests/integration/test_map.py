@@ -135,8 +135,11 @@ print(json.dumps({"count": count, "at_first": state["at_first"], "baseline": bas
 def test_map_over_a_million_inputs_in_bounded_memory(server: Any) -> None:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(BIG_MAP)], env=server.env,
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", textwrap.dedent(BIG_MAP)],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr

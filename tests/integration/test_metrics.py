@@ -37,8 +37,9 @@ def test_counters_move_with_traffic(server) -> None:  # type: ignore[no-untyped-
 def _histogram_count(values: dict[str, float], name: str, **labels: str) -> float:
     """The `_count` sample of one labelled histogram series (0 before its first sample)."""
     for key, value in values.items():
-        if key.startswith(f"{name}_count{{") and all(f'{k}="{v}"' in key
-                                                      for k, v in labels.items()):
+        if key.startswith(f"{name}_count{{") and all(
+            f'{k}="{v}"' in key for k, v in labels.items()
+        ):
             return value
     return 0.0
 
@@ -59,8 +60,10 @@ def test_latency_histograms_count_each_request_and_call(server) -> None:  # type
 
         def counts() -> tuple[float, float]:
             values = _scrape(server)
-            return (_histogram_count(values, "ketch_web_request_duration_seconds", **web),
-                    _histogram_count(values, "ketch_call_duration_seconds", **call))
+            return (
+                _histogram_count(values, "ketch_web_request_duration_seconds", **web),
+                _histogram_count(values, "ketch_call_duration_seconds", **call),
+            )
 
         # The warm-up request is observed once its exchange ends, a moment after the answer.
         deadline = time.monotonic() + 30

@@ -98,8 +98,15 @@ def modal_script(tmp_path):
 def test_modal_script_runs_unchanged(server, modal_script) -> None:
     _, path = modal_script
     out = ok(ketch(server.home, "run", str(path), "--x", "5"))
-    for line in ("RESULT 10", "SPAWNED 12", "LOOKUP caught NotFoundError", "CLS 105",
-                 "LOCAL NotFoundError", "WEB hello modal", "TIMEOUT caught"):
+    for line in (
+        "RESULT 10",
+        "SPAWNED 12",
+        "LOOKUP caught NotFoundError",
+        "CLS 105",
+        "LOCAL NotFoundError",
+        "WEB hello modal",
+        "TIMEOUT caught",
+    ):
         assert line in out, out
     assert "container modal: True True ahoy" in out
 
@@ -108,14 +115,19 @@ def test_modal_script_deploys_unchanged(server, modal_script) -> None:
     name, path = modal_script
     ok(ketch(server.home, "deploy", str(path)))
     # Called from a plain Python process that never imports modal.
-    out = ok(python(server.home, f"""
+    out = ok(
+        python(
+            server.home,
+            f"""
         import ketch
         print(ketch.Function.from_name({name!r}, "double").remote(21))
         print(ketch.Function.from_name({name!r}, "missing_lookup").remote())
         import httpx
         url = ketch.Function.from_name({name!r}, "greet").get_web_url()
         print(httpx.get(url, params={{"who": "there"}}, timeout=60).json())
-    """))
+    """,
+        )
+    )
     assert out.split() == ["42", "caught", "NotFoundError", "hello", "there"]
     ketch(server.home, "app", "stop", name, "-y")
 
@@ -152,8 +164,14 @@ def _site_python(home, site: str, code: str, *, cwd=None, extra_path: str = ""):
     if extra_path:
         env["PYTHONPATH"] = extra_path + os.pathsep + env["PYTHONPATH"]
     prelude = f"import site; site.addsitedir({site!r})\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_compat_install_makes_import_modal_work_in_plain_python(server, tmp_path) -> None:
@@ -171,11 +189,26 @@ def test_compat_install_makes_import_modal_work_in_plain_python(server, tmp_path
     off = _site_python(server.home, str(site), run_module, cwd=tmp_path / "proj")
     assert off.returncode != 0 and "No module named 'modal'" in off.stderr
 
-    out = ok(ketch(server.home, "compat", "install", "--target", str(site),
-                   "--scripts-dir", str(scripts)))
+    out = ok(
+        ketch(
+            server.home, "compat", "install", "--target", str(site), "--scripts-dir", str(scripts)
+        )
+    )
     assert "ketch_modal_shim.pth" in out
-    st = json.loads(ok(ketch(server.home, "compat", "status", "--target", str(site),
-                             "--scripts-dir", str(scripts), "--json")))
+    st = json.loads(
+        ok(
+            ketch(
+                server.home,
+                "compat",
+                "status",
+                "--target",
+                str(site),
+                "--scripts-dir",
+                str(scripts),
+                "--json",
+            )
+        )
+    )
     assert st["installed"] is True and st["real_modal_installed"] is False
     assert st["modal_command"] == str(scripts / "modal")
 
@@ -185,22 +218,34 @@ def test_compat_install_makes_import_modal_work_in_plain_python(server, tmp_path
     assert "SHOUT AHOY ketch ketch.exception" in on.stdout
 
     # The `modal` command forwards to ketch while the shim is on, and refuses when off.
-    forward = _site_python(server.home, str(site), """
+    forward = _site_python(
+        server.home,
+        str(site),
+        """
         import sys
         from ketch.compat.forward import main
         sys.argv = ["modal", "app", "list", "--json"]
         sys.exit(main())
-    """)
+    """,
+    )
     assert forward.returncode == 0, forward.stderr
     assert isinstance(json.loads(forward.stdout), list)
     import subprocess
 
-    refused = subprocess.run([str(scripts / "modal"), "app", "list"], capture_output=True,
-                             text=True, timeout=60, env=env_for(server.home))
+    refused = subprocess.run(
+        [str(scripts / "modal"), "app", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for(server.home),
+    )
     assert refused.returncode == 2 and "shim is off" in refused.stderr
 
-    out = ok(ketch(server.home, "compat", "uninstall", "--target", str(site),
-                   "--scripts-dir", str(scripts)))
+    out = ok(
+        ketch(
+            server.home, "compat", "uninstall", "--target", str(site), "--scripts-dir", str(scripts)
+        )
+    )
     assert "removed" in out
     assert not (site / "ketch_modal_shim.pth").exists() and not (scripts / "modal").exists()
     again = _site_python(server.home, str(site), run_module, cwd=tmp_path / "proj")
@@ -209,8 +254,15 @@ def test_compat_install_makes_import_modal_work_in_plain_python(server, tmp_path
     # Where a real modal is importable the shim is refused, and nothing is written.
     fake = tmp_path / "fake"
     write(fake / "modal" / "__init__.py", "REAL = True\n")
-    proc = ketch(server.home, "compat", "install", "--target", str(site),
-                 "--scripts-dir", str(scripts),
-                 PYTHONPATH=f"{fake}:{env_for(server.home)['PYTHONPATH']}")
+    proc = ketch(
+        server.home,
+        "compat",
+        "install",
+        "--target",
+        str(site),
+        "--scripts-dir",
+        str(scripts),
+        PYTHONPATH=f"{fake}:{env_for(server.home)['PYTHONPATH']}",
+    )
     assert_clean_error(proc, "InvalidError", "real `modal` package is installed")
     assert not (site / "ketch_modal_shim.pth").exists()

@@ -134,8 +134,7 @@ def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.spec("D2")
-def test_full_partition_blocks_or_raises_full(small_partitions: None,
-                                              fresh_server: Any) -> None:
+def test_full_partition_blocks_or_raises_full(small_partitions: None, fresh_server: Any) -> None:
     q = k.Queue.from_name("bounded", create_if_missing=True)
     q.put_many(list(range(10)))
     with pytest.raises(queue.Full):
@@ -191,9 +190,13 @@ def test_ephemeral_queue_goes_when_its_process_dies(server: Any) -> None:
         print(q.object_id, flush=True)
         sys.stdin.read()  # stays until killed
     """
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
-                            env=env_for(server.home), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env_for(server.home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         oid = proc.stdout.readline().strip()

@@ -36,7 +36,8 @@ def _status(app_id: str, tag: str) -> dict[str, Any]:
 
 @pytest.mark.spec("S3", "S4")
 def test_calls_past_the_bound_fail_clearly_and_other_functions_still_answer(
-        small_queue_server: Any, tmp_path: Path) -> None:
+    small_queue_server: Any, tmp_path: Path
+) -> None:
     gate = str(tmp_path / "gate")
     with app_running(queues.app) as app_id:
         calls = [queues.held.spawn(gate, 0)]
@@ -59,7 +60,8 @@ def test_calls_past_the_bound_fail_clearly_and_other_functions_still_answer(
 
 @pytest.mark.spec("S3", "S2")
 def test_web_requests_past_the_bound_get_429_and_the_queued_ones_succeed(
-        small_queue_server: Any, tmp_path: Path) -> None:
+    small_queue_server: Any, tmp_path: Path
+) -> None:
     gate = str(tmp_path / "gate")
     with app_running(queues.app) as app_id:
         url = web_url(queues.held_web)

@@ -37,8 +37,9 @@ def test_scale_to_zero_and_min_containers(server: object) -> None:
         kept_warm.remote()
         assert any(c["function"] == "quick_to_sleep" for c in _containers(app_id))
         # After the 1 s window the idle container goes; the warm one stays.
-        assert _wait(lambda: not any(c["function"] == "quick_to_sleep"
-                                     for c in _containers(app_id)), 15)
+        assert _wait(
+            lambda: not any(c["function"] == "quick_to_sleep" for c in _containers(app_id)), 15
+        )
         time.sleep(2.5)
         assert any(c["function"] == "kept_warm" for c in _containers(app_id))
 

@@ -76,26 +76,38 @@ def test_secrets_reach_containers_and_are_never_shown(server, tmp_path) -> None:
         "local": f"local-{uuid.uuid4().hex}",
         "env": f"env-{uuid.uuid4().hex}",
     }
-    created = ketch(server.home, "secret", "create", secret, f"NAMED_TOKEN={values['named']}",
-                    "OTHER=x")
+    created = ketch(
+        server.home, "secret", "create", secret, f"NAMED_TOKEN={values['named']}", "OTHER=x"
+    )
     assert "NAMED_TOKEN" in ok(created) and values["named"] not in created.stdout + created.stderr
 
-    app_file = write(tmp_path / "secrets_app.py", SECRETS_APP.format(
-        app_name=f"secrets-{tag}", secret=secret, dict_value=values["dict"],
-        env_value=values["env"]))
+    app_file = write(
+        tmp_path / "secrets_app.py",
+        SECRETS_APP.format(
+            app_name=f"secrets-{tag}",
+            secret=secret,
+            dict_value=values["dict"],
+            env_value=values["env"],
+        ),
+    )
     proc = ketch(server.home, "run", str(app_file), LOCAL_TOKEN=values["local"])
     out = ok(proc)
     lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.splitlines() if " " in ln}
-    assert json.loads(lines["NAMED"]) == {"NAMED_TOKEN": digest(values["named"]),
-                                          "DICT_TOKEN": None}
+    assert json.loads(lines["NAMED"]) == {
+        "NAMED_TOKEN": digest(values["named"]),
+        "DICT_TOKEN": None,
+    }
     assert json.loads(lines["INLINE"]) == {
-        "DICT_TOKEN": digest(values["dict"]), "LOCAL_TOKEN": digest(values["local"]),
-        "PLAIN_SETTING": digest(values["env"]), "NAMED_TOKEN": None,
+        "DICT_TOKEN": digest(values["dict"]),
+        "LOCAL_TOKEN": digest(values["local"]),
+        "PLAIN_SETTING": digest(values["env"]),
+        "NAMED_TOKEN": None,
     }
     assert lines["LOCAL"] == "False False"  # values live in the containers only
 
-    listing = ok(ketch(server.home, "secret", "list")) + ok(ketch(server.home, "secret", "list",
-                                                                  "--json"))
+    listing = ok(ketch(server.home, "secret", "list")) + ok(
+        ketch(server.home, "secret", "list", "--json")
+    )
     assert secret in listing
     logs = ok(ketch(server.home, "app", "logs", f"secrets-{tag}"))
     on_disk = stored_bytes(server.home, sources=False)
@@ -123,7 +135,9 @@ def test_store_is_not_plaintext_even_for_the_db_file(server) -> None:
 
 def test_missing_named_secret_fails_the_deploy_and_writes_nothing(server, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
-    app_file = write(tmp_path / "needs_secret.py", f"""
+    app_file = write(
+        tmp_path / "needs_secret.py",
+        f"""
         import ketch
 
         app = ketch.App("needs-secret-{tag}")
@@ -132,11 +146,13 @@ def test_missing_named_secret_fails_the_deploy_and_writes_nothing(server, tmp_pa
         @app.function(secrets=[ketch.Secret.from_name("absent-{tag}")])
         def f():
             return 1
-    """)
+    """,
+    )
     before = app_ids(server.home)
     for command in ("deploy", "run"):
-        assert_clean_error(ketch(server.home, command, str(app_file)), "NotFoundError",
-                           f"'absent-{tag}'")
+        assert_clean_error(
+            ketch(server.home, command, str(app_file)), "NotFoundError", f"'absent-{tag}'"
+        )
     assert app_ids(server.home) == before
     assert deployed(server.home, f"needs-secret-{tag}") is None
 
@@ -145,7 +161,9 @@ def test_required_keys_are_checked_at_deploy(server, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
     present = f"present-{uuid.uuid4().hex}"
     ok(ketch(server.home, "secret", "create", f"partial-{tag}", f"USER={present}"))
-    app_file = write(tmp_path / "required_keys.py", f"""
+    app_file = write(
+        tmp_path / "required_keys.py",
+        f"""
         import ketch
 
         app = ketch.App("required-keys-{tag}")
@@ -155,7 +173,8 @@ def test_required_keys_are_checked_at_deploy(server, tmp_path) -> None:
                                                       required_keys=["USER", "PASSWORD"])])
         def f():
             return 1
-    """)
+    """,
+    )
     before = app_ids(server.home)
     proc = ketch(server.home, "deploy", str(app_file))
     line = assert_clean_error(proc, f"'partial-{tag}'", "PASSWORD")
@@ -163,8 +182,7 @@ def test_required_keys_are_checked_at_deploy(server, tmp_path) -> None:
     assert present not in proc.stdout + proc.stderr
     assert app_ids(server.home) == before
 
-    ok(ketch(server.home, "secret", "create", f"partial-{tag}", "USER=u", "PASSWORD=p",
-             "--force"))
+    ok(ketch(server.home, "secret", "create", f"partial-{tag}", "USER=u", "PASSWORD=p", "--force"))
     ok(ketch(server.home, "deploy", str(app_file)))
     assert deployed(server.home, f"required-keys-{tag}") is not None
 
@@ -173,23 +191,36 @@ def test_required_keys_are_checked_at_deploy(server, tmp_path) -> None:
 def test_secret_cli_create_force_delete(server, tmp_path) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     ok(ketch(server.home, "secret", "create", name, "A=1"))
-    assert_clean_error(ketch(server.home, "secret", "create", name, "A=2"),
-                       "AlreadyExistsError", "--force")
+    assert_clean_error(
+        ketch(server.home, "secret", "create", name, "A=2"), "AlreadyExistsError", "--force"
+    )
     ok(ketch(server.home, "secret", "create", name, "A=2", "--force"))
 
     dotenv = write(tmp_path / ".env", "FROM_DOTENV=yes\n# comment\n")
     as_json = tmp_path / "s.json"
     as_json.write_text(json.dumps({"FROM_JSON": "yes"}))
-    out = ok(ketch(server.home, "secret", "create", f"{name}-files", "--from-dotenv",
-                   str(dotenv), "--from-json", str(as_json)))
+    out = ok(
+        ketch(
+            server.home,
+            "secret",
+            "create",
+            f"{name}-files",
+            "--from-dotenv",
+            str(dotenv),
+            "--from-json",
+            str(as_json),
+        )
+    )
     assert "FROM_DOTENV" in out and "FROM_JSON" in out
 
     proc = ketch(server.home, "secret", "create", f"{name}-bad", "NOEQUALS")
     assert proc.returncode == 2 and "KEY=VALUE" in proc.stderr
-    assert_clean_error(ketch(server.home, "secret", "create", f"{name}-bad", "1BAD=x"),
-                       "InvalidError", "'1BAD'")
-    assert_clean_error(ketch(server.home, "secret", "create", "bad name!", "A=1"),
-                       "InvalidError", "'bad name!'")
+    assert_clean_error(
+        ketch(server.home, "secret", "create", f"{name}-bad", "1BAD=x"), "InvalidError", "'1BAD'"
+    )
+    assert_clean_error(
+        ketch(server.home, "secret", "create", "bad name!", "A=1"), "InvalidError", "'bad name!'"
+    )
 
     rows = json.loads(ok(ketch(server.home, "secret", "list", "--json")))
     names = {r["name"] for r in rows}
@@ -201,7 +232,9 @@ def test_secret_cli_create_force_delete(server, tmp_path) -> None:
 
 def test_missing_local_environ_key_is_named(server, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
-    app_file = write(tmp_path / "local_environ.py", f"""
+    app_file = write(
+        tmp_path / "local_environ.py",
+        f"""
         import ketch
 
         app = ketch.App("local-environ-{tag}")
@@ -210,8 +243,10 @@ def test_missing_local_environ_key_is_named(server, tmp_path) -> None:
         @app.function(secrets=[ketch.Secret.from_local_environ(["KETCH_TEST_UNSET_{tag}"])])
         def f():
             return 1
-    """)
+    """,
+    )
     before = app_ids(server.home)
-    assert_clean_error(ketch(server.home, "deploy", str(app_file)), "InvalidError",
-                       f"KETCH_TEST_UNSET_{tag}")
+    assert_clean_error(
+        ketch(server.home, "deploy", str(app_file)), "InvalidError", f"KETCH_TEST_UNSET_{tag}"
+    )
     assert app_ids(server.home) == before

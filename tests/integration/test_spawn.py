@@ -36,8 +36,11 @@ def deployed(ketch_server: Any) -> Iterator[Any]:
 def run_elsewhere(server: Any, code: str, *args: str) -> Any:
     """Run `code` in a new Python process configured for the server; returns its JSON."""
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args], env=server.env,
-        capture_output=True, text=True, timeout=90,
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -62,21 +65,29 @@ def test_spawn_poll_and_get_from_another_process(server: Any, deployed: Any) -> 
         call.get(timeout=0.2)
 
     # Another process, knowing nothing but the id, waits for the result.
-    got = run_elsewhere(server, """
+    got = run_elsewhere(
+        server,
+        """
         import json, sys
         from ketch.functions import FunctionCall
         print(json.dumps(FunctionCall.from_id(sys.argv[1]).get(timeout=60)))
-    """, call.object_id)
+    """,
+        call.object_id,
+    )
     assert got == 42
     assert call.get(timeout=0) == 42  # and the result stays for this process too
 
     # The other way round: spawned by name elsewhere, collected here.
-    call_id = run_elsewhere(server, """
+    call_id = run_elsewhere(
+        server,
+        """
         import json, sys
         import ketch
         f = ketch.Function.from_name(sys.argv[1], "slow_double")
         print(json.dumps(f.spawn(50).object_id))
-    """, APP)
+    """,
+        APP,
+    )
     assert FunctionCall.from_id(call_id).get(timeout=60) == 100
 
 
@@ -106,7 +117,9 @@ def test_cancel_and_gather(server: Any, deployed: Any, tmp_path: Path) -> None:
 
 @pytest.mark.spec("A11")
 def test_from_name_in_another_process(server: Any, deployed: Any) -> None:
-    out = run_elsewhere(server, """
+    out = run_elsewhere(
+        server,
+        """
         import json, sys
         import ketch
         from ketch.exception import NotFoundError
@@ -126,7 +139,9 @@ def test_from_name_in_another_process(server: Any, deployed: Any) -> None:
         except NotFoundError as exc:
             out["missing"] = str(exc)
         print(json.dumps(out))
-    """, APP)
+    """,
+        APP,
+    )
     assert out["remote"] == 8
     assert out["map"] == [2, 4, 6]
     assert out["greet"] == ["hi, ann", "hey, bob"]

@@ -37,29 +37,52 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.DNSName("*.example.com")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("*.example.com"),
+                ]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_path.chmod(0o600)
     return cert_path, key_path
 
@@ -76,8 +99,9 @@ class TLSServer:
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path, ketch_server: ServerHandle,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[TLSServer]:
+def tls_server(
+    tmp_path: Path, ketch_server: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TLSServer]:
     """A server of this test's own, started with a certificate; the session server becomes
     current again afterwards (as conftest's fresh_server does)."""
     cert, key = make_certificate(tmp_path)
@@ -101,8 +125,9 @@ def tls_server(tmp_path: Path, ketch_server: ServerHandle,
         _use_home(ketch_server.home)
 
 
-def _get(srv: TLSServer, url: str, host: str | None = None, sni: str | None = None
-         ) -> httpx.Response:
+def _get(
+    srv: TLSServer, url: str, host: str | None = None, sni: str | None = None
+) -> httpx.Response:
     headers = {"host": host} if host else {}
     extensions = {"sni_hostname": sni} if sni else {}
     with httpx.Client(verify=srv.ctx, timeout=60) as client:
@@ -117,8 +142,12 @@ def test_endpoint_urls_are_https_and_serve_tls(tls_server: TLSServer) -> None:
         assert url is not None and url.startswith("https://127.0.0.1:"), url
         r = _get(tls_server, url + "/x")
         assert r.status_code == 200, r.text
-        assert r.json() == {"endpoint": "wild", "host": url.removeprefix("https://"),
-                            "proto": "https", "path": "/x"}
+        assert r.json() == {
+            "endpoint": "wild",
+            "host": url.removeprefix("https://"),
+            "proto": "https",
+            "path": "/x",
+        }
         r = _get(tls_server, web_tls_apps.exact.get_web_url() or "")
         assert r.json()["endpoint"] == "exact"
         # The certificate is checked: a client that does not trust it refuses.
@@ -158,8 +187,12 @@ def test_websocket_over_tls(tls_server: TLSServer) -> None:
     with web_tls_apps.app.run(show_logs=False):
         url = web_tls_apps.exact.get_web_url() or ""
         big = os.urandom(1 << 20)
-        with ws_connect(url.replace("https://", "wss://") + "/ws", ssl=tls_server.ctx,
-                        max_size=2**21, open_timeout=60) as ws:
+        with ws_connect(
+            url.replace("https://", "wss://") + "/ws",
+            ssl=tls_server.ctx,
+            max_size=2**21,
+            open_timeout=60,
+        ) as ws:
             ws.send("hi")
             assert ws.recv(timeout=30) == "exact:hi"
             ws.send(big)
@@ -169,12 +202,15 @@ def test_websocket_over_tls(tls_server: TLSServer) -> None:
 @pytest.mark.spec("W8")
 def test_a_custom_domain_is_not_shared(tls_server: TLSServer) -> None:
     with web_tls_apps.app.run(show_logs=False):
-        with pytest.raises(AlreadyExistsError, match=r"api\.example\.com"), \
-                web_tls_apps.clash_app.run(show_logs=False):
+        with (
+            pytest.raises(AlreadyExistsError, match=r"api\.example\.com"),
+            web_tls_apps.clash_app.run(show_logs=False),
+        ):
             pass
         # The first app keeps its domain.
-        r = _get(tls_server, f"https://127.0.0.1:{tls_server.gateway_port}/",
-                 host="api.example.com")
+        r = _get(
+            tls_server, f"https://127.0.0.1:{tls_server.gateway_port}/", host="api.example.com"
+        )
         assert r.json()["endpoint"] == "exact"
 
 

@@ -57,8 +57,15 @@ def test_files_put_listed_read_and_removed_from_the_sdk(server, tmp_path: Path) 
             batch.put_file(big, "big.bin")
             batch.put_file(io.BytesIO(b"from memory"), "/mem/x.txt")
         entries = {e.path: e for e in vol.listdir("/", recursive=True)}
-        assert set(entries) == {"tree", "tree/a.txt", "tree/sub", "tree/sub/b.bin", "big.bin",
-                                "mem", "mem/x.txt"}
+        assert set(entries) == {
+            "tree",
+            "tree/a.txt",
+            "tree/sub",
+            "tree/sub/b.bin",
+            "big.bin",
+            "mem",
+            "mem/x.txt",
+        }
         assert entries["tree"].type == FileEntryType.DIRECTORY
         assert entries["tree/sub/b.bin"].type == FileEntryType.FILE
         assert entries["big.bin"].size == big.stat().st_size and entries["big.bin"].mtime > 0
@@ -79,8 +86,11 @@ def test_files_put_listed_read_and_removed_from_the_sdk(server, tmp_path: Path) 
         assert b"".join(vol.read_file("tree/a.txt")) == b"A2"
 
         vol.copy_files(["tree/a.txt", "mem/x.txt"], "tree/sub")
-        assert sorted(e.path for e in vol.listdir("tree/sub")) == \
-            ["tree/sub/a.txt", "tree/sub/b.bin", "tree/sub/x.txt"]
+        assert sorted(e.path for e in vol.listdir("tree/sub")) == [
+            "tree/sub/a.txt",
+            "tree/sub/b.bin",
+            "tree/sub/x.txt",
+        ]
         with pytest.raises(InvalidError, match="recursive"):
             vol.remove_file("tree")
         vol.remove_file("tree", recursive=True)
@@ -121,13 +131,18 @@ def test_cli_create_ls_put_get_rm_delete(server, tmp_path: Path) -> None:
     assert name in [r["name"] for r in json.loads(ok(ketch(home, "volume", "list", "--json")))]
     ok(ketch(home, "volume", "put", name, str(src / "one.txt")))
     ok(ketch(home, "volume", "put", name, str(src), "/dir"))
-    assert_clean_error(ketch(home, "volume", "put", name, str(src / "one.txt")),
-                       "FileExistsError", "one.txt")
+    assert_clean_error(
+        ketch(home, "volume", "put", name, str(src / "one.txt")), "FileExistsError", "one.txt"
+    )
     ok(ketch(home, "volume", "put", name, str(src / "one.txt"), "/", "--force"))
     listing = json.loads(ok(ketch(home, "volume", "ls", name, "/", "-r", "--json")))
     assert {e["path"]: e["type"] for e in listing} == {
-        "one.txt": "file", "dir": "directory", "dir/one.txt": "file", "dir/deep": "directory",
-        "dir/deep/two.txt": "file"}
+        "one.txt": "file",
+        "dir": "directory",
+        "dir/one.txt": "file",
+        "dir/deep": "directory",
+        "dir/deep/two.txt": "file",
+    }
     assert "dir/" in ok(ketch(home, "volume", "ls", name))
     assert ok(ketch(home, "volume", "get", name, "dir/deep/two.txt", "-")) == "two"
     out = tmp_path / "out"
@@ -141,14 +156,15 @@ def test_cli_create_ls_put_get_rm_delete(server, tmp_path: Path) -> None:
     assert_clean_error(ketch(home, "volume", "rm", name, "dir"), "FileNotFoundError")
     assert_clean_error(ketch(home, "volume", "ls", name, "missing"), "FileNotFoundError")
     assert_clean_error(ketch(home, "volume", "get", name, "../../etc/passwd", "-"), "..")
-    assert_clean_error(ketch(home, "volume", "ls", "no-such-volume-x"), "NotFoundError",
-                       "no-such-volume-x")
+    assert_clean_error(
+        ketch(home, "volume", "ls", "no-such-volume-x"), "NotFoundError", "no-such-volume-x"
+    )
     assert_clean_error(ketch(home, "volume", "create", "bad/name"), "invalid volume name")
-    assert_clean_error(ketch(home, "volume", "delete", "no-such-volume-x", "-y"),
-                       "no-such-volume-x")
+    assert_clean_error(
+        ketch(home, "volume", "delete", "no-such-volume-x", "-y"), "no-such-volume-x"
+    )
     ok(ketch(home, "volume", "delete", name, "-y"))
-    assert name not in [r["name"] for r in json.loads(ok(ketch(home, "volume", "list",
-                                                             "--json")))]
+    assert name not in [r["name"] for r in json.loads(ok(ketch(home, "volume", "list", "--json")))]
 
 
 @pytest.mark.spec("D4")
@@ -187,8 +203,10 @@ def test_bad_names_paths_and_missing_volumes_are_clear_errors(server) -> None:
         assert entry.type == FileEntryType.SYMLINK
         with pytest.raises(InvalidError, match="outside the volume"):
             vol.read_file_into_fileobj("etc-link/hostname", io.BytesIO())
-        with pytest.raises(InvalidError, match="outside the volume"), \
-                vol.batch_upload(force=True) as batch:
+        with (
+            pytest.raises(InvalidError, match="outside the volume"),
+            vol.batch_upload(force=True) as batch,
+        ):
             batch.put_file(io.BytesIO(b"x"), "etc-link/planted")
         assert not Path("/etc/planted").exists()
 
@@ -206,8 +224,9 @@ def test_bad_mounts_and_a_missing_volume_fail_the_deploy_and_change_nothing(serv
     from supports.volumes_app import missing
 
     created = kt.Volume.from_name(unique_name("would-be-created"), create_if_missing=True)
-    missing.function(volumes={"/tmp/ketch-volume-test/maybe": created},
-                     name="second", serialized=True)(lambda: None)
+    missing.function(
+        volumes={"/tmp/ketch-volume-test/maybe": created}, name="second", serialized=True
+    )(lambda: None)
     before = ok(ketch(server.home, "app", "list", "--json"))
     with pytest.raises(NotFoundError, match="no-such-vol"):
         missing.deploy()

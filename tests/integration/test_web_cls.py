@@ -20,8 +20,9 @@ def test_class_web_method_takes_parameters_from_the_query(server: object) -> Non
         assert plain["msg"] == "hello ann"
         again = httpx.get(url, params={"name": "bob"}, timeout=60).json()
         assert again["pid"] == plain["pid"]  # same parameters, same pool
-        custom = httpx.get(url, params={"name": "cy", "greeting": "hi", "times": "2"},
-                           timeout=60).json()
+        custom = httpx.get(
+            url, params={"name": "cy", "greeting": "hi", "times": "2"}, timeout=60
+        ).json()
         assert custom["msg"] == "hi cy hi cy"
         assert custom["pid"] != plain["pid"]  # another parameter set, another container
         bad = httpx.get(url, params={"name": "x", "times": "many"}, timeout=60)

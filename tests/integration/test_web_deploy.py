@@ -60,20 +60,23 @@ def host_of(url: str) -> dict[str, Any]:
 
 @pytest.mark.spec("W7")
 @pytest.mark.spec("W9")
-def test_redeploy_keeps_the_url_and_rolls_without_failures(ketch_server: Any,
-                                                           tmp_path: Path) -> None:
+def test_redeploy_keeps_the_url_and_rolls_without_failures(
+    ketch_server: Any, tmp_path: Path
+) -> None:
     name = f"web-roll-{uuid.uuid4().hex[:8]}"
     app_file = tmp_path / "roll.py"
     url = deploy_app(ketch_server.home, app_file, name, "v1")
     try:
         # The printed URL works unchanged from every client.
-        curl = subprocess.run(["curl", "-sS", "--max-time", "60", url], capture_output=True,
-                              text=True, timeout=90)
+        curl = subprocess.run(
+            ["curl", "-sS", "--max-time", "60", url], capture_output=True, text=True, timeout=90
+        )
         assert curl.returncode == 0 and json.loads(curl.stdout) == "v1", curl.stderr
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert json.loads(resp.read()) == "v1"
         assert httpx.get(url, timeout=30).json() == "v1"
         import requests
+
         assert requests.get(url, timeout=30).json() == "v1"
 
         # A steady loop of requests across a redeploy: every one answered, v1 then v2.
@@ -115,14 +118,17 @@ def test_label_of_another_deployed_app_is_refused(ketch_server: Any, tmp_path: P
     owner, intruder = f"web-owner-{tag}", f"web-intruder-{tag}"
     url = deploy_app(home, tmp_path / "owner.py", owner, "owner", f'label="{label}"')
     try:
-        write(tmp_path / "intruder.py", APP.format(name=intruder, text="intruder",
-                                                   args=f'label="{label}"') + """
+        write(
+            tmp_path / "intruder.py",
+            APP.format(name=intruder, text="intruder", args=f'label="{label}"')
+            + """
 
     @app.function()
     @ketch.fastapi_endpoint()
     def other() -> str:
         return "other"
-""")
+""",
+        )
         proc = ketch(home, "deploy", str(tmp_path / "intruder.py"))
         assert_clean_error(proc, label, owner)
         # Nothing of the failed deploy was kept: no app, no endpoint, the owner untouched.
@@ -167,11 +173,15 @@ def test_stopped_app_gets_503_from_ketch(ketch_server: Any, tmp_path: Path) -> N
     assert httpx.get(url, timeout=60).json() == "up"
     ok(ketch(ketch_server.home, "app", "stop", name, "-y"))
     app_id = next(r["app_id"] for r in app_rows(ketch_server.home) if r["name"] == name)
-    wait_for(lambda: not containers(app_id) and not runtime_pids(app_id), timeout=20,
-             what="the stopped app's containers to go")
+    wait_for(
+        lambda: not containers(app_id) and not runtime_pids(app_id),
+        timeout=20,
+        what="the stopped app's containers to go",
+    )
     # Both the printed URL and the host-routed one say what happened.
-    for r in (httpx.get(url, timeout=30),
-              httpx.get(f"http://127.0.0.1:{port}/", headers={"host": f"{host}.localhost"},
-                        timeout=30)):
+    for r in (
+        httpx.get(url, timeout=30),
+        httpx.get(f"http://127.0.0.1:{port}/", headers={"host": f"{host}.localhost"}, timeout=30),
+    ):
         assert r.status_code == 503 and r.text.startswith("ketch:"), r.text
         assert name in r.text

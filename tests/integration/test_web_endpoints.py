@@ -101,8 +101,9 @@ def test_dict_and_pydantic_bodies(http: httpx.Client) -> None:
     assert r.status_code == 200 and r.json() == {"processed": "Erik", "quantity": 42}
     r = http.post(url(w.post_model), json={"name": "Erik", "qty": "many"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "qty"]
-    r = http.post(url(w.post_dict), content=b"not json",
-                  headers={"content-type": "application/json"})
+    r = http.post(
+        url(w.post_dict), content=b"not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
 
 
@@ -126,10 +127,14 @@ def test_request_is_injectable(http: httpx.Client) -> None:
 
 @pytest.mark.spec("W1")
 def test_cors_is_permissive(http: httpx.Client) -> None:
-    preflight = http.options(url(w.post_dict), headers={
-        "origin": ORIGIN, "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type,x-anything",
-    })
+    preflight = http.options(
+        url(w.post_dict),
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-anything",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -177,19 +182,21 @@ def _ephemeral_host(label: str) -> str:
     # The documented rule: keep the start, then "-", six hex digits of the SHA-256 of the
     # untruncated label, and the -dev suffix, in 63 characters in all.
     digest = hashlib.sha256(full.encode()).hexdigest()[:6]
-    return f"{full[:63 - 7 - 4]}-{digest}-dev"
+    return f"{full[: 63 - 7 - 4]}-{digest}-dev"
 
 
 @pytest.mark.spec("W5")
-def test_default_custom_and_overlong_labels(app_id: str, http: httpx.Client,
-                                            ketch_server: Any) -> None:
+def test_default_custom_and_overlong_labels(
+    app_id: str, http: httpx.Client, ketch_server: Any
+) -> None:
     eps = endpoints_of(app_id)
     assert eps["post_dict"]["host"] == _ephemeral_host("ketch-web-ep-post-dict")
     assert eps["labelled"]["host"] == _ephemeral_host(w.CUSTOM_LABEL)
     long_tag = "an_unusually_long_function_name_that_overflows_the_host_label"
     host = eps[long_tag]["host"]
     assert len(host) == 63 and host == _ephemeral_host(
-        "ketch-web-ep-an-unusually-long-function-name-that-overflows-the-host-label")
+        "ketch-web-ep-an-unusually-long-function-name-that-overflows-the-host-label"
+    )
     # Each of them is served, on its own port and by its host name.
     port = gateway_port(ketch_server.home)
     for tag, text in (("labelled", "labelled"), (long_tag, "long")):
@@ -215,14 +222,16 @@ def test_get_web_url_inside_the_container(http: httpx.Client) -> None:
 def test_url_works_from_every_client(http: httpx.Client) -> None:
     target = url(w.square) + "?x=9"
     want = {"square": 81}
-    curl = subprocess.run(["curl", "-sS", "--max-time", "30", target],
-                          capture_output=True, text=True, timeout=60)
+    curl = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", target], capture_output=True, text=True, timeout=60
+    )
     assert curl.returncode == 0, curl.stderr
     assert json.loads(curl.stdout) == want
     with urllib.request.urlopen(target, timeout=30) as resp:
         assert json.loads(resp.read()) == want
     assert httpx.get(target, timeout=30).json() == want
     import requests
+
     assert requests.get(target, timeout=30).json() == want
 
 
@@ -231,12 +240,19 @@ def test_host_routed_url(app_id: str, http: httpx.Client, ketch_server: Any) -> 
     ep = endpoints_of(app_id)["square"]
     port = gateway_port(ketch_server.home)
     assert ep["host_url"] == f"http://{ep['host']}.localhost:{port}"
-    r = http.get(f"http://127.0.0.1:{port}/", params={"x": 3},
-                 headers={"host": f"{ep['host']}.localhost:{port}"})
+    r = http.get(
+        f"http://127.0.0.1:{port}/",
+        params={"x": 3},
+        headers={"host": f"{ep['host']}.localhost:{port}"},
+    )
     assert r.status_code == 200 and r.json() == {"square": 9}
     # curl resolves *.localhost to the loopback by itself: the host URL works unchanged.
-    curl = subprocess.run(["curl", "-sS", "--max-time", "30", ep["host_url"] + "/?x=4"],
-                          capture_output=True, text=True, timeout=60)
+    curl = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", ep["host_url"] + "/?x=4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert curl.returncode == 0, curl.stderr
     assert json.loads(curl.stdout) == {"square": 16}
 
@@ -260,8 +276,9 @@ def test_proxy_auth(app_id: str, http: httpx.Client, ketch_server: Any) -> None:
     token = json.loads(made.stdout)
     key, secret = token["token_id"], token["secret"]
     assert key.startswith("wk-") and secret.startswith("ws-")
-    assert http.get(target, headers={"ketch-key": key, "ketch-secret": "ws-wrong"}).status_code \
-        == 401
+    assert (
+        http.get(target, headers={"ketch-key": key, "ketch-secret": "ws-wrong"}).status_code == 401
+    )
     assert http.get(target, headers={"ketch-key": key}).status_code == 401
 
     for headers in (
@@ -318,8 +335,7 @@ GIB = 1024**3
 
 
 @pytest.mark.spec("W12")
-def test_1gib_upload_streams_with_flat_server_memory(http: httpx.Client,
-                                                     ketch_server: Any) -> None:
+def test_1gib_upload_streams_with_flat_server_memory(http: httpx.Client, ketch_server: Any) -> None:
     target = url(w.upload)
     assert http.post(target, content=b"warm").json()["size"] == 4  # container started
     pid = server_pid(ketch_server.home)
@@ -366,8 +382,10 @@ def test_1gib_upload_streams_with_flat_server_memory(http: httpx.Client,
 @pytest.mark.spec("W17")
 def test_declared_body_over_4gib_gets_413_unread(app_id: str) -> None:
     port = int(url(w.upload).rsplit(":", 1)[1])
-    head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {5 * GIB}\r\n\r\n").encode()
+    head = (
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {5 * GIB}\r\n\r\n"
+    ).encode()
     reply = raw_request(port, head + b"x" * 1024)
     assert status_line(reply) == 413
     assert b"\r\n\r\nketch:" in reply
@@ -411,8 +429,9 @@ def test_hostile_input_while_a_normal_request_succeeds(http: httpx.Client) -> No
         malformed = raw_request(port, b"THIS IS NOT HTTP\r\n\r\n")
         assert malformed == b"" or status_line(malformed) == 400  # answered, or dropped
         assert malformed == b"" or b"\r\n\r\nketch:" in malformed
-        huge = raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 * 1024)
-                           + b"\r\n\r\n")
+        huge = raw_request(
+            port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\n\r\n"
+        )
         assert huge == b"" or status_line(huge) in (400, 431)
         started = time.monotonic()
         r = http.get(url(w.square), params={"x": 12})

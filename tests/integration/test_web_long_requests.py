@@ -22,8 +22,9 @@ TIMEOUT = 2  # the server's request timeout, seconds
 
 
 @pytest.fixture(scope="module")
-def long_server(tmp_path_factory: pytest.TempPathFactory,
-                ketch_server: ServerHandle) -> Iterator[ServerHandle]:
+def long_server(
+    tmp_path_factory: pytest.TempPathFactory, ketch_server: ServerHandle
+) -> Iterator[ServerHandle]:
     """A server of this module's own, started with KETCH_REQUEST_TIMEOUT=2."""
     home = tmp_path_factory.mktemp("long-home")
     with pytest.MonkeyPatch.context() as mp:
@@ -63,7 +64,8 @@ def call_id_of(location: str) -> str:
 
 @pytest.mark.spec("W14")
 def test_slow_request_redirects_and_the_result_url_waits_for_it(
-        urls: dict[str, str], tmp_path: Path) -> None:
+    urls: dict[str, str], tmp_path: Path
+) -> None:
     trace = tmp_path / "runs"
     base = urls["base"]
     with httpx.Client(base_url=base, timeout=30) as client:
@@ -110,25 +112,39 @@ def test_slow_request_redirects_and_the_result_url_waits_for_it(
 
 @pytest.mark.spec("W14")
 def test_clients_following_redirects_get_the_body_from_one_run(
-        urls: dict[str, str], tmp_path: Path) -> None:
+    urls: dict[str, str], tmp_path: Path
+) -> None:
     base = urls["base"]
     traces = {name: tmp_path / name for name in ("httpx", "curl", "post")}
     got: dict[str, Any] = {}
 
     def with_curl() -> None:
         url = httpx.URL(base + "/slow", params={"trace": str(traces["curl"]), "seconds": 3})
-        done = subprocess.run(["curl", "-sS", "-L", "--max-time", "60", str(url)],
-                              capture_output=True, text=True, timeout=90)
+        done = subprocess.run(
+            ["curl", "-sS", "-L", "--max-time", "60", str(url)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         got["curl"] = done
 
     curl = threading.Thread(target=with_curl)
     curl.start()
     try:
-        resp = httpx.get(base + "/slow", params={"trace": str(traces["httpx"]), "seconds": 3},
-                         follow_redirects=True, timeout=60)
+        resp = httpx.get(
+            base + "/slow",
+            params={"trace": str(traces["httpx"]), "seconds": 3},
+            follow_redirects=True,
+            timeout=60,
+        )
         # A POST is answered 303 too: the client fetches the result with a GET.
-        posted = httpx.post(base + "/slow", params={"trace": str(traces["post"]), "seconds": 3},
-                            content=b"payload", follow_redirects=True, timeout=60)
+        posted = httpx.post(
+            base + "/slow",
+            params={"trace": str(traces["post"]), "seconds": 3},
+            content=b"payload",
+            follow_redirects=True,
+            timeout=60,
+        )
     finally:
         curl.join(90)
     assert resp.status_code == 201 and [r.status_code for r in resp.history] == [303]
@@ -168,8 +184,7 @@ def test_fast_responses_are_unchanged(urls: dict[str, str]) -> None:
 
 
 @pytest.mark.spec("W14", "T4")
-def test_a_detached_request_past_its_function_timeout_keeps_the_5xx(
-        urls: dict[str, str]) -> None:
+def test_a_detached_request_past_its_function_timeout_keeps_the_5xx(urls: dict[str, str]) -> None:
     url = urls["past_timeout"]
     resp = httpx.get(url, params={"seconds": 30}, follow_redirects=True, timeout=60)
     assert resp.history and resp.history[0].status_code == 303

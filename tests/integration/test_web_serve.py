@@ -53,8 +53,7 @@ def make_app(directory: Path, name: str, version: str, word: str = "alpha") -> P
 def started(proc: Cli) -> tuple[str, dict[str, str]]:
     """The app id and the endpoint URLs `ketch serve` printed."""
     app_id = proc.wait_for_line(SERVING)["app_id"]
-    urls = {tag: proc.wait_for_line(URL_LINE.format(tag=tag)).group(1)
-            for tag in ("hello", "slow")}
+    urls = {tag: proc.wait_for_line(URL_LINE.format(tag=tag)).group(1) for tag in ("hello", "slow")}
     return app_id, urls
 
 
@@ -131,20 +130,27 @@ def test_second_serve_takes_the_label_over_and_timeout_stops_it(
         first_id, urls = started(first)
         assert httpx.get(urls["hello"], timeout=60).json() == "first alpha"
         assert runtime_pids(first_id)
-        with cli(ketch_server.home, "serve", "--timeout", "8", str(second_file),
-                 cwd=tmp_path / "second") as second:
+        with cli(
+            ketch_server.home, "serve", "--timeout", "8", str(second_file), cwd=tmp_path / "second"
+        ) as second:
             second_id, second_urls = started(second)
             assert second_id != first_id
             assert second_urls == urls  # the same label, so the same URLs
             # The first one is told, stops, and its containers go.
             first.wait_for_line(r"took its URLs over", timeout=30)
             assert first.wait(30) == 0, first.output
-            wait_for(lambda: not runtime_pids(first_id), timeout=20,
-                     what="the first serve's containers to stop")
+            wait_for(
+                lambda: not runtime_pids(first_id),
+                timeout=20,
+                what="the first serve's containers to stop",
+            )
             assert httpx.get(urls["hello"], timeout=60).json() == "second alpha"
             assert runtime_pids(second_id)
             # --timeout ends the second one by itself, with its containers.
             assert second.wait(30) == 0, second.output
             assert "--timeout" in second.output
-    wait_for(lambda: not runtime_pids(second_id), timeout=20,
-             what="the second serve's containers to stop")
+    wait_for(
+        lambda: not runtime_pids(second_id),
+        timeout=20,
+        what="the second serve's containers to stop",
+    )

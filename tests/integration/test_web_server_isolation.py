@@ -91,8 +91,11 @@ def _helpers_of(pids: set[int]) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"slirp4netns") and any(
-                str(pid).encode() in argv for pid in pids):
+        if (
+            argv
+            and argv[0].endswith(b"slirp4netns")
+            and any(str(pid).encode() in argv for pid in pids)
+        ):
             found.append(int(entry.name))
     return found
 
@@ -112,17 +115,24 @@ def test_slirp4netns_is_installed() -> None:
 
 @pytest.mark.spec("W4")
 @pytest.mark.spec("A2b")
-def test_two_containers_serve_the_same_port_at_once(server: object,
-                                                    host_service: HostService) -> None:
+def test_two_containers_serve_the_same_port_at_once(
+    server: object, host_service: HostService
+) -> None:
     pids: set[int] = set()
     try:
         with web_iso_apps.app.run(show_logs=False):
             url = web_iso_apps.echo.get_web_url()
             assert url
             with ThreadPoolExecutor(2) as pool:
-                held = [pool.submit(httpx.get, f"{url}/fetch",
-                                    params={"port": host_service.port, "path": "/arrive"},
-                                    timeout=HOLD_TIMEOUT + 60) for _ in range(2)]
+                held = [
+                    pool.submit(
+                        httpx.get,
+                        f"{url}/fetch",
+                        params={"port": host_service.port, "path": "/arrive"},
+                        timeout=HOLD_TIMEOUT + 60,
+                    )
+                    for _ in range(2)
+                ]
                 # max_inputs=1: the second request can only be inside a second container.
                 both = host_service.wait_arrivals(2, HOLD_TIMEOUT)
                 host_service.released.set()
@@ -155,8 +165,9 @@ def test_http_server_subprocesses_on_the_same_port(server: object) -> None:
             with socket.create_connection((host, port), timeout=60) as busy:
                 busy.sendall(f"GET /big.bin HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
                 received = b""
-                while b"\r\n\r\n" not in received or not received.split(
-                        b"\r\n\r\n", 1)[1].count(b"\n"):
+                while b"\r\n\r\n" not in received or not received.split(b"\r\n\r\n", 1)[1].count(
+                    b"\n"
+                ):
                     chunk = busy.recv(4096)
                     assert chunk, "the big file's response ended early"
                     received += chunk
@@ -178,11 +189,13 @@ def test_http_server_subprocesses_on_the_same_port(server: object) -> None:
 
 @pytest.mark.spec("A2b")
 def test_host_loopback_is_reachable_at_the_documented_address(
-        server: object, host_service: HostService) -> None:
+    server: object, host_service: HostService
+) -> None:
     with web_iso_apps.app.run(show_logs=False):
         url = web_iso_apps.echo.get_web_url()
-        r = httpx.get(f"{url}/fetch", params={"port": host_service.port, "path": "/ping"},
-                      timeout=60)
+        r = httpx.get(
+            f"{url}/fetch", params={"port": host_service.port, "path": "/ping"}, timeout=60
+        )
     assert r.status_code == 200, r.text
     assert r.json()["fetched"] == "pong from the host's loopback"
     assert r.json()["host_addr"] == HOST_LOOPBACK_ADDR == "10.0.2.2"
@@ -190,11 +203,13 @@ def test_host_loopback_is_reachable_at_the_documented_address(
 
 @pytest.mark.spec("A2b")
 def test_block_network_serves_web_traffic_but_reaches_nothing(
-        server: object, host_service: HostService) -> None:
+    server: object, host_service: HostService
+) -> None:
     with web_iso_apps.app.run(show_logs=False):
         url = web_iso_apps.blocked.get_web_url()
-        r = httpx.get(f"{url}/fetch", params={"port": host_service.port, "path": "/ping"},
-                      timeout=60)
+        r = httpx.get(
+            f"{url}/fetch", params={"port": host_service.port, "path": "/ping"}, timeout=60
+        )
     assert r.status_code == 200, r.text
     assert r.json()["host_addr"] is None
     assert "error" in r.json() and "fetched" not in r.json(), r.json()
@@ -208,8 +223,9 @@ def test_websocket_through_a_web_server(server: object) -> None:
         assert url
         cid = httpx.get(f"{url}/whoami", timeout=60).json()["cid"]
         big = bytes(range(256)) * 4096  # 1 MiB, through the bridge and back
-        with ws_connect(url.replace("http://", "ws://") + "/ws", max_size=2**21,
-                        open_timeout=60) as ws:
+        with ws_connect(
+            url.replace("http://", "ws://") + "/ws", max_size=2**21, open_timeout=60
+        ) as ws:
             ws.send("hello")
             assert ws.recv(timeout=30) == f"{cid}:hello"
             ws.send(big)

@@ -82,11 +82,13 @@ def test_map_feeds_a_streaming_response(running: None) -> None:
 
 @pytest.mark.spec("W10")
 @pytest.mark.parametrize("fn, last", [("endless", "cancelled"), ("endless_sync", "closed")])
-def test_client_disconnect_cancels_the_handler(running: None, tmp_path: Path, fn: str,
-                                               last: str) -> None:
+def test_client_disconnect_cancels_the_handler(
+    running: None, tmp_path: Path, fn: str, last: str
+) -> None:
     marker = tmp_path / "marker"
-    with httpx.stream("GET", getattr(w, fn).get_web_url(), params={"marker": str(marker)},
-                      timeout=60) as r:
+    with httpx.stream(
+        "GET", getattr(w, fn).get_web_url(), params={"marker": str(marker)}, timeout=60
+    ) as r:
         ticks = r.iter_text()
         got = ""
         while got.count("tick") < 3:

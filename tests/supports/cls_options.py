@@ -23,8 +23,11 @@ def _memory_limit() -> str | None:
 class Probe:
     @ketch.method()
     def info(self) -> dict[str, object]:
-        return {"pid": os.getpid(), "secret": os.environ.get("OPT_SECRET"),
-                "memory_limit": _memory_limit()}
+        return {
+            "pid": os.getpid(),
+            "secret": os.environ.get("OPT_SECRET"),
+            "memory_limit": _memory_limit(),
+        }
 
     @ketch.method()
     def span(self, seconds: float) -> tuple[int, float, float]:

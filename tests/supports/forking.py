@@ -26,9 +26,13 @@ def _me() -> dict[str, Any]:
     except ImportError:
         np_value = None
     return {
-        "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgrp(),
-        "imported_in": IMPORTED_IN, "import_random": IMPORT_RANDOM,
-        "random": random.random(), "numpy_random": np_value,
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "pgid": os.getpgrp(),
+        "imported_in": IMPORTED_IN,
+        "import_random": IMPORT_RANDOM,
+        "random": random.random(),
+        "numpy_random": np_value,
         "container": os.environ.get("KETCH_CONTAINER_ID"),
     }
 
@@ -86,4 +90,3 @@ class Snap:
     def hold(self, seconds: float) -> dict[str, Any]:
         time.sleep(seconds)
         return {**_me(), "loaded_in": self.loaded_in}
-

@@ -11,8 +11,10 @@ app = ketch.App("gpus")
 
 
 def _seen() -> dict[str, str | None]:
-    return {k: os.environ.get(k) for k in
-            ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "KETCH_FAKE_GPUS")}
+    return {
+        k: os.environ.get(k)
+        for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "KETCH_FAKE_GPUS")
+    }
 
 
 def _wait_for(gate: str) -> None:

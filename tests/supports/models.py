@@ -29,8 +29,13 @@ class Model:
     def predict(self, x: int) -> dict[str, Any]:
         self.served += 1
         return {
-            "pid": os.getpid(), "x": x, "name": self.name, "size": self.size,
-            "fast": self.fast, "key": self.key, "enter_calls": self.enter_calls,
+            "pid": os.getpid(),
+            "x": x,
+            "name": self.name,
+            "size": self.size,
+            "fast": self.fast,
+            "key": self.key,
+            "enter_calls": self.enter_calls,
             "served": self.served,
         }
 

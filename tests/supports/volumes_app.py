@@ -19,8 +19,11 @@ def write(name: str, text: str) -> dict[str, object]:
     with open(path, "w") as fh:
         fh.write(text)
     vol.commit()
-    return {"pid": os.getpid(), "mode": os.environ.get("KETCH_VOLUME_MODE"),
-            "container": os.environ.get("KETCH_CONTAINER_ID")}
+    return {
+        "pid": os.getpid(),
+        "mode": os.environ.get("KETCH_VOLUME_MODE"),
+        "container": os.environ.get("KETCH_CONTAINER_ID"),
+    }
 
 
 @app.function(volumes={MOUNT: vol})
@@ -28,8 +31,11 @@ def read(name: str) -> dict[str, object]:
     vol.reload()
     with open(os.path.join(MOUNT, name)) as fh:
         text = fh.read()
-    return {"text": text, "container": os.environ.get("KETCH_CONTAINER_ID"),
-            "listing": sorted(e.path for e in vol.listdir("/", recursive=True))}
+    return {
+        "text": text,
+        "container": os.environ.get("KETCH_CONTAINER_ID"),
+        "listing": sorted(e.path for e in vol.listdir("/", recursive=True)),
+    }
 
 
 missing = ketch.App("volumes-missing")
@@ -45,8 +51,9 @@ fragile = ketch.App("volumes-fragile")
 
 
 # A fresh container per input, so that each call shows what a starting container finds.
-@fragile.function(volumes={"/tmp/ketch-volume-test/fragile": fragile_vol},
-                  single_use_containers=True)
+@fragile.function(
+    volumes={"/tmp/ketch-volume-test/fragile": fragile_vol}, single_use_containers=True
+)
 def peek() -> list[str]:
     return sorted(os.listdir("/tmp/ketch-volume-test/fragile"))
 
@@ -56,8 +63,7 @@ LINKED = "/tmp/ketch-volume-test/linked"
 linked = ketch.App("volumes-linked")
 
 
-@linked.function(volumes={LINKED: ketch.Volume.from_name("linked-files",
-                                                         create_if_missing=True)})
+@linked.function(volumes={LINKED: ketch.Volume.from_name("linked-files", create_if_missing=True)})
 def linked_write(text: str) -> dict[str, object]:
     with open(os.path.join(LINKED, "note.txt"), "w") as fh:
         fh.write(text)

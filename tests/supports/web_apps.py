@@ -30,10 +30,13 @@ def wsgi_sleeper() -> Callable[..., Iterable[bytes]]:
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         started = time.time()
         time.sleep(WSGI_SLEEP)
-        body = (f"{os.getpid()} {threading.get_ident()} {environ['REQUEST_METHOD']} "
-                f"{environ.get('PATH_INFO', '')} {started:.3f} {time.time():.3f}").encode()
-        start_response("200 OK", [("Content-Type", "text/plain"),
-                                  ("Content-Length", str(len(body)))])
+        body = (
+            f"{os.getpid()} {threading.get_ident()} {environ['REQUEST_METHOD']} "
+            f"{environ.get('PATH_INFO', '')} {started:.3f} {time.time():.3f}"
+        ).encode()
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     return application

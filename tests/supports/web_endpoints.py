@@ -58,8 +58,9 @@ def post_model(item: Item) -> dict[str, Any]:
 def teapot() -> Any:
     from fastapi.responses import PlainTextResponse
 
-    return PlainTextResponse("short and stout", status_code=418,
-                             headers={"x-ketch-test": "passed through"})
+    return PlainTextResponse(
+        "short and stout", status_code=418, headers={"x-ketch-test": "passed through"}
+    )
 
 
 @app.function()

@@ -65,7 +65,8 @@ def server_status() -> dict[str, Any]:
 def containers(app_id: str, tag: str | None = None) -> list[dict[str, Any]]:
     """The server's containers of an app (and function), any state."""
     return [
-        {"id": cid, **c} for cid, c in server_status()["containers"].items()
+        {"id": cid, **c}
+        for cid, c in server_status()["containers"].items()
         if c["app_id"] == app_id and (tag is None or c["function"] == tag)
     ]
 
@@ -104,8 +105,12 @@ def runtime_pids(app_id: str) -> list[int]:
     return found
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll until `condition()` is truthy; returns its value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -192,8 +197,12 @@ class Cli:
         env["KETCH_HOME"] = str(home)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ketch.cli", *args], env=env, cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "ketch.cli", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: list[str] = []
         self._lock = threading.Lock()
@@ -224,8 +233,10 @@ class Cli:
                     return match
             if self.proc.poll() is not None:
                 self._reader.join(2)
-                raise AssertionError(f"ketch exited ({self.proc.returncode}) before printing "
-                                     f"{pattern!r}:\n{self.output}")
+                raise AssertionError(
+                    f"ketch exited ({self.proc.returncode}) before printing "
+                    f"{pattern!r}:\n{self.output}"
+                )
             return None
 
         match: re.Match[str] = wait_for(find, timeout, what=f"{pattern!r} in:\n{self.output}")

@@ -33,11 +33,15 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def whoami() -> dict[str, Any]:
-    return {"cid": os.environ.get("KETCH_CONTAINER_ID"), "pid": os.getpid(),
-            "host_addr": os.environ.get("KETCH_HOST_ADDR")}
+    return {
+        "cid": os.environ.get("KETCH_CONTAINER_ID"),
+        "pid": os.getpid(),
+        "host_addr": os.environ.get("KETCH_HOST_ADDR"),
+    }
 
 
 # -- a tiny RFC 6455 server side, enough for echoing messages --------------------------------
+
 
 def _read_exact(stream: BufferedIOBase, n: int) -> bytes:
     data = stream.read(n)
@@ -60,8 +64,9 @@ def read_frame(stream: BufferedIOBase) -> tuple[int, bytes]:
             length = struct.unpack("!Q", _read_exact(stream, 8))[0]
         mask = _read_exact(stream, 4) if b1 & 0x80 else b"\0\0\0\0"
         raw = _read_exact(stream, length)
-        unmasked = (int.from_bytes(raw, "big") ^ int.from_bytes(
-            (mask * (length // 4 + 1))[:length], "big")).to_bytes(length, "big")
+        unmasked = (
+            int.from_bytes(raw, "big") ^ int.from_bytes((mask * (length // 4 + 1))[:length], "big")
+        ).to_bytes(length, "big")
         parts.append(unmasked)
         if b0 & 0x80:
             return opcode, b"".join(parts)
@@ -114,8 +119,9 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.send_error(404)
 
     def _websocket(self) -> None:
-        accept = base64.b64encode(hashlib.sha1(
-            (self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()).decode()
+        accept = base64.b64encode(
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WS_GUID).encode()).digest()
+        ).decode()
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
@@ -165,8 +171,12 @@ def files() -> None:
     with open(os.path.join(root, "big.bin"), "wb") as fh:
         fh.write(line.encode())
         fh.truncate(BIG_FILE_SIZE)
-    subprocess.Popen([sys.executable, "-m", "http.server", str(PORT)], cwd=root,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(PORT)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @app.function(block_network=True)

@@ -40,9 +40,14 @@ def long_app() -> Any:
         await asyncio.sleep(float(q.get("seconds", "5")))
         body = await request.body()
         return JSONResponse(
-            {"runs": runs, "method": request.method, "body": body.decode(),
-             "query": {k: v for k, v in q.items()}},
-            status_code=201, headers={"x-slow": "yes"},
+            {
+                "runs": runs,
+                "method": request.method,
+                "body": body.decode(),
+                "query": {k: v for k, v in q.items()},
+            },
+            status_code=201,
+            headers={"x-slow": "yes"},
         )
 
     async def fast(request: Request) -> PlainTextResponse:
@@ -58,11 +63,13 @@ def long_app() -> Any:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[
-        Route("/slow", slow, methods=["GET", "POST"]),
-        Route("/fast", fast),
-        Route("/stream", stream),
-    ])
+    return Starlette(
+        routes=[
+            Route("/slow", slow, methods=["GET", "POST"]),
+            Route("/fast", fast),
+            Route("/stream", stream),
+        ]
+    )
 
 
 @app.function(timeout=4)

@@ -28,12 +28,24 @@ def echo_app(name: str) -> ASGI:
                     return
         elif scope["type"] == "http":
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            body = json.dumps({"endpoint": name, "host": headers.get("host"),
-                               "proto": headers.get("x-forwarded-proto"),
-                               "path": scope["path"]}).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            body = json.dumps(
+                {
+                    "endpoint": name,
+                    "host": headers.get("host"),
+                    "proto": headers.get("x-forwarded-proto"),
+                    "path": scope["path"],
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
         elif scope["type"] == "websocket":
             await receive()  # websocket.connect

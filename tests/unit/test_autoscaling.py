@@ -29,12 +29,16 @@ def test_min_max_and_buffer() -> None:
 
 
 @given(
-    queued=st.integers(0, 500), running=st.integers(0, 500), mn=st.integers(0, 10),
-    mx=st.one_of(st.none(), st.integers(1, 50)), buf=st.integers(0, 5),
+    queued=st.integers(0, 500),
+    running=st.integers(0, 500),
+    mn=st.integers(0, 10),
+    mx=st.one_of(st.none(), st.integers(1, 50)),
+    buf=st.integers(0, 5),
     max_inputs=st.integers(1, 100),
 )
-def test_policy_bounds(queued: int, running: int, mn: int, mx: int | None, buf: int,
-                       max_inputs: int) -> None:
+def test_policy_bounds(
+    queued: int, running: int, mn: int, mx: int | None, buf: int, max_inputs: int
+) -> None:
     if mx is not None and mx < mn:
         mx = mn or 1
     want = desired_containers(PoolView(queued, running, mn, mx, buf, max_inputs))
@@ -49,7 +53,10 @@ def test_retire_only_idle_past_window_and_never_below_desired() -> None:
     idle = {"a": 0.0, "b": 50.0, "c": 100.0}
     assert containers_to_retire(idle, live=3, desired=0, now=100.0, scaledown_window=60) == ["a"]
     assert containers_to_retire(idle, live=3, desired=0, now=200.0, scaledown_window=60) == [
-        "a", "b", "c"]
+        "a",
+        "b",
+        "c",
+    ]
     assert containers_to_retire(idle, live=3, desired=2, now=200.0, scaledown_window=60) == ["a"]
     assert containers_to_retire(idle, live=3, desired=3, now=200.0, scaledown_window=60) == []
 
@@ -75,8 +82,9 @@ class _FakePool:
         if demand:
             for cid in self.idle_since:
                 self.idle_since[cid] = self.now  # in use: not idle
-        for cid in containers_to_retire(dict(self.idle_since), len(self.idle_since), want,
-                                        self.now, window):
+        for cid in containers_to_retire(
+            dict(self.idle_since), len(self.idle_since), want, self.now, window
+        ):
             del self.idle_since[cid]
         return len(self.idle_since)
 

@@ -17,9 +17,13 @@ from ketch._runtime.loader import Preloaded, _hooks
 
 def _spec(**kw: Any) -> ContainerSpec:
     fork = ForkSpec(group="fn-1:3", preload={"function": {"tag": "f"}, "params": None})
-    base: dict[str, Any] = {"container_id": "ta-1", "python": Path("/venv/bin/python"),
-                            "env": {"KETCH_CONTAINER_ID": "ta-1", "A": "1"}, "cwd": Path("/src"),
-                            "fork": fork}
+    base: dict[str, Any] = {
+        "container_id": "ta-1",
+        "python": Path("/venv/bin/python"),
+        "env": {"KETCH_CONTAINER_ID": "ta-1", "A": "1"},
+        "cwd": Path("/src"),
+        "fork": fork,
+    }
     return ContainerSpec(**{**base, **kw})
 
 
@@ -52,6 +56,7 @@ class _Model:
         def deco(fn: Any) -> Any:
             fn._ketch_enter = {"snap": snap}
             return fn
+
         return deco
 
     @_mark(False)
@@ -80,15 +85,22 @@ def test_preloaded_code_is_used_only_for_the_function_it_is() -> None:
     assert unsnapped.serves(dict(FakeTarget.spec), b"any")
 
 
-@pytest.mark.parametrize("setup, expect", [
-    ("", "None"),
-    ("import threading, time; threading.Thread(target=time.sleep, args=(30,), name='bg', "
-     "daemon=True).start()", "thread"),
-])
+@pytest.mark.parametrize(
+    "setup, expect",
+    [
+        ("", "None"),
+        (
+            "import threading, time; threading.Thread(target=time.sleep, args=(30,), name='bg', "
+            "daemon=True).start()",
+            "thread",
+        ),
+    ],
+)
 def test_fork_hazard_sees_threads(setup: str, expect: str) -> None:
     code = f"{setup}\nfrom ketch._runtime.template import fork_hazard\nprint(fork_hazard())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert expect in out
     if expect == "thread":
         assert "bg" in out

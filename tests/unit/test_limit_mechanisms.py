@@ -46,8 +46,11 @@ def test_v1_limits_are_written_and_the_groups_removed(tmp_path: Path) -> None:
     assert (cpu / "ketch-ta-1" / "cpu.cfs_quota_us").read_text() == "50000"
     assert (cpu / "ketch-ta-1" / "cpu.cfs_period_us").read_text() == "100000"
     argv = lim.wrap(["python", "-m", "x"])
-    assert argv[:2] == ["/bin/sh", "-c"] and "cgroup.procs" in argv[2] and argv[-3:] == [
-        "python", "-m", "x"]
+    assert (
+        argv[:2] == ["/bin/sh", "-c"]
+        and "cgroup.procs" in argv[2]
+        and argv[-3:] == ["python", "-m", "x"]
+    )
     assert "memory 128 MiB" in lim.describe() and "cgroup v1" in lim.describe()
     (mem / "ketch-ta-1" / "memory.oom_control").write_text("under_oom 0\noom_kill 1\n")
     assert lim.oom_killed()

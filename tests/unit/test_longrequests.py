@@ -44,8 +44,16 @@ def _head(method: str = "GET", target: str = "/slow?x=1") -> RequestHead:
 
 
 def _detached(store: LongRequests) -> tuple[Exchange, str, _Target]:
-    ex = Exchange(_Client(), b"GET", b"/slow?x=1", http10=True, keep_alive=False,
-                  chunked=False, has_body=False, websocket=False)
+    ex = Exchange(
+        _Client(),
+        b"GET",
+        b"/slow?x=1",
+        http10=True,
+        keep_alive=False,
+        chunked=False,
+        has_body=False,
+        websocket=False,
+    )
     ex.head = _head()
     ex.body_done = True
     target = _Target()
@@ -79,8 +87,10 @@ def test_a_chunked_response_is_kept_and_replayed_with_a_length() -> None:
     sink = ex.sink
     assert sink is not None
     sink.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    sink.transport.write(b"HTTP/1.1 201 Created\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n"
-                         b"connection: keep-alive\r\n\r\n5\r\nhello\r\n")
+    sink.transport.write(
+        b"HTTP/1.1 201 Created\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n"
+        b"connection: keep-alive\r\n\r\n5\r\nhello\r\n"
+    )
     sink.transport.write(b"6\r\n world\r\n0\r\n\r\n")
     ex.resolve("ok")
     assert target.released == ["ok"]
@@ -114,8 +124,9 @@ def test_errors_methods_owners_and_expiry() -> None:
     assert failed.body.startswith(b"ketch: the app sent a malformed response")
     post = _answer(store, call_id, method="POST")
     assert isinstance(post, Denied) and post.status == 400
-    other = RequestHead("GET", f"/?__ketch_call_id={call_id}", [], "other.localhost", 4000,
-                        ("127.0.0.1", 1), False)
+    other = RequestHead(
+        "GET", f"/?__ketch_call_id={call_id}", [], "other.localhost", 4000, ("127.0.0.1", 1), False
+    )
     elsewhere = asyncio.run(store.answer(call_id, other))
     assert isinstance(elsewhere, Denied) and elsewhere.status == 404
     assert store.kept > 0
@@ -141,6 +152,14 @@ def test_the_byte_bound_cuts_off_a_large_response_and_refuses_new_records() -> N
     assert target.released == ["upstream_error"]
     # One more record fits; a third does not: that request is not detached at all.
     _detached(store)
-    third = Exchange(_Client(), b"GET", b"/", http10=False, keep_alive=True, chunked=False,
-                     has_body=False, websocket=False)
+    third = Exchange(
+        _Client(),
+        b"GET",
+        b"/",
+        http10=False,
+        keep_alive=True,
+        chunked=False,
+        has_body=False,
+        websocket=False,
+    )
     assert store.detach(third, "x") is None and third.sink is None

@@ -63,13 +63,13 @@ class Harness:
         return reply
 
     async def open(self, ch: FakeChannel, kind: str, name: str) -> str:
-        reply = await self.ask(ch, op="open", kind=kind, name=name, environment="main",
-                               create=True)
+        reply = await self.ask(ch, op="open", kind=kind, name=name, environment="main", create=True)
         return str(reply["object_id"])
 
 
-def run(tmp: Path, body: Callable[[Harness], Awaitable[None]],
-        limits: Limits | None = None) -> None:
+def run(
+    tmp: Path, body: Callable[[Harness], Awaitable[None]], limits: Limits | None = None
+) -> None:
     async def main() -> None:
         h = Harness(tmp, limits)
         try:
@@ -108,8 +108,7 @@ def test_get_on_an_empty_queue_raises_empty_at_once_or_after_timeout(tmp_path: P
             await h.ask(ch, op="q.get", object_id=oid, n=1, block=False)
         with pytest.raises(queue.Empty):
             await h.ask(ch, op="q.get", object_id=oid, n=1, block=True, timeout=0.05)
-        reply = await h.ask(ch, op="q.get", object_id=oid, n=5, block=False,
-                            raise_empty=False)
+        reply = await h.ask(ch, op="q.get", object_id=oid, n=5, block=False, raise_empty=False)
         assert reply["values"] == []
 
     run(tmp_path, body)
@@ -120,8 +119,13 @@ def test_a_resent_mutation_runs_once(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         ch = FakeChannel()
         oid = await h.open(ch, "dict", "d")
-        put = {"op": "d.put", "object_id": oid, "key": dump_key("k"),
-               "skip_if_exists": True, "op_id": "op-1"}
+        put = {
+            "op": "d.put",
+            "object_id": oid,
+            "key": dump_key("k"),
+            "skip_if_exists": True,
+            "op_id": "op-1",
+        }
         first = await h.ask(ch, **put, value=pickle.dumps(1))
         # The same request again (a client re-sending after a reconnect): same answer, and
         # it does not turn into a second write.
@@ -172,8 +176,7 @@ def test_ephemeral_objects_left_by_a_crash_wait_to_be_held_again(tmp_path: Path)
     async def body(h: Harness) -> None:
         ch = FakeChannel()
         kept = (await h.ask(ch, op="ephemeral", kind="queue", environment="main"))["object_id"]
-        dropped = (await h.ask(ch, op="ephemeral", kind="queue", environment="main"))[
-            "object_id"]
+        dropped = (await h.ask(ch, op="ephemeral", kind="queue", environment="main"))["object_id"]
         h.reopen()  # a restarted server: nobody holds them yet
         h.server.sweep(0.0)
         assert {kept, dropped} <= set(h.server.live)  # within the grace period
@@ -191,8 +194,7 @@ def test_partition_ttl_and_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     async def body(h: Harness) -> None:
         ch = FakeChannel()
         oid = await h.open(ch, "queue", "q")
-        await h.ask(ch, op="q.put", object_id=oid, values=[b"a"], partition="p",
-                    partition_ttl=5)
+        await h.ask(ch, op="q.put", object_id=oid, values=[b"a"], partition="p", partition_ttl=5)
         await h.ask(ch, op="q.put", object_id=oid, values=[b"b"])
         now = objects_mod.time.time()
         monkeypatch.setattr("ketch._server.object_queues.time.time", lambda: now + 10)
@@ -241,11 +243,13 @@ def test_bytes_like_values_are_measured_without_pickling() -> None:
 
 @pytest.mark.spec("C7")
 def test_modal_names_reach_dict_and_queue() -> None:
-    code = ("from ketch.compat.shim import install_modal_alias; install_modal_alias(); "
-            "import ketch, modal, queue; from modal import Dict, Queue; "
-            "from modal.queue import Queue as Q2; "
-            "assert Dict is ketch.Dict and Queue is ketch.Queue is Q2 and modal.Dict is Dict; "
-            "assert modal.queue.Empty is queue.Empty")
+    code = (
+        "from ketch.compat.shim import install_modal_alias; install_modal_alias(); "
+        "import ketch, modal, queue; from modal import Dict, Queue; "
+        "from modal.queue import Queue as Q2; "
+        "assert Dict is ketch.Dict and Queue is ketch.Queue is Q2 and modal.Dict is Dict; "
+        "assert modal.queue.Empty is queue.Empty"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

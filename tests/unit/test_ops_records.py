@@ -33,9 +33,10 @@ def test_log_filters(tmp_path: Path) -> None:
     hub.emit("ap", "f", "ta-1", "stderr", "err")
     hub.event("ap", "g", "ta-2", "container started")
     assert [e["line"] for e in hub.entries("ap", LogFilter(sources=["stderr", "system"]))] == [
-        "err", "container started"]
-    assert [e["line"] for e in hub.entries("ap", LogFilter(function="g"))] == [
-        "container started"]
+        "err",
+        "container started",
+    ]
+    assert [e["line"] for e in hub.entries("ap", LogFilter(function="g"))] == ["container started"]
     assert [e["line"] for e in hub.entries("ap", LogFilter(container="ta-1"), tail=1)] == ["err"]
     assert hub.entries("ap", LogFilter(since=4e9)) == []
     assert hub.app_of_container("ta-2") == "ap"
@@ -52,5 +53,11 @@ def test_web_call_records_are_trimmed_to_the_newest_per_app(tmp_path: Path) -> N
     assert [r["call_id"] for r in kept] == [f"wr-{i}" for i in range(49, 39, -1)]
     assert [r["call_id"] for r in records.web("ap-b", 100)] == ["wr-b"]
     assert records.web_call("wr-b") == {
-        "call_id": "wr-b", "app_id": "ap-b", "function": "f", "http_status": 500,
-        "outcome": "ok", "created": 1.0, "duration": 0.02}
+        "call_id": "wr-b",
+        "app_id": "ap-b",
+        "function": "f",
+        "http_status": 500,
+        "outcome": "ok",
+        "created": 1.0,
+        "duration": 0.02,
+    }

@@ -11,8 +11,7 @@ from ketch.exception import InvalidError
 
 
 @pytest.mark.spec("S3", "C8")
-def test_max_queue_from_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                        tmp_path: Path) -> None:
+def test_max_queue_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     empty = tmp_path / "ketch.toml"
     empty.write_text("")
     monkeypatch.setenv("KETCH_CONFIG_FILE", str(empty))

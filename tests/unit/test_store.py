@@ -26,18 +26,23 @@ def test_new_migration_is_applied_to_old_db(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Store(tmp_path / "k.db").close()
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS,
-                                                  "CREATE TABLE extra (x INTEGER)"])
+    monkeypatch.setattr(
+        store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, "CREATE TABLE extra (x INTEGER)"]
+    )
     s = Store(tmp_path / "k.db")
     assert s.schema_version == len(store_mod.MIGRATIONS)
     s._db.execute("INSERT INTO extra VALUES (1)")
 
 
-def test_failed_migration_leaves_db_unchanged(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_migration_leaves_db_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     Store(tmp_path / "k.db").close()
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS,
-                                                  "CREATE TABLE ok (x); CREATE TABLE broken ("])
+    monkeypatch.setattr(
+        store_mod,
+        "MIGRATIONS",
+        [*store_mod.MIGRATIONS, "CREATE TABLE ok (x); CREATE TABLE broken ("],
+    )
     with pytest.raises(sqlite3.OperationalError):
         Store(tmp_path / "k.db")
     monkeypatch.undo()

@@ -18,8 +18,21 @@ def test_mount_paths_are_absolute_normalised_and_outside_system_dirs() -> None:
     assert check_mount_path("/data") == "/data"
     assert check_mount_path("/root/models/") == "/root/models"
     assert check_mount_path("/a//b/./c") == "/a/b/c"
-    for bad in ("data", "", "/", "/a/../b", "/etc", "/usr/local/x", "/proc/1", "/dev/shm",
-                "/sys", "/bin", "/data\0x", 3, None):
+    for bad in (
+        "data",
+        "",
+        "/",
+        "/a/../b",
+        "/etc",
+        "/usr/local/x",
+        "/proc/1",
+        "/dev/shm",
+        "/sys",
+        "/bin",
+        "/data\0x",
+        3,
+        None,
+    ):
         with pytest.raises(InvalidError, match="volumes"):
             check_mount_path(bad)
     # Sharing a prefix is not nesting.
@@ -38,8 +51,9 @@ def test_function_options_refuse_bad_mounts_at_decoration() -> None:
     with pytest.raises(InvalidError, match="system directory"):
         validate_function_options({"volumes": {"/etc/app": vol}}, is_generator=False, is_web=False)
     with pytest.raises(InvalidError, match="overlap"):
-        validate_function_options({"volumes": {"/data": vol, "/data/x": vol}}, is_generator=False,
-                                  is_web=False)
+        validate_function_options(
+            {"volumes": {"/data": vol, "/data/x": vol}}, is_generator=False, is_web=False
+        )
 
 
 @pytest.mark.spec("D3")
@@ -94,10 +108,16 @@ def test_file_operations(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError):
         put("d/one.txt/under", b"x", force=True)
     assert not list(staging.iterdir())  # a refused upload leaves nothing behind
-    assert [e["path"] for e in vfs.list_entries(root, "d", recursive=False)] == \
-        ["d/one.txt", "d/sub"]
-    assert sorted(e["path"] for e in vfs.list_entries(root, "/", recursive=True)) == \
-        ["d", "d/one.txt", "d/sub", "d/sub/two.txt"]
+    assert [e["path"] for e in vfs.list_entries(root, "d", recursive=False)] == [
+        "d/one.txt",
+        "d/sub",
+    ]
+    assert sorted(e["path"] for e in vfs.list_entries(root, "/", recursive=True)) == [
+        "d",
+        "d/one.txt",
+        "d/sub",
+        "d/sub/two.txt",
+    ]
     [f] = vfs.list_entries(root, "d/sub/two.txt", recursive=False)
     assert (f["type"], f["size"]) == (vfs.FILE, 2)
     with pytest.raises(FileNotFoundError):

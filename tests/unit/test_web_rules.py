@@ -23,8 +23,9 @@ def test_default_labels_are_slugged() -> None:
 
 
 @pytest.mark.spec("W5")
-@pytest.mark.parametrize("bad", ["", "UPPER", "-lead", "trail-", "has_underscore", "123",
-                                 "x" * 64, "dot.ted"])
+@pytest.mark.parametrize(
+    "bad", ["", "UPPER", "-lead", "trail-", "has_underscore", "123", "x" * 64, "dot.ted"]
+)
 def test_user_labels_are_validated_not_rewritten(bad: str) -> None:
     with pytest.raises(InvalidError):
         validate_label(bad)
@@ -51,8 +52,9 @@ def test_overlong_host_label_is_truncated_with_hash() -> None:
 
 
 def _ep(host: str, port: int, domains: list[str] | None = None, app: str = "a") -> Endpoint:
-    return Endpoint("fu-" + host, "ap-" + app, app, host, host, port,
-                    {"custom_domains": domains or []})
+    return Endpoint(
+        "fu-" + host, "ap-" + app, app, host, host, port, {"custom_domains": domains or []}
+    )
 
 
 @pytest.mark.spec("W8")
@@ -73,8 +75,9 @@ def test_label_and_domain_clashes_are_refused() -> None:
     with pytest.raises(AlreadyExistsError, match="local--a"):
         build_table([_ep("local--a", 1), _ep("local--a", 2, app="other")])
     with pytest.raises(AlreadyExistsError, match=r"api\.example\.com"):
-        build_table([_ep("local--a", 1, ["api.example.com"]),
-                     _ep("local--b", 2, ["api.example.com"])])
+        build_table(
+            [_ep("local--a", 1, ["api.example.com"]), _ep("local--b", 2, ["api.example.com"])]
+        )
 
 
 @pytest.mark.spec("W13")

@@ -33,8 +33,9 @@ from ketch._backends.base import ContainerSpec, LogSink
 # Variables that differ between containers of one template; a child gets them in its fork
 # request. Everything else in the environment is the template's own (a change of it, such
 # as a rotated secret, makes a new template).
-PER_CONTAINER_ENV = frozenset({"KETCH_CONTAINER_ID", "CUDA_VISIBLE_DEVICES",
-                               "NVIDIA_VISIBLE_DEVICES"})
+PER_CONTAINER_ENV = frozenset(
+    {"KETCH_CONTAINER_ID", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+)
 # A template that failed to load is tried again after this long (the failure may have been
 # passing: a file not there yet); meanwhile containers start as plain processes.
 _RETRY_FAILED = 30.0
@@ -49,8 +50,10 @@ _MAX_MESSAGE = 1 << 20
 def plain_start_reason(spec: ContainerSpec) -> str | None:
     """Why containers like `spec` are not forked (None: they may be)."""
     if spec.isolate_network or spec.block_network:
-        return ("its containers get a network namespace of their own, which a forked "
-                "process cannot enter on Python 3.11")
+        return (
+            "its containers get a network namespace of their own, which a forked "
+            "process cannot enter on Python 3.11"
+        )
     if spec.volumes:
         return "its volumes are mounted in a mount namespace of the container's own"
     if spec.cpu is not None or spec.memory_mb is not None:
@@ -133,8 +136,9 @@ def _zombie_exit_code(pid: int) -> int | None:
 async def _stream(fd: int) -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**20, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-                                 os.fdopen(fd, "rb", buffering=0))
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
+    )
     return reader
 
 
@@ -173,10 +177,17 @@ class Template:
         env["KETCH_TEMPLATE_FD"] = str(theirs.fileno())
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                str(spec.python), "-m", "ketch._runtime.template", env=env, cwd=spec.cwd,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, pass_fds=(theirs.fileno(),),
-                start_new_session=True, limit=2**20,
+                str(spec.python),
+                "-m",
+                "ketch._runtime.template",
+                env=env,
+                cwd=spec.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                limit=2**20,
             )
         except OSError as exc:
             self.settle("failed", f"its template process could not start ({exc})")
@@ -202,8 +213,10 @@ class Template:
         await self.proc.wait()
         if self.state == "starting":
             tail = "; ".join(text for _, text in self._output[-3:]) or "no output"
-            self.settle("failed", f"its template exited with code {self.proc.returncode} "
-                                   f"while loading ({tail})")
+            self.settle(
+                "failed",
+                f"its template exited with code {self.proc.returncode} while loading ({tail})",
+            )
         self.close()
 
     def _output_line(self, line: str) -> None:
@@ -361,8 +374,9 @@ class ForkServer:
         self.templates: collections.OrderedDict[str, Template] = collections.OrderedDict()
         self._told: set[tuple[str, str]] = set()
 
-    async def start(self, spec: ContainerSpec, env: dict[str, str],
-                    log: LogSink) -> ForkedProcess | None:
+    async def start(
+        self, spec: ContainerSpec, env: dict[str, str], log: LogSink
+    ) -> ForkedProcess | None:
         """The container forked from its function's template, or None when it must start as
         a plain process (its log says why, once per function and reason)."""
         fork = spec.fork
@@ -379,8 +393,11 @@ class ForkServer:
             try:
                 await asyncio.wait_for(asyncio.shield(tpl.ready), fork.startup_timeout)
             except TimeoutError:
-                tpl.settle("failed", "its template took longer than "
-                                      f"startup_timeout={fork.startup_timeout:g}s to load it")
+                tpl.settle(
+                    "failed",
+                    "its template took longer than "
+                    f"startup_timeout={fork.startup_timeout:g}s to load it",
+                )
                 tpl.close()
                 raise RuntimeError(
                     f"container did not start within startup_timeout={fork.startup_timeout:g}s "
@@ -394,16 +411,21 @@ class ForkServer:
     def _tell(self, group: str, why: str, log: LogSink) -> None:
         if (group, why) not in self._told:
             self._told.add((group, why))
-            log("system", f"fork server not used for this function: {why}; "
-                          "its containers start as plain processes")
+            log(
+                "system",
+                f"fork server not used for this function: {why}; "
+                "its containers start as plain processes",
+            )
 
     def _template(self, spec: ContainerSpec, env: dict[str, str], log: LogSink) -> Template | None:
         key = _key(spec, env)
         if key is None:
             return None
         tpl = self.templates.get(key)
-        if tpl is not None and (tpl.state in ("starting", "ready", "unsafe")
-                                or time.monotonic() - tpl.failed_at < _RETRY_FAILED):
+        if tpl is not None and (
+            tpl.state in ("starting", "ready", "unsafe")
+            or time.monotonic() - tpl.failed_at < _RETRY_FAILED
+        ):
             self.templates.move_to_end(key)
             tpl.used = time.monotonic()
             return tpl
@@ -434,8 +456,10 @@ def _key(spec: ContainerSpec, env: dict[str, str]) -> str | None:
     assert fork is not None
     shared = {k: v for k, v in env.items() if k not in PER_CONTAINER_ENV}
     try:
-        text = json.dumps([fork.group, fork.preload, fork.snapshot, str(spec.python),
-                           str(spec.cwd), shared], sort_keys=True)
+        text = json.dumps(
+            [fork.group, fork.preload, fork.snapshot, str(spec.python), str(spec.cwd), shared],
+            sort_keys=True,
+        )
     except (TypeError, ValueError):
         return None
     return f"{fork.group}|{hashlib.sha256(text.encode()).hexdigest()[:16]}"

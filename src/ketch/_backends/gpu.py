@@ -61,7 +61,10 @@ def discover(env: Mapping[str, str] | None = None) -> Inventory:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return Inventory(())
@@ -102,8 +105,11 @@ def matches(kind: str, gpu: Gpu) -> bool:
         if token in words:
             continue
         size = _SIZE.match(token)
-        if size and gpu.memory_mb and abs(gpu.memory_mb / 1024 - int(size[1])) <= \
-                0.1 * int(size[1]):
+        if (
+            size
+            and gpu.memory_mb
+            and abs(gpu.memory_mb / 1024 - int(size[1])) <= 0.1 * int(size[1])
+        ):
             continue
         return False
     return True
@@ -113,8 +119,9 @@ def _options(request: str | Sequence[str]) -> list[str]:
     return [request] if isinstance(request, str) else list(request)
 
 
-def assign(request: str | Sequence[str], inventory: Sequence[Gpu],
-           in_use: set[int] | frozenset[int]) -> tuple[int, ...] | None:
+def assign(
+    request: str | Sequence[str], inventory: Sequence[Gpu], in_use: set[int] | frozenset[int]
+) -> tuple[int, ...] | None:
     """Indices of free devices meeting the request (the first option of a list that can be
     met), the same model where a count above one allows it; None when none can be had now."""
     for option in _options(request):

@@ -136,15 +136,15 @@ class Limits:
                     break
                 except OSError:
                     for pid in _read(group / "cgroup.procs").split():
-                        with contextlib.suppress(ProcessLookupError, PermissionError,
-                                                 ValueError):
+                        with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                             os.kill(int(pid), signal.SIGKILL)
                     time.sleep(0.02)
         self.groups = []
 
 
-def prepare(container_id: str, cpu: float | None, memory_mb: int | None,
-            mounts: Mounts | None = None) -> Limits | None:
+def prepare(
+    container_id: str, cpu: float | None, memory_mb: int | None, mounts: Mounts | None = None
+) -> Limits | None:
     """Set up the limits of one container; None when it asks for none."""
     if cpu is None and memory_mb is None:
         return None

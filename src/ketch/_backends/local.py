@@ -98,9 +98,14 @@ class _NetHelper:
 
 
 class LocalContainer(ContainerHandle):
-    def __init__(self, container_id: str, proc: asyncio.subprocess.Process | ForkedProcess,
-                 log: LogSink,
-                 net: _NetHelper | None = None, limits: _limits.Limits | None = None) -> None:
+    def __init__(
+        self,
+        container_id: str,
+        proc: asyncio.subprocess.Process | ForkedProcess,
+        log: LogSink,
+        net: _NetHelper | None = None,
+        limits: _limits.Limits | None = None,
+    ) -> None:
         self.container_id = container_id
         self.proc = proc
         self.net = net
@@ -160,8 +165,11 @@ class LocalContainer(ContainerHandle):
         if self.limits is not None:
             if self.limits.oom_killed():
                 reason = OOM
-                self._log("system", f"container killed: out of memory (over its limit of "
-                                    f"{self.limits.memory_mb} MiB, {self.limits.mechanism})")
+                self._log(
+                    "system",
+                    f"container killed: out of memory (over its limit of "
+                    f"{self.limits.memory_mb} MiB, {self.limits.mechanism})",
+                )
             self.limits.cleanup()
         return reason, code
 
@@ -185,8 +193,7 @@ def _new_netns_prefix(mounts: bool = False) -> list[str]:
     lives on the filesystem. Without root, a user namespace grants the rights to do so."""
     unshare = shutil.which("unshare")
     if unshare is None:
-        raise RuntimeError("a container network namespace needs the `unshare` command "
-                           "(util-linux)")
+        raise RuntimeError("a container network namespace needs the `unshare` command (util-linux)")
     flags = ["-n", "-m"] if mounts else ["-n"]
     return [unshare, *flags] if os.geteuid() == 0 else [unshare, "-r", *flags]
 
@@ -206,11 +213,13 @@ def _resolv_conf_override(host_conf: Path = Path("/etc/resolv.conf")) -> str | N
         lines = host_conf.read_text().splitlines()
     except OSError:
         return None
-    servers = [ln.split()[1] for ln in lines
-               if ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1]
+    servers = [
+        ln.split()[1] for ln in lines if ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1
+    ]
     try:
         loopback = bool(servers) and all(
-            ipaddress.ip_address(s.partition("%")[0]).is_loopback for s in servers)
+            ipaddress.ip_address(s.partition("%")[0]).is_loopback for s in servers
+        )
     except ValueError:
         return None
     if not loopback:
@@ -270,16 +279,25 @@ async def _wire_network(proc: asyncio.subprocess.Process, slirp: str) -> _NetHel
             detail = await asyncio.wait_for(proc.stderr.read(4096), 2.0)
         except TimeoutError:
             detail = b""
-        raise RuntimeError("could not create the container's network namespace: "
-                           + (detail.decode(errors="replace").strip() or "no output"))
+        raise RuntimeError(
+            "could not create the container's network namespace: "
+            + (detail.decode(errors="replace").strip() or "no output")
+        )
     exit_r, exit_w = os.pipe()
     ready_r, ready_w = os.pipe()
     try:
         helper = await asyncio.create_subprocess_exec(
-            slirp, "--configure", f"--mtu={_SLIRP_MTU}", f"--ready-fd={ready_w}",
-            f"--exit-fd={exit_r}", str(proc.pid), "tap0",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, pass_fds=(exit_r, ready_w),
+            slirp,
+            "--configure",
+            f"--mtu={_SLIRP_MTU}",
+            f"--ready-fd={ready_w}",
+            f"--exit-fd={exit_r}",
+            str(proc.pid),
+            "tap0",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            pass_fds=(exit_r, ready_w),
             # Its own session: signals meant for the container's group (a graceful stop)
             # must not cut the network of requests that are still draining.
             start_new_session=True,
@@ -304,7 +322,8 @@ async def _wire_network(proc: asyncio.subprocess.Process, slirp: str) -> _NetHel
     await net.close()
     raise RuntimeError(
         f"slirp4netns could not connect the container's network namespace: {net.output()} "
-        "(it needs read-write access to /dev/net/tun, and user namespaces when not root)")
+        "(it needs read-write access to /dev/net/tun, and user namespaces when not root)"
+    )
 
 
 def _shared_env(spec: ContainerSpec) -> dict[str, str]:
@@ -364,8 +383,7 @@ class LocalBackend(Backend):
             env.update(volume_env)
         slirp = None
         if spec.block_network:
-            argv = [*_new_netns_prefix(), "/bin/sh", "-c", _loopback_up() + 'exec "$0" "$@"',
-                    *argv]
+            argv = [*_new_netns_prefix(), "/bin/sh", "-c", _loopback_up() + 'exec "$0" "$@"', *argv]
         elif spec.isolate_network:
             slirp = shutil.which("slirp4netns")
             if slirp is None:

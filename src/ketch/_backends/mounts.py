@@ -49,8 +49,10 @@ def mount_mode() -> str:
     if wanted == "auto":
         return "bind" if _mount_namespace_works() else "symlink"
     if wanted == "bind" and not _mount_namespace_works():
-        raise RuntimeError("KETCH_VOLUME_MOUNT=bind, but mount namespaces are not permitted "
-                           "here (unshare -m failed); use auto or symlink")
+        raise RuntimeError(
+            "KETCH_VOLUME_MOUNT=bind, but mount namespaces are not permitted "
+            "here (unshare -m failed); use auto or symlink"
+        )
     return wanted
 
 
@@ -69,9 +71,11 @@ def volume_argv(volumes: dict[str, str], argv: list[str]) -> tuple[list[str], di
             steps.append(f"mount --bind {shlex.quote(host)} {shlex.quote(mount)}")
         else:
             _symlink(mount, host)
-        note = (f"ketch: volume at {mount}: "
-                + ("bind mount in a private mount namespace" if mode == "bind"
-                   else f"symlink to {host} (no mount namespace here)"))
+        note = f"ketch: volume at {mount}: " + (
+            "bind mount in a private mount namespace"
+            if mode == "bind"
+            else f"symlink to {host} (no mount namespace here)"
+        )
         steps.append(f"echo {shlex.quote(note)} >&2")
     script = " && ".join([*steps, 'exec "$0" "$@"'])
     wrapped = ["/bin/sh", "-c", script, *argv]
@@ -88,8 +92,9 @@ def volume_argv(volumes: dict[str, str], argv: list[str]) -> tuple[list[str], di
 def _mount_point(mount: str) -> None:
     if os.path.islink(mount) or (os.path.lexists(mount) and not os.path.isdir(mount)):
         # A bind mount follows a link: it would land wherever the link points.
-        raise RuntimeError(f"cannot mount a volume at {mount}: a file or symlink is there on "
-                           "this host")
+        raise RuntimeError(
+            f"cannot mount a volume at {mount}: a file or symlink is there on this host"
+        )
     try:
         os.makedirs(mount, mode=0o755, exist_ok=True)
     except OSError as exc:
@@ -102,7 +107,8 @@ def _symlink(mount: str, host: str) -> None:
     if os.path.lexists(mount):
         raise RuntimeError(
             f"cannot map a volume to {mount}: without a mount namespace ketch places a symlink "
-            "there, and the path is taken on this host; choose a free mount path")
+            "there, and the path is taken on this host; choose a free mount path"
+        )
     try:
         os.makedirs(os.path.dirname(mount), exist_ok=True)
         os.symlink(host, mount)

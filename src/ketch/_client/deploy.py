@@ -127,7 +127,8 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             "module": None if opts.serialized else module_name_of(raw),
             "qualname": getattr(raw, "__qualname__", tag),
             "serialized": base64.b64encode(_pickle_by_value(raw)).decode()
-            if opts.serialized else None,
+            if opts.serialized
+            else None,
             "options": options_spec(opts),
             "image": image.spec(),
             "secrets": [s.spec() for s in secrets],
@@ -148,8 +149,12 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             spec["methods"] = class_methods(raw)
             spec["params"] = sorted(declared_parameters(raw))
         functions[tag] = spec
-    return {"name": name, "environment": environment, "ephemeral": ephemeral,
-            "functions": functions}
+    return {
+        "name": name,
+        "environment": environment,
+        "ephemeral": ephemeral,
+        "functions": functions,
+    }
 
 
 def _refuse_unsupported(tag: str, opts: Any) -> None:
@@ -193,7 +198,8 @@ class ApiClient:
 
         info = await asyncio.to_thread(ensure_server, self.config, start=self.start)
         return httpx.AsyncClient(
-            base_url=info.api_url, headers={"Authorization": f"Bearer {info.token}"},
+            base_url=info.api_url,
+            headers={"Authorization": f"Bearer {info.token}"},
             timeout=httpx.Timeout(30.0, read=None),
         )
 
@@ -208,8 +214,10 @@ class ApiClient:
         return sha
 
     async def deploy(self, spec: dict[str, Any], log: Log) -> dict[str, Any]:
-        async with await self._http() as http, \
-                http.stream("POST", "/v1/apps/deploy", json=spec) as resp:
+        async with (
+            await self._http() as http,
+            http.stream("POST", "/v1/apps/deploy", json=spec) as resp,
+        ):
             if resp.status_code != 200:
                 await resp.aread()
                 _json_or_raise(resp)
@@ -254,8 +262,14 @@ def _json_or_raise(resp: Any) -> Any:
 
 
 async def deploy_app(
-    app: App, *, name: str, environment: str, ephemeral: bool, log: Log,
-    config: Config | None = None, app_id: str | None = None,
+    app: App,
+    *,
+    name: str,
+    environment: str,
+    ephemeral: bool,
+    log: Log,
+    config: Config | None = None,
+    app_id: str | None = None,
 ) -> dict[str, Any]:
     """Deploy `app`; with `app_id`, as a new version of that running ephemeral app."""
     api = ApiClient(config)
@@ -268,4 +282,3 @@ async def deploy_app(
     result = await api.deploy(spec, log)
     app._set_deployed(result)
     return result
-

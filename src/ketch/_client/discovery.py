@@ -109,8 +109,12 @@ def start_server_process(config: Config) -> int:
     with contextlib.closing(log):
         proc = subprocess.Popen(
             [sys.executable, "-m", "ketch._server"],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, cwd=str(config.home),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=str(config.home),
         )
     # Kept so that the server, which outlives most commands, is reaped (not left a
     # zombie) when it exits before a long-lived client does.

@@ -19,8 +19,12 @@ from ketch.exception import InvalidError, RequestSizeError
 H = TypeVar("H", bound="ObjectHandle")
 
 # What the client assumes until the server has told it its own limits.
-DEFAULT_LIMITS = {"dict_value": 1024**3, "queue_item": 1024**2, "partition_size": 5000,
-                  "key": 64 * 1024}
+DEFAULT_LIMITS = {
+    "dict_value": 1024**3,
+    "queue_item": 1024**2,
+    "partition_size": 5000,
+    "key": 64 * 1024,
+}
 
 
 class ObjectHandle:
@@ -31,9 +35,15 @@ class ObjectHandle:
     _kind: ClassVar[str]
     _title: ClassVar[str]
 
-    def __init__(self, *, name: str | None = None, environment_name: str | None = None,
-                 create_if_missing: bool = False, object_id: str | None = None,
-                 limits: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        environment_name: str | None = None,
+        create_if_missing: bool = False,
+        object_id: str | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> None:
         if name is not None and not isinstance(name, str):
             raise InvalidError(f"{self._title} names are strings, got {name!r}")
         self._name = name
@@ -47,8 +57,17 @@ class ObjectHandle:
         self.hydrate = Aio(self._hydrate, "hydrate")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self._name, self._environment, self._create,
-                           self._object_id, self._limits))
+        return (
+            _rebuild,
+            (
+                type(self),
+                self._name,
+                self._environment,
+                self._create,
+                self._object_id,
+                self._limits,
+            ),
+        )
 
     def __repr__(self) -> str:
         what = repr(self._name) if self._name else (self._object_id or "unresolved")
@@ -74,11 +93,16 @@ class ObjectHandle:
     async def _resolve(self) -> tuple[Client, str]:
         client = await Client.current()
         if self._object_id is None:
-            reply = await client.request({
-                "t": "obj", "op": "open", "kind": self._kind, "name": self._name,
-                "environment": self._environment or client.config.environment,
-                "create": self._create,
-            })
+            reply = await client.request(
+                {
+                    "t": "obj",
+                    "op": "open",
+                    "kind": self._kind,
+                    "name": self._name,
+                    "environment": self._environment or client.config.environment,
+                    "create": self._create,
+                }
+            )
             self._object_id, self._limits = reply["object_id"], reply["limits"]
         assert self._object_id is not None
         return client, self._object_id
@@ -86,11 +110,16 @@ class ObjectHandle:
     def _limit(self, what: str) -> int:
         return int((self._limits or DEFAULT_LIMITS)[what])
 
-    async def _op(self, op: str, *, mutation: bool = False, waits: bool = False,
-                  **fields: Any) -> dict[str, Any]:
+    async def _op(
+        self, op: str, *, mutation: bool = False, waits: bool = False, **fields: Any
+    ) -> dict[str, Any]:
         client, oid = await self._resolve()
-        msg: dict[str, Any] = {"t": "obj", "op": f"{self._kind[0]}.{op}", "object_id": oid,
-                               **fields}
+        msg: dict[str, Any] = {
+            "t": "obj",
+            "op": f"{self._kind[0]}.{op}",
+            "object_id": oid,
+            **fields,
+        }
         if mutation:
             # The same id goes with a re-send after a reconnect, so the change happens once.
             msg["op_id"] = new_id("op")
@@ -115,30 +144,48 @@ class ObjectHandle:
         try:
             hash(key)
         except TypeError:
-            raise TypeError(f"{self._title} keys must be hashable, got "
-                            f"{type(key).__name__!r}") from None
+            raise TypeError(
+                f"{self._title} keys must be hashable, got {type(key).__name__!r}"
+            ) from None
         data = dump_key(key)
         _refuse_if_over(len(data), self._limit("key"), f"a {self._title} key")
         return data
 
     # -- lifecycle (class level) --------------------------------------------------------
     @classmethod
-    def _from_name(cls: type[H], name: str, *, environment_name: str | None = None,
-                   create_if_missing: bool = False) -> H:
+    def _from_name(
+        cls: type[H],
+        name: str,
+        *,
+        environment_name: str | None = None,
+        create_if_missing: bool = False,
+    ) -> H:
         if not isinstance(name, str):
             raise InvalidError(f"{cls._title}.from_name takes a name (a string), got {name!r}")
-        return cls(name=name, environment_name=environment_name,
-                   create_if_missing=create_if_missing)
+        return cls(
+            name=name, environment_name=environment_name, create_if_missing=create_if_missing
+        )
 
     @classmethod
     def _ephemeral(cls: type[H], environment_name: str | None = None) -> Ephemeral[H]:
         return Ephemeral(cls, environment_name)
 
 
-def _rebuild(cls: type[H], name: str | None, environment: str | None, create: bool,
-             object_id: str | None, limits: dict[str, int] | None) -> H:
-    return cls(name=name, environment_name=environment, create_if_missing=create,
-               object_id=object_id, limits=limits)
+def _rebuild(
+    cls: type[H],
+    name: str | None,
+    environment: str | None,
+    create: bool,
+    object_id: str | None,
+    limits: dict[str, int] | None,
+) -> H:
+    return cls(
+        name=name,
+        environment_name=environment,
+        create_if_missing=create,
+        object_id=object_id,
+        limits=limits,
+    )
 
 
 def dump_key(key: Any) -> bytes:
@@ -186,16 +233,22 @@ class Ephemeral(Generic[H]):
 
     async def _open(self) -> H:
         client = await Client.current()
-        reply = await client.request({
-            "t": "obj", "op": "ephemeral", "kind": self._cls._kind,
-            "environment": self._environment or client.config.environment,
-        })
-        handle = self._cls(object_id=reply["object_id"], limits=reply["limits"],
-                           environment_name=self._environment)
+        reply = await client.request(
+            {
+                "t": "obj",
+                "op": "ephemeral",
+                "kind": self._cls._kind,
+                "environment": self._environment or client.config.environment,
+            }
+        )
+        handle = self._cls(
+            object_id=reply["object_id"], limits=reply["limits"], environment_name=self._environment
+        )
         # A request the server answers only when the object is deleted. The client re-sends
         # it after a reconnect, which tells a restarted server the object is still wanted.
-        self._hold = asyncio.ensure_future(client.request(
-            {"t": "obj", "op": "hold", "object_id": reply["object_id"]}))
+        self._hold = asyncio.ensure_future(
+            client.request({"t": "obj", "op": "hold", "object_id": reply["object_id"]})
+        )
         self._hold.add_done_callback(_ignore_result)
         self._handle = handle
         return handle
@@ -205,8 +258,7 @@ class Ephemeral(Generic[H]):
             return
         client = await Client.current()
         with contextlib.suppress(Exception):
-            await client.request({"t": "obj", "op": "delete",
-                                  "object_id": self._handle._object_id})
+            await client.request({"t": "obj", "op": "delete", "object_id": self._handle._object_id})
         if self._hold is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._hold), 5)
@@ -215,15 +267,23 @@ class Ephemeral(Generic[H]):
     def __enter__(self) -> H:
         return run_sync(self._open())
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         run_sync(self._close())
 
     async def __aenter__(self) -> H:
         return await run_async(self._open())
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await run_async(self._close())
 
 
@@ -243,30 +303,41 @@ class ObjectManager(Generic[H]):
 
     async def _list(self, *, environment_name: str | None = None) -> list[H]:
         rows = await self._info(environment_name=environment_name)
-        return [self._cls(name=r["name"], environment_name=r["environment"],
-                          object_id=r["object_id"]) for r in rows]
+        return [
+            self._cls(name=r["name"], environment_name=r["environment"], object_id=r["object_id"])
+            for r in rows
+        ]
 
-    async def _request(self, op: str, environment_name: str | None,
-                       **fields: Any) -> dict[str, Any]:
+    async def _request(
+        self, op: str, environment_name: str | None, **fields: Any
+    ) -> dict[str, Any]:
         """A request about this kind's named objects in an environment (default: the
         configured one)."""
         client = await Client.current()
-        return await client.request({
-            "t": "obj", "op": op, "kind": self._cls._kind,
-            "environment": environment_name or client.config.environment, **fields,
-        })
+        return await client.request(
+            {
+                "t": "obj",
+                "op": op,
+                "kind": self._cls._kind,
+                "environment": environment_name or client.config.environment,
+                **fields,
+            }
+        )
 
     async def _info(self, *, environment_name: str | None = None) -> list[dict[str, Any]]:
         """The listing with sizes and dates (what `ketch dict list` prints)."""
         rows: list[dict[str, Any]] = (await self._request("list", environment_name))["objects"]
         return rows
 
-    async def _delete(self, name: str, *, allow_missing: bool = False,
-                      environment_name: str | None = None) -> None:
+    async def _delete(
+        self, name: str, *, allow_missing: bool = False, environment_name: str | None = None
+    ) -> None:
         await self._request("delete", environment_name, name=name, allow_missing=allow_missing)
 
-    async def _create(self, name: str, *, allow_existing: bool = False,
-                      environment_name: str | None = None) -> None:
+    async def _create(
+        self, name: str, *, allow_existing: bool = False, environment_name: str | None = None
+    ) -> None:
         """Create a named object (AlreadyExistsError if it exists, unless allow_existing)."""
-        await self._request("open", environment_name, name=name, create=True,
-                            exclusive=not allow_existing)
+        await self._request(
+            "open", environment_name, name=name, create=True, exclusive=not allow_existing
+        )

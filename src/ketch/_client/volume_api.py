@@ -74,8 +74,7 @@ def _url(path: str, params: dict[str, Any] | None) -> str:
 class Response:
     """An open answer; `chunks()` streams the body, `close()` ends the connection."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
-                 ) -> None:
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
         self._conn = conn
         self.resp = resp
         self.status = resp.status
@@ -95,16 +94,18 @@ class Response:
         self._conn.close()
 
 
-def _open(method: str, path: str, params: dict[str, Any] | None = None,
-          body: bytes | IO[bytes] | Iterable[bytes] | None = None,
-          headers: dict[str, str] | None = None) -> Response:
+def _open(
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+    body: bytes | IO[bytes] | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     conn, token = _connect()
     hdrs = {"Authorization": f"Bearer {token}", **(headers or {})}
-    chunked = body is not None and not isinstance(body, bytes) \
-        and "Content-Length" not in hdrs
+    chunked = body is not None and not isinstance(body, bytes) and "Content-Length" not in hdrs
     try:
-        conn.request(method, _url(path, params), body=body, headers=hdrs,
-                     encode_chunked=chunked)
+        conn.request(method, _url(path, params), body=body, headers=hdrs, encode_chunked=chunked)
         return Response(conn, conn.getresponse())
     except OSError as exc:
         conn.close()
@@ -133,9 +134,15 @@ def raise_for(status: int, body: Any) -> None:
     raise Error(f"server answered {status}: {err or body}")
 
 
-def call_sync(method: str, path: str, *, params: dict[str, Any] | None = None,
-              json_body: Any = None, body: bytes | IO[bytes] | Iterable[bytes] | None = None,
-              headers: dict[str, str] | None = None) -> Any:
+def call_sync(
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    json_body: Any = None,
+    body: bytes | IO[bytes] | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     if json_body is not None:
         body = json.dumps(json_body).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
@@ -145,8 +152,9 @@ def call_sync(method: str, path: str, *, params: dict[str, Any] | None = None,
     return data
 
 
-async def call(method: str, path: str, *, params: dict[str, Any] | None = None,
-               json: Any = None) -> Any:
+async def call(
+    method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+) -> Any:
     return await asyncio.to_thread(call_sync, method, path, params=params, json_body=json)
 
 
@@ -162,8 +170,9 @@ async def download(path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
         resp.close()
 
 
-def upload_sync(vid: str, source: str | IO[bytes], remote: str, mode: int | None,
-                force: bool) -> None:
+def upload_sync(
+    vid: str, source: str | IO[bytes], remote: str, mode: int | None, force: bool
+) -> None:
     """Stream one local file (a path, or an open binary file) into the volume."""
     params: dict[str, Any] = {"path": remote, "force": force}
     if mode is not None:
@@ -171,7 +180,12 @@ def upload_sync(vid: str, source: str | IO[bytes], remote: str, mode: int | None
     if isinstance(source, str):
         with open(source, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            call_sync("PUT", f"/v1/volumes/{vid}/files", params=params, body=fh,
-                      headers={"Content-Length": str(size)})
+            call_sync(
+                "PUT",
+                f"/v1/volumes/{vid}/files",
+                params=params,
+                body=fh,
+                headers={"Content-Length": str(size)},
+            )
     else:
         call_sync("PUT", f"/v1/volumes/{vid}/files", params=params, body=source)

@@ -41,8 +41,14 @@ __all__ = ["STATUS_KEYS", "ClientConnection"]
 
 log = logging.getLogger("ketch.gateway")
 
-STATUS_KEYS = ("responses_1xx", "responses_1xx", "responses_2xx", "responses_3xx",
-               "responses_4xx", "responses_5xx")
+STATUS_KEYS = (
+    "responses_1xx",
+    "responses_1xx",
+    "responses_2xx",
+    "responses_3xx",
+    "responses_4xx",
+    "responses_5xx",
+)
 
 # How long a closing connection may go without the client reading or closing.
 _LINGER = 2.0
@@ -50,14 +56,16 @@ _LINGER = 2.0
 
 if sys.version_info >= (3, 12):
 
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
-                    ) -> asyncio.Task[None]:
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
         return asyncio.Task(coro, loop=loop, eager_start=True)
 
 else:
 
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
-                    ) -> asyncio.Task[None]:
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
         return loop.create_task(coro)
 
 
@@ -149,7 +157,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0]:])
+            self._upgraded(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed request ({exc})")
         limit = self._limits.max_head_bytes
@@ -270,7 +278,8 @@ class ClientConnection(asyncio.Protocol):
             length = facts.content_length
             if length is not None and length > self._limits.max_body_bytes:
                 raise BadRequest(
-                    413, f"request body over the limit of {self._limits.max_body_bytes} bytes")
+                    413, f"request body over the limit of {self._limits.max_body_bytes} bytes"
+                )
         except BadRequest as exc:
             self._refuse(exc.status, exc.message)
             return
@@ -294,14 +303,25 @@ class ClientConnection(asyncio.Protocol):
                 fwd.proto = b"https"  # what the client used, unless a trusted proxy says more
             self._fwd, self._fwd_host = fwd, facts.host
         ex = Exchange(
-            self, method, target, http10=http10, keep_alive=parser.should_keep_alive(),
-            chunked=facts.chunked, has_body=facts.chunked or bool(length), websocket=websocket,
+            self,
+            method,
+            target,
+            http10=http10,
+            keep_alive=parser.should_keep_alive(),
+            chunked=facts.chunked,
+            has_body=facts.chunked or bool(length),
+            websocket=websocket,
         )
         ex.facts = facts
         ex.fwd = fwd
         ex.head = RequestHead(
-            method.decode("ascii"), target.decode("latin-1"), headers, host, self._port,
-            (fwd.client, peer[1] if fwd.client == peer[0] else 0), websocket,
+            method.decode("ascii"),
+            target.decode("latin-1"),
+            headers,
+            host,
+            self._port,
+            (fwd.client, peer[1] if fwd.client == peer[0] else 0),
+            websocket,
         )
         if upgrade:
             self._upgrade = ex
@@ -440,8 +460,7 @@ class ClientConnection(asyncio.Protocol):
             return
         except Exception:
             ex.task = None
-            log.exception("the gateway's resolver failed on %s %s", ex.head.method,
-                          ex.head.target)
+            log.exception("the gateway's resolver failed on %s %s", ex.head.method, ex.head.target)
             self._answer(ex, 500, "internal error while routing the request")
             self._end(ex, None)
             return
@@ -463,8 +482,13 @@ class ClientConnection(asyncio.Protocol):
             return
         assert ex.head is not None and ex.facts is not None and ex.fwd is not None
         ex.forward_head = forward_request_head(
-            ex.method, ex.target, ex.head.headers, ex.facts, ex.fwd,
-            remove=result.remove_headers, trusted_peer=self._trusted_peer,
+            ex.method,
+            ex.target,
+            ex.head.headers,
+            ex.facts,
+            ex.fwd,
+            remove=result.remove_headers,
+            trusted_peer=self._trusted_peer,
             websocket=ex.websocket,
         )
         up = self._gw._pool.take(result.address)
@@ -530,16 +554,18 @@ class ClientConnection(asyncio.Protocol):
             return
         self._pump()
 
-    def _answer(self, ex: Exchange, status: int, message: str,
-                headers: list[tuple[str, str]] | None = None) -> None:
+    def _answer(
+        self, ex: Exchange, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """Send a platform answer for `ex`, unless its response has begun."""
         if ex.sink is not None:
             ex.sink.answer(status, message, headers)
             return
         if ex.started or self._gone:
             return
-        close = (ex.close_client or not ex.body_done or not ex.keep_alive or ex.http10
-                 or ex.websocket)
+        close = (
+            ex.close_client or not ex.body_done or not ex.keep_alive or ex.http10 or ex.websocket
+        )
         try:
             data = platform_response(status, message, headers, close=close)
         except ValueError:
@@ -547,7 +573,7 @@ class ClientConnection(asyncio.Protocol):
             status = 500
             data = platform_response(500, "internal error", close=close)
         if ex.is_head_method:
-            data = data[:data.index(b"\r\n\r\n") + 4]
+            data = data[: data.index(b"\r\n\r\n") + 4]
         self.transport.write(data)
         ex.started = True
         if ex.head is not None:
@@ -596,8 +622,16 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(platform_response(status, message, close=True))
             self.close()
         else:
-            ex = Exchange(self, b"", b"", http10=False, keep_alive=False, chunked=False,
-                          has_body=False, websocket=False)
+            ex = Exchange(
+                self,
+                b"",
+                b"",
+                http10=False,
+                keep_alive=False,
+                chunked=False,
+                has_body=False,
+                websocket=False,
+            )
             ex.body_done = True
             ex.reject = (status, message)
             self._queue.append(ex)
@@ -661,9 +695,18 @@ class ClientConnection(asyncio.Protocol):
         begun (a stream), a websocket, a body still arriving and a result URL itself are
         left alone."""
         ex = self._active
-        if (ex is None or ex.started or ex.ended or ex.websocket or not ex.body_done
-                or ex.sink is not None or self._tunnel is not None or self._draining
-                or ex.head is None or result_id(ex.head.target) is not None):
+        if (
+            ex is None
+            or ex.started
+            or ex.ended
+            or ex.websocket
+            or not ex.body_done
+            or ex.sink is not None
+            or self._tunnel is not None
+            or self._draining
+            or ex.head is None
+            or result_id(ex.head.target) is not None
+        ):
             return
         close = not ex.keep_alive or ex.http10 or ex.close_client
         call_id = self._gw.results.detach(ex, self._gw.owner_of(ex.head))
@@ -672,7 +715,8 @@ class ClientConnection(asyncio.Protocol):
         target = ex.head.target
         location = f"{target}{'&' if '?' in target else '?'}{CALL_ID_PARAMS[0]}={call_id}"
         data = redirect(location, still_running(self._limits.request_timeout)).encode(
-            close=close, head_only=ex.is_head_method)
+            close=close, head_only=ex.is_head_method
+        )
         self.transport.write(data)
         self._stats["responses_3xx"] += 1
         if close:
@@ -694,7 +738,8 @@ class ClientConnection(asyncio.Protocol):
             self._stats["timeouts"] += 1
             self._stats["responses_4xx"] += 1
             self.transport.write(
-                platform_response(408, "timed out waiting for the request head", close=True))
+                platform_response(408, "timed out waiting for the request head", close=True)
+            )
         self.close()
 
     def close(self) -> None:

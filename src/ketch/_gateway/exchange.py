@@ -39,14 +39,48 @@ class Exchange:
     """A request in flight: its framing facts, its body on the way, its response's progress."""
 
     __slots__ = (
-        "body_done", "body_size", "chunked", "client", "close_client", "destination", "ended",
-        "error", "facts", "forward_head", "fwd", "has_body", "head", "http10", "is_head_method",
-        "keep_alive", "method", "pending", "reject", "retried", "retryable", "sink", "started",
-        "target", "task", "tunnel_data", "upstream", "websocket",
+        "body_done",
+        "body_size",
+        "chunked",
+        "client",
+        "close_client",
+        "destination",
+        "ended",
+        "error",
+        "facts",
+        "forward_head",
+        "fwd",
+        "has_body",
+        "head",
+        "http10",
+        "is_head_method",
+        "keep_alive",
+        "method",
+        "pending",
+        "reject",
+        "retried",
+        "retryable",
+        "sink",
+        "started",
+        "target",
+        "task",
+        "tunnel_data",
+        "upstream",
+        "websocket",
     )
 
-    def __init__(self, client: Client, method: bytes, target: bytes, *, http10: bool,
-                 keep_alive: bool, chunked: bool, has_body: bool, websocket: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        method: bytes,
+        target: bytes,
+        *,
+        http10: bool,
+        keep_alive: bool,
+        chunked: bool,
+        has_body: bool,
+        websocket: bool,
+    ) -> None:
         self.client = client
         self.method = method
         self.target = target  # the request target as sent upstream

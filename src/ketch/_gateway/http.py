@@ -64,8 +64,14 @@ HOP_BY_HOP = frozenset(
 
 # Whatever the client sent under these names is replaced by the gateway's own values.
 _REPLACED = frozenset(
-    {b"transfer-encoding", b"content-length", b"x-ketch-client", b"x-forwarded-for",
-     b"x-forwarded-proto", b"x-forwarded-host"}
+    {
+        b"transfer-encoding",
+        b"content-length",
+        b"x-ketch-client",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
 )
 _DROP = HOP_BY_HOP | _REPLACED
 # From a peer that is not a trusted proxy, RFC 7239's header would let a client claim any
@@ -168,9 +174,12 @@ class Forwarding:
         reuses one Forwarding for its requests while nothing about them changes)."""
         if not self._fields:
             parts = [
-                b"x-ketch-client: ", self.client.encode("latin-1"),
-                b"\r\nx-forwarded-for: ", self.forwarded_for.encode("latin-1"),
-                b"\r\nx-forwarded-proto: ", self.proto,
+                b"x-ketch-client: ",
+                self.client.encode("latin-1"),
+                b"\r\nx-forwarded-for: ",
+                self.forwarded_for.encode("latin-1"),
+                b"\r\nx-forwarded-proto: ",
+                self.proto,
             ]
             if self.host is not None:
                 parts += (b"\r\nx-forwarded-host: ", self.host)
@@ -242,8 +251,13 @@ def _header_names(lower_head: bytes) -> list[bytes]:
 
 
 def rewrite_response_head(
-    raw: bytes, *, close: bool, keep_alive: bool = False, dechunk: bool = False,
-    upgrade: bool = False, lower: bytes | None = None,
+    raw: bytes,
+    *,
+    close: bool,
+    keep_alive: bool = False,
+    dechunk: bool = False,
+    upgrade: bool = False,
+    lower: bytes | None = None,
 ) -> bytes:
     """The container's response head as sent to the client.
 
@@ -269,8 +283,7 @@ def rewrite_response_head(
     if dechunk:
         drop.add(b"transfer-encoding")
     kept = [lines[0]]
-    kept += (line for name, line in zip(names, lines[1:], strict=True)
-             if name.strip() not in drop)
+    kept += (line for name, line in zip(names, lines[1:], strict=True) if name.strip() not in drop)
     if close:
         kept.append(b"connection: close")
     elif keep_alive:
@@ -316,7 +329,11 @@ def _reason(status: int) -> str:
 
 
 def platform_response(
-    status: int, message: str, headers: list[tuple[str, str]] | None = None, *, close: bool,
+    status: int,
+    message: str,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    close: bool,
 ) -> bytes:
     """A complete response written by ketch itself: `ketch: <message>` in plain text."""
     body = f"ketch: {message}\n".encode()

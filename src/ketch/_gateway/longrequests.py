@@ -99,8 +99,11 @@ class LongRequests:
         if not self.reserve(RECORD_COST):
             if not self._warned:
                 self._warned = True
-                log.warning("long requests: %d bytes of results are kept (the bound); a slow "
-                            "request is left waiting instead of being redirected", self.kept)
+                log.warning(
+                    "long requests: %d bytes of results are kept (the bound); a slow "
+                    "request is left waiting instead of being redirected",
+                    self.kept,
+                )
             return None
         call_id = new_id("lr")
         sink = ResultSink(self, ex)
@@ -140,20 +143,27 @@ class LongRequests:
 
     # -- result URLs ----------------------------------------------------------------------
 
-    async def answer(self, call_id: str, head: RequestHead, owner: str | None = None
-                     ) -> Ready | Denied:
+    async def answer(
+        self, call_id: str, head: RequestHead, owner: str | None = None
+    ) -> Ready | Denied:
         """What a request to a result URL gets: the kept response, once it is there, or a
         303 to the same URL after another request timeout; 400 for a method other than
         GET; 404 for an id unknown here (or expired), or detached from another `owner`
         (by default: the host and port the request came in on)."""
         if head.method != "GET":
-            return Denied(400, f"a result URL ({CALL_ID_PARAMS[0]}) answers GET only, "
-                               f"not {head.method}; follow the 303 with a GET")
+            return Denied(
+                400,
+                f"a result URL ({CALL_ID_PARAMS[0]}) answers GET only, "
+                f"not {head.method}; follow the 303 with a GET",
+            )
         record = self._records.get(call_id)
         if record is None or record.owner != (owner if owner is not None else owner_of(head)):
-            return Denied(404, f"no long-request result {call_id!r} here: the id is unknown, "
-                               f"or its result expired (results are kept "
-                               f"{self.limits.result_retention:g}s after they finish)")
+            return Denied(
+                404,
+                f"no long-request result {call_id!r} here: the id is unknown, "
+                f"or its result expired (results are kept "
+                f"{self.limits.result_retention:g}s after they finish)",
+            )
         if record.response is None:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             record.waiters.append(fut)
@@ -207,8 +217,10 @@ def owner_of(head: RequestHead) -> str:
 
 
 def still_running(timeout: float) -> str:
-    return (f"no response within the {timeout:g}s request timeout; the request goes on, "
-            "and the Location URL waits for its response (reloading it never runs it again)")
+    return (
+        f"no response within the {timeout:g}s request timeout; the request goes on, "
+        "and the Location URL waits for its response (reloading it never runs it again)"
+    )
 
 
 class ResultSink(asyncio.Transport):
@@ -236,8 +248,10 @@ class ResultSink(asyncio.Transport):
         n = len(data)
         if not self.store.reserve(n):
             self._response = _error(
-                502, f"the response is larger than the gateway keeps for long requests "
-                     f"({self.store.limits.max_kept_bytes} bytes in all); it was cut off")
+                502,
+                f"the response is larger than the gateway keeps for long requests "
+                f"({self.store.limits.max_kept_bytes} bytes in all); it was cut off",
+            )
             up = self.ex.upstream
             if up is not None:
                 up.abort()
@@ -280,8 +294,9 @@ class ResultSink(asyncio.Transport):
             outcome = "upstream_error"
         self.end(outcome)
 
-    def answer(self, status: int, message: str, headers: list[tuple[str, str]] | None = None
-               ) -> None:
+    def answer(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """A platform answer for the detached request (the connection's `_answer`)."""
         if self._response is None:
             self._response = _error(status, message, headers)
@@ -303,8 +318,11 @@ class ResultSink(asyncio.Transport):
                 log.exception("releasing the target of a long request failed")
         response = self._response
         if response is None:
-            response = _parse(self._chunks) if outcome == "ok" else _error(
-                502, "the request was cancelled before the app answered")
+            response = (
+                _parse(self._chunks)
+                if outcome == "ok"
+                else _error(502, "the request was cancelled before the app answered")
+            )
         self._chunks = []
         record = self.record
         if record is not None:
@@ -356,6 +374,7 @@ def _parse(chunks: list[bytes]) -> Ready:
     except ValueError:
         reason = b""
     lines = [b"HTTP/1.1 %d %s\r\n" % (c.status, reason)]
-    lines += (name + b": " + value + b"\r\n" for name, value in c.headers
-              if name.lower() not in _NOT_KEPT)
+    lines += (
+        name + b": " + value + b"\r\n" for name, value in c.headers if name.lower() not in _NOT_KEPT
+    )
     return Ready(c.status, b"".join(lines), b"".join(c.body))

@@ -22,9 +22,19 @@ from ketch._gateway.upstream import Pool
 __all__ = ["Denied", "Gateway", "Limits", "Ready", "RequestHead", "Resolver", "Target"]
 
 _STAT_NAMES = (
-    "connections", "requests", *STATUS_KEYS[1:], "denied", "bad_requests", "timeouts",
-    "client_gone", "upstream_connects", "upstream_reused", "upstream_retries",
-    "upstream_errors", "websockets", "long_requests",
+    "connections",
+    "requests",
+    *STATUS_KEYS[1:],
+    "denied",
+    "bad_requests",
+    "timeouts",
+    "client_gone",
+    "upstream_connects",
+    "upstream_reused",
+    "upstream_retries",
+    "upstream_errors",
+    "websockets",
+    "long_requests",
 )
 
 
@@ -32,8 +42,12 @@ class Gateway:
     """Accepts client connections on any number of listening sockets and proxies their
     requests to wherever the resolver says."""
 
-    def __init__(self, resolver: Resolver, limits: Limits = Limits(),
-                 trusted_proxies: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        limits: Limits = Limits(),
+        trusted_proxies: frozenset[str] = frozenset(),
+    ) -> None:
         self.resolver = resolver
         self.limits = limits
         self.trusted_proxies = trusted_proxies
@@ -46,8 +60,9 @@ class Gateway:
         self._connections: set[ClientConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def serve(self, sock: socket.socket, tls: ssl.SSLContext | None = None
-                    ) -> asyncio.AbstractServer:
+    async def serve(
+        self, sock: socket.socket, tls: ssl.SSLContext | None = None
+    ) -> asyncio.AbstractServer:
         """Accept connections on `sock` (bound; listening or not) until `close`; with `tls`,
         HTTPS: the handshake comes first, within the head timeout."""
         loop = asyncio.get_running_loop()
@@ -58,8 +73,12 @@ class Gateway:
             return ClientConnection(self, loop, port)
 
         server = await loop.create_server(
-            factory, sock=sock, backlog=1024, ssl=tls,
-            ssl_handshake_timeout=self.limits.head_timeout if tls is not None else None)
+            factory,
+            sock=sock,
+            backlog=1024,
+            ssl=tls,
+            ssl_handshake_timeout=self.limits.head_timeout if tls is not None else None,
+        )
         self._servers.append(server)
         if self._sweeper is None:
             self._sweeper = loop.call_later(1.0, self._sweep)

@@ -43,9 +43,19 @@ def _noop(outcome: str) -> None:
 
 class WebService:
     def __init__(
-        self, scheduler: Scheduler, store: Store, *, host: str, port: int, domain: str,
-        rate: float, burst: float, trusted_proxies: frozenset[str], limits: Limits,
-        tls_cert: str = "", tls_key: str = "",
+        self,
+        scheduler: Scheduler,
+        store: Store,
+        *,
+        host: str,
+        port: int,
+        domain: str,
+        rate: float,
+        burst: float,
+        trusted_proxies: frozenset[str],
+        limits: Limits,
+        tls_cert: str = "",
+        tls_key: str = "",
     ) -> None:
         self.scheduler = scheduler
         self.store = store
@@ -170,15 +180,21 @@ class WebService:
         if ep.requires_proxy_auth:
             creds = credentials(head.headers)
             if creds is None or not check(self.tokens, creds[0], creds[1]):
-                return Denied(401, "this endpoint requires a valid proxy auth token "
-                                   "(Ketch-Key and Ketch-Secret headers)",
-                              [("www-authenticate", 'Bearer realm="ketch"')])
+                return Denied(
+                    401,
+                    "this endpoint requires a valid proxy auth token "
+                    "(Ketch-Key and Ketch-Secret headers)",
+                    [("www-authenticate", 'Bearer realm="ketch"')],
+                )
             if creds[2]:
                 remove = remove | {b"authorization"}
         wait = self.bucket.take()
         if wait > 0:
-            return Denied(429, "rate limit exceeded for this workspace; retry later",
-                          [("retry-after", str(max(1, math.ceil(wait))))])
+            return Denied(
+                429,
+                "rate limit exceeded for this workspace; retry later",
+                [("retry-after", str(max(1, math.ceil(wait))))],
+            )
         call_id = result_id(head.target)
         if call_id is not None:
             # A long request's result URL (W14): read the kept response; never run anything.
@@ -200,8 +216,9 @@ class WebService:
             return Denied(502, f"{ep.tag} failed to start: {str(exc).splitlines()[0]}")
         except Exception as exc:
             return Denied(502, f"{ep.tag} failed to start: {exc!r}")
-        return _Target(addr, remove,
-                       lambda outcome: self.scheduler.web_done(inp, outcome, head.status))
+        return _Target(
+            addr, remove, lambda outcome: self.scheduler.web_done(inp, outcome, head.status)
+        )
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -215,8 +232,10 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise InvalidError(f"TLS: cannot use the certificate {cert!r} with the key {key!r}: "
-                           f"{exc} (settings tls_cert, tls_key)") from None
+        raise InvalidError(
+            f"TLS: cannot use the certificate {cert!r} with the key {key!r}: "
+            f"{exc} (settings tls_cert, tls_key)"
+        ) from None
     return ctx
 
 

@@ -27,8 +27,14 @@ __all__ = ["Pool", "Upstream", "UpstreamUnavailable"]
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
-_STATUS_KEYS = ("responses_1xx", "responses_1xx", "responses_2xx", "responses_3xx",
-                "responses_4xx", "responses_5xx")
+_STATUS_KEYS = (
+    "responses_1xx",
+    "responses_1xx",
+    "responses_2xx",
+    "responses_3xx",
+    "responses_4xx",
+    "responses_5xx",
+)
 
 _TE = b"\r\ntransfer-encoding:"
 _TE_CHUNKED = b"\r\ntransfer-encoding: chunked\r\n"
@@ -238,13 +244,21 @@ class Upstream(asyncio.Protocol):
         # full-duplex stream) ends the connection after it: what is left of the body is not
         # worth reading to keep a connection.
         close = (
-            ex.close_client or not ex.keep_alive or self._until_close or dechunk
-            or (ex.websocket and not tunnel) or (not ex.body_done and not tunnel)
+            ex.close_client
+            or not ex.keep_alive
+            or self._until_close
+            or dechunk
+            or (ex.websocket and not tunnel)
+            or (not ex.body_done and not tunnel)
         )
         ex.close_client = close
         out = rewrite_response_head(
-            raw, close=close and not tunnel, keep_alive=ex.http10 and not close,
-            dechunk=dechunk, upgrade=tunnel, lower=lower,
+            raw,
+            close=close and not tunnel,
+            keep_alive=ex.http10 and not close,
+            dechunk=dechunk,
+            upgrade=tunnel,
+            lower=lower,
         )
         ex.started = True
         if ex.head is not None:
@@ -360,8 +374,9 @@ class Upstream(asyncio.Protocol):
 
     def _finish(self, ex: Exchange, *, reusable: bool) -> None:
         # A handshake that got no 101 left the server unsure what the connection speaks.
-        reusable = (reusable and self._keep and not self._until_close and ex.body_done
-                    and not ex.websocket)
+        reusable = (
+            reusable and self._keep and not self._until_close and ex.body_done and not ex.websocket
+        )
         self.exchange = None
         ex.upstream = None
         if self._state == _DONE:

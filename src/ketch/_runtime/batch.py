@@ -34,8 +34,9 @@ class Collated:
     refused: dict[str, BaseException]  # inputs whose arguments do not fit the signature
 
 
-def collate(fn: Callable[..., Any], calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
-            ) -> Collated:
+def collate(
+    fn: Callable[..., Any], calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
+) -> Collated:
     """One list per parameter of `fn`, from each caller's arguments (defaults filled in)."""
     sig = inspect.signature(fn)
     params = list(sig.parameters.values())
@@ -147,7 +148,8 @@ async def _call(rt: Runtime, batch: Batch, fn: Callable[..., Any], col: Collated
     batch.in_thread = True
     try:
         result = await asyncio.get_running_loop().run_in_executor(
-            rt.pool, lambda: fn(*col.positional, **col.keyword))
+            rt.pool, lambda: fn(*col.positional, **col.keyword)
+        )
     finally:
         batch.in_thread = False
     if inspect.isawaitable(result):

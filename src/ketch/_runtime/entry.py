@@ -193,7 +193,8 @@ class Runtime:
             # The call's trace context (O5), set in this input's task and handed to its
             # thread, so that user code using OpenTelemetry joins the caller's trace.
             traced = bool(msg.get("traceparent")) and (
-                tracecontext.attach(msg["traceparent"]) is not None)
+                tracecontext.attach(msg["traceparent"]) is not None
+            )
             if msg["kind"] == "gen":
                 await self._run_gen(iid, fn, args, kwargs)
                 out: dict[str, Any] = {"t": "out", "iid": iid, "ok": True, "payload": None}

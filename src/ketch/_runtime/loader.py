@@ -17,8 +17,9 @@ import cloudpickle
 class Target:
     """What a container runs: a plain function, or an instance of a user class."""
 
-    def __init__(self, spec: dict[str, Any], params: bytes | None, *,
-                 instantiate: bool = True) -> None:
+    def __init__(
+        self, spec: dict[str, Any], params: bytes | None, *, instantiate: bool = True
+    ) -> None:
         self.spec = spec
         self.module: types.ModuleType | None = None
         self.instance: Any = None

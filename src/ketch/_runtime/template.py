@@ -55,8 +55,9 @@ def fork_hazard() -> str | None:
     may hold a lock (the allocator's, a logging handler's) that the child would inherit
     held forever; a running event loop's state would be shared with the child."""
     if threading.active_count() > 1:
-        names = ", ".join(sorted(t.name for t in threading.enumerate()
-                                 if t is not threading.current_thread()))
+        names = ", ".join(
+            sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        )
         return f"{threading.active_count() - 1} other thread(s) running ({names})"
     with contextlib.suppress(OSError):
         # Threads started by C code (a BLAS pool, a native client) are not in `threading`.
@@ -110,6 +111,7 @@ def load(msg: dict[str, Any]) -> Preloaded:
 
     install_modal_alias()
     import ketch._runtime.entry  # what every child runs
+
     if spec.get("options", {}).get("batch_max_size"):
         with contextlib.suppress(ImportError):
             import ketch._runtime.batch  # noqa: F401

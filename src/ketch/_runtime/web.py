@@ -40,7 +40,8 @@ def client_address_middleware(app: ASGIApp) -> ASGIApp:
         # user code using OpenTelemetry joins the caller's trace without instrumenting.
         token = None
         if traceparent is not None and tracecontext.is_traceparent(
-                text := traceparent.decode("latin-1")):
+            text := traceparent.decode("latin-1")
+        ):
             token = tracecontext.attach(text)
         try:
             await app(scope, receive, send)
@@ -64,7 +65,10 @@ def fastapi_app(fn: Callable[..., Any], web: dict[str, Any]) -> Any:
     )
     app.add_api_route("/", fn, methods=[web["method"]])
     app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["*"],
+        allow_headers=["*"],
         allow_credentials=False,
     )
     return app
@@ -154,10 +158,16 @@ class WebServer:
         import uvicorn
 
         config = uvicorn.Config(
-            client_address_middleware(app), lifespan="on" if lifespan else "off",
-            ws_max_size=WS_MAX_SIZE, log_level="warning", access_log=False,
-            proxy_headers=False, server_header=False, date_header=True,
-            timeout_keep_alive=300, timeout_graceful_shutdown=5,
+            client_address_middleware(app),
+            lifespan="on" if lifespan else "off",
+            ws_max_size=WS_MAX_SIZE,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=True,
+            timeout_keep_alive=300,
+            timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
         # The runtime owns the signals; uvicorn must not replace its handlers.
@@ -187,8 +197,9 @@ class WebServer:
                 await asyncio.wait_for(self.task, 10)
 
 
-async def wait_for_port(port: int, timeout: float,
-                        started: asyncio.Future[Any] | None = None) -> str:
+async def wait_for_port(
+    port: int, timeout: float, started: asyncio.Future[Any] | None = None
+) -> str:
     """`web_server`: traffic may flow once the user's server accepts on `port`. Returns the
     loopback address that accepted (a server may listen on IPv4, IPv6 or both). `started`
     is the user's function, still running or done: if it fails first, its error is raised."""
@@ -200,14 +211,18 @@ async def wait_for_port(port: int, timeout: float,
         for host in ("127.0.0.1", "::1"):
             try:
                 _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), max(0.05, deadline - loop.time()))
+                    asyncio.open_connection(host, port), max(0.05, deadline - loop.time())
+                )
             except (OSError, TimeoutError):
                 continue
             writer.close()
             return host
         if loop.time() >= deadline:
-            state = ("the function is still running" if started is not None and not started.done()
-                     else "the function returned without a server on that port")
+            state = (
+                "the function is still running"
+                if started is not None and not started.done()
+                else "the function returned without a server on that port"
+            )
             raise TimeoutError(
                 f"web_server: nothing accepted connections on port {port} within "
                 f"startup_timeout={timeout:g}s ({state}); start the server on port {port}, "
@@ -237,8 +252,9 @@ class PortBridge:
         bridge = cls(host, port, path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        bridge.server = await asyncio.start_unix_server(bridge._link, path, backlog=1024,
-                                                        limit=2**18)
+        bridge.server = await asyncio.start_unix_server(
+            bridge._link, path, backlog=1024, limit=2**18
+        )
         return bridge
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -249,15 +265,17 @@ class PortBridge:
         try:
             try:
                 up_reader, up_writer = await asyncio.open_connection(
-                    self.host, self.port, limit=2**18)
+                    self.host, self.port, limit=2**18
+                )
             except OSError:
                 return  # the server went away: the gateway sees the close and answers 502
             sock = up_writer.get_extra_info("socket")
             if sock is not None:  # small writes (WebSocket frames) must not wait for Nagle
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.gather(_pipe(reader, up_writer, writer),
-                                 _pipe(up_reader, writer, up_writer))
+            await asyncio.gather(
+                _pipe(reader, up_writer, writer), _pipe(up_reader, writer, up_writer)
+            )
         finally:
             self._links.discard(task)
             for w in (writer, up_writer):
@@ -277,8 +295,9 @@ class PortBridge:
             os.unlink(self.path)
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                other: asyncio.StreamWriter) -> None:
+async def _pipe(
+    src: asyncio.StreamReader, dst: asyncio.StreamWriter, other: asyncio.StreamWriter
+) -> None:
     """Copy until EOF, then pass the half-close on (the other direction may still run). On
     an error both directions are dropped, as the peer of a reset connection expects."""
     try:

@@ -37,8 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("ketch.api")
 
 _STATUS = {InvalidError: 400, NotFoundError: 404, AlreadyExistsError: 409}
-_RAW_BODY = {"requestBody": {"required": False, "content": {
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+_RAW_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -46,8 +50,9 @@ class AsciiJSONResponse(JSONResponse):
     undecodable bytes (lone surrogates), which UTF-8 cannot encode."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
 
 
 def _precise_keys(node: Any) -> None:
@@ -56,8 +61,11 @@ def _precise_keys(node: Any) -> None:
     value; `propertyNames` plus `additionalProperties` is the exact contract."""
     if isinstance(node, dict):
         patterns = node.get("patternProperties")
-        if isinstance(patterns, dict) and len(patterns) == 1 \
-                and not {"properties", "additionalProperties"} & set(node):
+        if (
+            isinstance(patterns, dict)
+            and len(patterns) == 1
+            and not {"properties", "additionalProperties"} & set(node)
+        ):
             ((pattern, value),) = patterns.items()
             del node["patternProperties"]
             node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": pattern}
@@ -74,8 +82,9 @@ def _error_body(exc: Error) -> dict[str, Any]:
 
 
 def build_api(server: Server) -> FastAPI:
-    app = FastAPI(title="ketch management API", version="1",
-                  default_response_class=AsciiJSONResponse)
+    app = FastAPI(
+        title="ketch management API", version="1", default_response_class=AsciiJSONResponse
+    )
     app.include_router(build_ops_router(server))  # history, rollback, logs, containers, calls
     generate = app.openapi
 
@@ -99,15 +108,20 @@ def build_api(server: Server) -> FastAPI:
         errors = exc.errors()
         message = f"invalid request: {errors_text(errors)}"
         return AsciiJSONResponse(
-            {"error": {"type": "InvalidError", "message": message},
-             "detail": describe_errors(errors, limit=20)}, status_code=422)
+            {
+                "error": {"type": "InvalidError", "message": message},
+                "detail": describe_errors(errors, limit=20),
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code in (204, 304):
             return Response(status_code=exc.status_code, headers=exc.headers)
-        return AsciiJSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                                 headers=exc.headers)
+        return AsciiJSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -133,8 +147,12 @@ def build_api(server: Server) -> FastAPI:
             "uptime": time.time() - server.started,
             "apps": len(server.apps.apps),
             "containers": {
-                cid: {"state": c.state, "function": c.pool.function.tag,
-                      "app_id": c.pool.function.app_id, "inflight": len(c.inflight)}
+                cid: {
+                    "state": c.state,
+                    "function": c.pool.function.tag,
+                    "app_id": c.pool.function.app_id,
+                    "inflight": len(c.inflight),
+                }
                 for cid, c in sched.containers.items()
             },
             "queued": sum(len(p.queue) for p in sched.pools.values()),
@@ -163,10 +181,18 @@ def build_api(server: Server) -> FastAPI:
             tmp.unlink(missing_ok=True)
         return {"sha": sha, "existed": False}
 
-    @app.post("/v1/apps/deploy", dependencies=[Depends(auth)], response_class=StreamingResponse,
-              responses={200: {"description": "The deploy's log lines, then its result or "
-                               "error: one JSON object per line.",
-                               "content": {"application/x-ndjson": {}}}})
+    @app.post(
+        "/v1/apps/deploy",
+        dependencies=[Depends(auth)],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "The deploy's log lines, then its result or "
+                "error: one JSON object per line.",
+                "content": {"application/x-ndjson": {}},
+            }
+        },
+    )
     async def deploy(spec: DeployIn) -> StreamingResponse:
         # What needs no build is checked before the stream starts: it gets a status code.
         prepared = server.apps.prepare_deploy(spec)
@@ -206,15 +232,22 @@ def build_api(server: Server) -> FastAPI:
         for row in server.store.list_apps():
             info = live.get(row["app_id"])
             containers = sum(
-                1 for c in server.scheduler.containers.values()
+                1
+                for c in server.scheduler.containers.values()
                 if c.pool.function.app_id == row["app_id"]
             )
             broken = server.apps.broken.get(row["app_id"])
             if broken is not None and row["state"] == "deployed":
                 row = {**row, "state": "broken"}
-            out.append({**row, "running": info is not None, "containers": containers,
-                        "functions": sorted((info or {}).get("functions", {})),
-                        "error": broken["error"] if broken is not None else None})
+            out.append(
+                {
+                    **row,
+                    "running": info is not None,
+                    "containers": containers,
+                    "functions": sorted((info or {}).get("functions", {})),
+                    "error": broken["error"] if broken is not None else None,
+                }
+            )
         return out
 
     @app.post("/v1/apps/{name}/stop", dependencies=[Depends(auth)])
@@ -226,10 +259,18 @@ def build_api(server: Server) -> FastAPI:
         else:
             # An id, the name of a running ephemeral app (`ketch run --detach`), or an app
             # that did not come back on start.
-            app_id = name if name in server.apps.apps else next(
-                (i for i, a in server.apps.apps.items()
-                 if a["name"] == name and a["environment"] == environment),
-                server.apps.find_broken(environment, name))
+            app_id = (
+                name
+                if name in server.apps.apps
+                else next(
+                    (
+                        i
+                        for i, a in server.apps.apps.items()
+                        if a["name"] == name and a["environment"] == environment
+                    ),
+                    server.apps.find_broken(environment, name),
+                )
+            )
             if app_id is None:
                 raise NotFoundError(f"app {name!r} is not running in environment {environment!r}")
         server.apps.stop(app_id)
@@ -259,8 +300,14 @@ def build_api(server: Server) -> FastAPI:
     async def endpoints() -> list[dict[str, Any]]:
         table = server.web.table
         return [
-            {"app": ep.app_name, "app_id": ep.app_id, "function": ep.tag, "host": ep.host,
-             "url": server.web.url(ep), "host_url": server.web.host_url(ep)}
+            {
+                "app": ep.app_name,
+                "app_id": ep.app_id,
+                "function": ep.tag,
+                "host": ep.host,
+                "url": server.web.url(ep),
+                "host_url": server.web.host_url(ep),
+            }
             for ep in sorted(table.by_host.values(), key=lambda e: e.host)
         ]
 

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
 _DENIED = "missing or wrong server token"
 # In the OpenAPI document as a security scheme, so that generated clients send it.
-_BEARER = HTTPBearer(auto_error=False, scheme_name="serverToken",
-                     description="The server's token, from the file `token` in KETCH_HOME.")
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="serverToken",
+    description="The server's token, from the file `token` in KETCH_HOME.",
+)
 
 
 def token_ok(server: Server, authorization: str | bytes) -> bool:
@@ -24,8 +27,11 @@ def token_ok(server: Server, authorization: str | bytes) -> bool:
 
     Compared as bytes: the header may hold any octets (a str of them, decoded as latin-1),
     and `hmac.compare_digest` refuses non-ASCII text rather than saying no."""
-    raw = authorization if isinstance(authorization, bytes) else \
-        authorization.encode("latin-1", "replace")
+    raw = (
+        authorization
+        if isinstance(authorization, bytes)
+        else authorization.encode("latin-1", "replace")
+    )
     given = raw.strip().removeprefix(b"Bearer ").strip()
     # Constant time: the token is the only thing between a local user and the API.
     return hmac.compare_digest(given, server.token.encode())
@@ -39,8 +45,9 @@ class TokenAuth:
     def __init__(self, server: Server) -> None:
         self.server = server
 
-    def __call__(self, request: Request,
-                 _: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
+    def __call__(
+        self, request: Request, _: HTTPAuthorizationCredentials | None = Depends(_BEARER)
+    ) -> None:
         # The raw header, not what HTTPBearer parsed: it only documents the scheme.
         if not token_ok(self.server, request.headers.get("authorization", "")):
             raise HTTPException(401, _DENIED, headers={"WWW-Authenticate": "Bearer"})
@@ -58,8 +65,9 @@ class TokenGuard:
     FastAPI parses a JSON body before it runs a route's dependencies, so without this an
     unauthenticated peer could make the server buffer and decode whatever it sends."""
 
-    def __init__(self, app: ASGIApp, server: Server,
-                 protected: Callable[[dict[str, Any]], bool]) -> None:
+    def __init__(
+        self, app: ASGIApp, server: Server, protected: Callable[[dict[str, Any]], bool]
+    ) -> None:
         self.app = app
         self.server = server
         self.protected = protected
@@ -69,11 +77,17 @@ class TokenGuard:
             value = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
             if not token_ok(self.server, value):
                 body = json.dumps({"detail": _DENIED}).encode()
-                await send({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"www-authenticate", b"Bearer"),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

@@ -24,7 +24,9 @@ def status_router(server: Server) -> APIRouter:
         app_id = resolve_app_id(server, environment, name)
         live = server.apps.apps.get(app_id)
         return {
-            "app_id": app_id, "name": name, "running": live is not None,
+            "app_id": app_id,
+            "name": name,
+            "running": live is not None,
             "functions": server.scheduler.status(app_id),
         }
 

@@ -34,17 +34,29 @@ T = TypeVar("T")
 
 # Builtin errors of file operations, passed to the SDK by name (it raises the same type).
 _FS_STATUS: dict[type[OSError], int] = {
-    FileNotFoundError: 404, FileExistsError: 409, IsADirectoryError: 400,
+    FileNotFoundError: 404,
+    FileExistsError: 409,
+    IsADirectoryError: 400,
     NotADirectoryError: 400,
 }
 _CHUNK = 2**20
-_RAW_BODY = {"requestBody": {"required": False, "content": {
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+_RAW_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 # Other OS errors that the request's path or content causes, not the server's disk.
-_REQUEST_ERRNOS = {errno.ENAMETOOLONG: 400, errno.ELOOP: 400, errno.EINVAL: 400,
-                   errno.ENOTEMPTY: 409, errno.EEXIST: 409, errno.EXDEV: 400}
+_REQUEST_ERRNOS = {
+    errno.ENAMETOOLONG: 400,
+    errno.ELOOP: 400,
+    errno.EINVAL: 400,
+    errno.ENOTEMPTY: 409,
+    errno.EEXIST: 409,
+    errno.EXDEV: 400,
+}
 
 
 async def _fs(fn: Callable[..., T], *args: Any) -> T:
@@ -57,8 +69,9 @@ async def _fs(fn: Callable[..., T], *args: Any) -> T:
     except OSError as exc:
         if exc.errno not in _REQUEST_ERRNOS:
             raise
-        raise HTTPException(_REQUEST_ERRNOS[exc.errno],
-                            {"type": "OSError", "message": str(exc)}) from exc
+        raise HTTPException(
+            _REQUEST_ERRNOS[exc.errno], {"type": "OSError", "message": str(exc)}
+        ) from exc
 
 
 def volume_router(server: Server) -> APIRouter:
@@ -81,8 +94,9 @@ def volume_router(server: Server) -> APIRouter:
 
     @router.post("/lookup")
     async def lookup(body: VolumeNameIn) -> dict[str, Any]:
-        rec = manager().lookup(body.environment, body.name,
-                               create_if_missing=body.create_if_missing)
+        rec = manager().lookup(
+            body.environment, body.name, create_if_missing=body.create_if_missing
+        )
         return rec.as_dict()
 
     @router.post("/ephemeral")
@@ -116,8 +130,9 @@ def volume_router(server: Server) -> APIRouter:
         return {"ok": True}
 
     @router.get("/{vid}/ls")
-    async def listdir(vid: IdParam, path: PathQuery = "/",
-                      recursive: bool = False) -> list[dict[str, Any]]:
+    async def listdir(
+        vid: IdParam, path: PathQuery = "/", recursive: bool = False
+    ) -> list[dict[str, Any]]:
         return await _fs(vfs.list_entries, root(vid), path, recursive)
 
     @router.post("/{vid}/exists")
@@ -135,15 +150,16 @@ def volume_router(server: Server) -> APIRouter:
             finally:
                 os.close(fd)
 
-        return StreamingResponse(body(), media_type="application/octet-stream",
-                                 headers={"content-length": str(size)})
+        return StreamingResponse(
+            body(), media_type="application/octet-stream", headers={"content-length": str(size)}
+        )
 
     @router.put("/{vid}/files", openapi_extra=_RAW_BODY)
-    async def upload(vid: IdParam, path: PathQuery, request: Request, force: bool = False,
-                     mode: ModeQuery = None) -> dict[str, Any]:
+    async def upload(
+        vid: IdParam, path: PathQuery, request: Request, force: bool = False, mode: ModeQuery = None
+    ) -> dict[str, Any]:
         where = root(vid)  # on the loop: the store is not used from threads
-        up = await _fs(lambda: vfs.Upload(where, manager().staging, path, force=force,
-                                          mode=mode))
+        up = await _fs(lambda: vfs.Upload(where, manager().staging, path, force=force, mode=mode))
         try:
             pending: list[bytes] = []
             held = 0

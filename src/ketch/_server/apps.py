@@ -71,9 +71,17 @@ class _Prepared:
 
 class AppManager:
     def __init__(
-        self, home: Path, store: Store, scheduler: Scheduler, builder: ImageBuilder,
-        box: SecretBox, *, web: WebService | None = None, workspace: str = "local",
-        on_note: Callable[[str, str], None] | None = None, logs: LogHub | None = None,
+        self,
+        home: Path,
+        store: Store,
+        scheduler: Scheduler,
+        builder: ImageBuilder,
+        box: SecretBox,
+        *,
+        web: WebService | None = None,
+        workspace: str = "local",
+        on_note: Callable[[str, str], None] | None = None,
+        logs: LogHub | None = None,
     ) -> None:
         self.web = web
         self.logs = logs
@@ -114,8 +122,9 @@ class AppManager:
             # Any bytes can be uploaded as a blob; only the deploy that names it as its
             # source learns that they are not a usable archive.
             shutil.rmtree(tmp, ignore_errors=True)
-            raise InvalidError(f"source blob {sha[:12]} is not a usable source archive: "
-                               f"{exc}") from None
+            raise InvalidError(
+                f"source blob {sha[:12]} is not a usable source archive: {exc}"
+            ) from None
         (tmp / ".ok").touch()
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
@@ -137,8 +146,9 @@ class AppManager:
     # -- secrets ------------------------------------------------------------------------
     def put_secret(self, environment: str, name: str, values: dict[str, str], force: bool) -> None:
         validate_name("secret", name)
-        if not values or not all(isinstance(k, str) and isinstance(v, str)
-                                  for k, v in values.items()):
+        if not values or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
             raise InvalidError("a secret needs at least one KEY=VALUE pair of strings")
         for key in values:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -154,8 +164,7 @@ class AppManager:
         values: dict[str, str] = json.loads(self.box.decrypt(data))
         return values
 
-    def _check_secret(self, environment: str,
-                      ref: InlineSecret | NamedSecret) -> dict[str, Any]:
+    def _check_secret(self, environment: str, ref: InlineSecret | NamedSecret) -> dict[str, Any]:
         """Check one secret reference and seal inline values; returns what is stored."""
         if isinstance(ref, InlineSecret):
             sealed = self.box.encrypt(json.dumps(ref.values).encode())
@@ -197,13 +206,13 @@ class AppManager:
             fspec["secrets"] = [self._check_secret(spec.environment, s) for s in fn.secrets]
             functions[tag] = fspec
         # Every volume checked (and only then any created) before anything else changes.
-        self.volumes.attach(spec.environment, functions,
-                            forbidden=[self.home, self.scheduler.sockets_dir])
+        self.volumes.attach(
+            spec.environment, functions, forbidden=[self.home, self.scheduler.sockets_dir]
+        )
         return _Prepared(spec, functions, source_dir)
 
     async def finish_deploy(self, prepared: _Prepared, log: Log) -> dict[str, Any]:
-        spec, stored_functions, source_dir = prepared.spec, prepared.functions, \
-            prepared.source_dir
+        spec, stored_functions, source_dir = prepared.spec, prepared.functions, prepared.source_dir
         name, environment, ephemeral = spec.name, spec.environment, spec.ephemeral
         built = await self._build_images(stored_functions, log)
         if ephemeral:
@@ -214,7 +223,8 @@ class AppManager:
             existing = self.store.find_deployed_app(environment, name)
             app_id = existing["app_id"] if existing else new_id("ap")
         stored: dict[str, Any] = {
-            "name": name, "environment": environment,
+            "name": name,
+            "environment": environment,
             "source": spec.source.model_dump() if spec.source else None,
             "functions": stored_functions,
         }
@@ -224,8 +234,9 @@ class AppManager:
         version = self.store.save_app_version(
             app_id, name, environment, "ephemeral" if ephemeral else "deployed", stored
         )
-        ids = self._activate(app_id, stored, version, "ephemeral" if ephemeral else "deployed",
-                             source_dir, built)
+        ids = self._activate(
+            app_id, stored, version, "ephemeral" if ephemeral else "deployed", source_dir, built
+        )
         await self.refresh_routes()
         self._event(app_id, f"deployed version {version}")
         return {"app_id": app_id, "version": version, "functions": ids, "web_urls": urls}
@@ -252,18 +263,26 @@ class AppManager:
         rows = []
         for version, text, created in self.store.app_versions(app_id):
             row: dict[str, Any] = {
-                "version": version, "created": created, "source": None, "spec_hash": "-",
-                "functions": [], "rollback_of": None,
-                "live": live is not None and live["version"] == version, "error": None,
+                "version": version,
+                "created": created,
+                "source": None,
+                "spec_hash": "-",
+                "functions": [],
+                "rollback_of": None,
+                "live": live is not None and live["version"] == version,
+                "error": None,
             }
             try:
                 stored = load_stored(text)
             except InvalidError as exc:
                 row["error"] = str(exc)
             else:
-                row.update(source=(stored.get("source") or {}).get("blob"),
-                           spec_hash=_spec_hash(stored), functions=sorted(stored["functions"]),
-                           rollback_of=stored.get("rollback_of"))
+                row.update(
+                    source=(stored.get("source") or {}).get("blob"),
+                    spec_hash=_spec_hash(stored),
+                    functions=sorted(stored["functions"]),
+                    rollback_of=stored.get("rollback_of"),
+                )
             rows.append(row)
         return rows
 
@@ -299,10 +318,14 @@ class AppManager:
         try:
             old = load_stored(versions[version])
         except InvalidError as exc:
-            raise InvalidError(f"version {version} of {app['name']!r} cannot be served "
-                               f"again: {exc}") from None
-        stored = {**old, "rollback_of": version,
-                  "functions": {tag: dict(f) for tag, f in old["functions"].items()}}
+            raise InvalidError(
+                f"version {version} of {app['name']!r} cannot be served again: {exc}"
+            ) from None
+        stored = {
+            **old,
+            "rollback_of": version,
+            "functions": {tag: dict(f) for tag, f in old["functions"].items()},
+        }
         for fspec in stored["functions"].values():
             for ref in fspec.get("secrets", []):
                 if ref.get("kind") == "named":  # deleted since: refuse before anything changes
@@ -312,22 +335,25 @@ class AppManager:
         if stored.get("source"):
             source_dir = str(self._source_dir(stored["source"]["blob"]))
         self._claim_endpoints(app_id, stored, ephemeral=False)
-        new = self.store.save_app_version(app_id, stored["name"], stored["environment"],
-                                          "deployed", stored)
+        new = self.store.save_app_version(
+            app_id, stored["name"], stored["environment"], "deployed", stored
+        )
         self._activate(app_id, stored, new, "deployed", source_dir, built)
         await self.refresh_routes()
         self._event(app_id, f"rolled back to version {version} (as version {new})")
         return {"app_id": app_id, "version": new, "rollback_of": version}
 
     # -- web endpoints ------------------------------------------------------------------
-    def _endpoints(self, app_id: str, stored: dict[str, Any], ephemeral: bool,
-                   reserve: bool = True) -> list[Any]:
+    def _endpoints(
+        self, app_id: str, stored: dict[str, Any], ephemeral: bool, reserve: bool = True
+    ) -> list[Any]:
         if self.web is None:
             return []
         from ketch._server.endpoints import app_endpoints
 
-        return app_endpoints(self.web, app_id, stored, ephemeral=ephemeral,
-                             workspace=self.workspace, reserve=reserve)
+        return app_endpoints(
+            self.web, app_id, stored, ephemeral=ephemeral, workspace=self.workspace, reserve=reserve
+        )
 
     def _claim_endpoints(
         self, app_id: str, stored: dict[str, Any], ephemeral: bool
@@ -340,8 +366,11 @@ class AppManager:
             return {}
         assert self.web is not None
         taken_over = [
-            other_id for other_id, other in self.apps.items()
-            if ephemeral and other_id != app_id and other["state"] == "ephemeral"
+            other_id
+            for other_id, other in self.apps.items()
+            if ephemeral
+            and other_id != app_id
+            and other["state"] == "ephemeral"
             and other["name"] == stored["name"]
             and other["environment"] == stored["environment"]
         ]
@@ -369,8 +398,13 @@ class AppManager:
             self.on_note(app_id, line)
 
     def _activate(
-        self, app_id: str, stored: dict[str, Any], version: int, state: str,
-        source_dir: str | None, built: dict[str, Any],
+        self,
+        app_id: str,
+        stored: dict[str, Any],
+        version: int,
+        state: str,
+        source_dir: str | None,
+        built: dict[str, Any],
     ) -> dict[str, str]:
         ids: dict[str, str] = {}
         old = self.apps.get(app_id)
@@ -378,9 +412,15 @@ class AppManager:
             fid = stable_id("fu", app_id, tag)
             mount = self.mount_dir(fspec["image"])
             fdef = FunctionDef(
-                function_id=fid, app_id=app_id, app_name=stored["name"],
-                environment=stored["environment"], version=version, tag=tag, spec=fspec,
-                image=built[tag], source_dir=source_dir,
+                function_id=fid,
+                app_id=app_id,
+                app_name=stored["name"],
+                environment=stored["environment"],
+                version=version,
+                tag=tag,
+                spec=fspec,
+                image=built[tag],
+                source_dir=source_dir,
                 mount_dir=str(mount / "root") if mount and (mount / "root").exists() else None,
                 volumes=self.volumes.host_mounts(fspec.get("volumes") or []),
             )
@@ -390,8 +430,13 @@ class AppManager:
             for fid in set(old["functions"].values()) - set(ids.values()):
                 self.scheduler.functions.pop(fid, None)
         self.apps[app_id] = {
-            "app_id": app_id, "name": stored["name"], "environment": stored["environment"],
-            "state": state, "version": version, "functions": ids, "stored": stored,
+            "app_id": app_id,
+            "name": stored["name"],
+            "environment": stored["environment"],
+            "state": state,
+            "version": version,
+            "functions": ids,
+            "stored": stored,
         }
         self.broken.pop(app_id, None)
         return ids
@@ -412,8 +457,11 @@ class AppManager:
                 if app_id not in self.apps:
                     self.scheduler.unregister_app(app_id)  # whatever got registered goes
                 error = str(exc) or type(exc).__name__
-                self.broken[app_id] = {"name": str(app["name"]),
-                                       "environment": str(app["environment"]), "error": error}
+                self.broken[app_id] = {
+                    "name": str(app["name"]),
+                    "environment": str(app["environment"]),
+                    "error": error,
+                }
                 log(f"app {app['name']!r} ({app_id}) not restored: {error}")
                 continue
             n += 1
@@ -458,8 +506,11 @@ class AppManager:
 
     def find(self, environment: str, name: str) -> dict[str, Any] | None:
         for app in self.apps.values():
-            if app["environment"] == environment and app["name"] == name \
-                    and app["state"] == "deployed":
+            if (
+                app["environment"] == environment
+                and app["name"] == name
+                and app["state"] == "deployed"
+            ):
                 return app
         return None
 
@@ -478,7 +529,9 @@ class AppManager:
             )
         fdef = self.scheduler.functions[fid]
         return {
-            "function_id": fid, "app_id": app["app_id"], "tag": tag,
+            "function_id": fid,
+            "app_id": app["app_id"],
+            "tag": tag,
             "kind": fdef.spec.get("kind", "function"),
             "is_generator": bool(fdef.spec.get("is_generator")),
             "web_url": fdef.spec.get("web_url"),

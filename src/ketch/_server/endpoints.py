@@ -11,7 +11,12 @@ from ketch._utils.labels import default_label, host_label
 
 
 def app_endpoints(
-    web: WebService, app_id: str, stored: dict[str, Any], *, ephemeral: bool, workspace: str,
+    web: WebService,
+    app_id: str,
+    stored: dict[str, Any],
+    *,
+    ephemeral: bool,
+    workspace: str,
     reserve: bool = True,
 ) -> list[Endpoint]:
     """The endpoints of one app version; with `reserve`, new ones get a port recorded."""
@@ -22,11 +27,18 @@ def app_endpoints(
             continue
         label = spec.get("label") or default_label(stored["name"], tag)
         host = host_label(workspace, stored["environment"], label, ephemeral=ephemeral)
-        out.append(Endpoint(
-            function_id=stable_id("fu", app_id, tag), app_id=app_id, app_name=stored["name"],
-            tag=tag, host=host, port=web.port_for(host, reserve=reserve),
-            # A class's web method takes the class parameters from the query string.
-            web={**spec, "cls_params": fspec.get("param_types")} if fspec.get("web_method")
-            else spec,
-        ))
+        out.append(
+            Endpoint(
+                function_id=stable_id("fu", app_id, tag),
+                app_id=app_id,
+                app_name=stored["name"],
+                tag=tag,
+                host=host,
+                port=web.port_for(host, reserve=reserve),
+                # A class's web method takes the class parameters from the query string.
+                web={**spec, "cls_params": fspec.get("param_types")}
+                if fspec.get("web_method")
+                else spec,
+            )
+        )
     return out

@@ -44,8 +44,14 @@ class Follower:
 class LogFilter:
     """Which entries a reader wants: by function, source (stream), container and age."""
 
-    def __init__(self, *, function: str | None = None, sources: Iterable[str] | None = None,
-                 container: str | None = None, since: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        function: str | None = None,
+        sources: Iterable[str] | None = None,
+        container: str | None = None,
+        since: float | None = None,
+    ) -> None:
         self.function = function
         self.sources = frozenset(sources) if sources else None
         self.container = container
@@ -74,14 +80,27 @@ class LogHub:
         # Told of every line and event (OTLP log export, O5); None when nothing listens.
         self.on_entry: Callable[[dict[str, Any]], None] | None = None
 
-    def emit(self, app_id: str, function: str, container: str, stream: str, line: str,
-             *, event: bool = False) -> None:
+    def emit(
+        self,
+        app_id: str,
+        function: str,
+        container: str,
+        stream: str,
+        line: str,
+        *,
+        event: bool = False,
+    ) -> None:
         """Store one line and pass it to live readers. `event` marks a platform event
         (container started, stopped, crashed...): stored and followed, but not shown in
         the output of `ketch run`/`serve`, which subscribe over the call connection."""
         entry = {
-            "t": "log", "app_id": app_id, "function": function, "container": container,
-            "stream": stream, "line": line, "ts": time.time(),
+            "t": "log",
+            "app_id": app_id,
+            "function": function,
+            "container": container,
+            "stream": stream,
+            "line": line,
+            "ts": time.time(),
         }
         if container not in self._containers and container.startswith("ta-"):
             self._containers[container] = app_id
@@ -139,8 +158,9 @@ class LogHub:
     def has_logs(self, app_id: str) -> bool:
         return any((self.directory / n).exists() for n in (f"{app_id}.log", f"{app_id}.log.1"))
 
-    def entries(self, app_id: str, match: LogFilter | None = None,
-                tail: int | None = None) -> list[dict[str, Any]]:
+    def entries(
+        self, app_id: str, match: LogFilter | None = None, tail: int | None = None
+    ) -> list[dict[str, Any]]:
         """Stored entries of an app, oldest first."""
         out: list[dict[str, Any]] = []
         for name in (f"{app_id}.log.1", f"{app_id}.log"):
@@ -155,8 +175,15 @@ class LogHub:
                     ts = float(parts[0])
                 except ValueError:
                     continue
-                entry = {"t": "log", "app_id": app_id, "ts": ts, "function": parts[1],
-                         "container": parts[2], "stream": parts[3], "line": parts[4]}
+                entry = {
+                    "t": "log",
+                    "app_id": app_id,
+                    "ts": ts,
+                    "function": parts[1],
+                    "container": parts[2],
+                    "stream": parts[3],
+                    "line": parts[4],
+                }
                 if match is None or match(entry):
                     out.append(entry)
         if tail is not None:

@@ -125,12 +125,18 @@ class Server:
         from ketch._gateway.service import WebService
 
         self.web = WebService(
-            self.scheduler, self.store, host=cfg.server_host, port=cfg.gateway_port,
-            domain=cfg.domain, rate=cfg.rate_limit, burst=cfg.rate_burst,
+            self.scheduler,
+            self.store,
+            host=cfg.server_host,
+            port=cfg.gateway_port,
+            domain=cfg.domain,
+            rate=cfg.rate_limit,
+            burst=cfg.rate_burst,
             trusted_proxies=frozenset(
                 p.strip() for p in cfg.trusted_proxies.split(",") if p.strip() not in ("", "-")
             ),
-            limits=Limits(request_timeout=cfg.request_timeout), tls_cert=cfg.tls_cert,
+            limits=Limits(request_timeout=cfg.request_timeout),
+            tls_cert=cfg.tls_cert,
             tls_key=cfg.tls_key,
         )
         from ketch._server.tracing import from_config
@@ -142,7 +148,12 @@ class Server:
             self.tracing.install(self.scheduler, self.logs, self.web.gateway)
         gateway_port = await self.web.start()
         self.apps = AppManager(
-            self.home, self.store, self.scheduler, self.builder, self.box, web=self.web,
+            self.home,
+            self.store,
+            self.scheduler,
+            self.builder,
+            self.box,
+            web=self.web,
             workspace=cfg.workspace,
             on_note=lambda app_id, line: self.logs.emit(app_id, "-", "ketch", "system", line),
             logs=self.logs,
@@ -150,13 +161,18 @@ class Server:
         from ketch._server.objects import Limits as ObjectLimits
         from ketch._server.objects import ObjectServer
 
-        objects = ObjectServer(self.store, self.home / "objects", ObjectLimits(
-            cfg.dict_value_limit, cfg.queue_item_limit, cfg.queue_partition_size))
-        limits = CallLimits(preauth_frame=cfg.max_frame_preauth,
-                            max_message=cfg.max_message_bytes, hello_timeout=cfg.hello_timeout,
-                            max_unauthenticated=cfg.max_unauthenticated)
-        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token, objects,
-                                limits)
+        objects = ObjectServer(
+            self.store,
+            self.home / "objects",
+            ObjectLimits(cfg.dict_value_limit, cfg.queue_item_limit, cfg.queue_partition_size),
+        )
+        limits = CallLimits(
+            preauth_frame=cfg.max_frame_preauth,
+            max_message=cfg.max_message_bytes,
+            hello_timeout=cfg.hello_timeout,
+            max_unauthenticated=cfg.max_unauthenticated,
+        )
+        self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token, objects, limits)
         # Spawned calls' requests are stored with their inline secrets sealed by this box.
         self.scheduler.box = self.box
         call_server = await asyncio.start_server(self.calls.handle, sock=call_sock, limit=2**20)
@@ -169,7 +185,10 @@ class Server:
         from ketch._server.api import build_api
 
         uv_config = uvicorn.Config(
-            build_api(self), log_level="warning", access_log=False, lifespan="off",
+            build_api(self),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
             timeout_graceful_shutdown=1,
         )
         api = uvicorn.Server(uv_config)
@@ -192,8 +211,13 @@ class Server:
             "version": ketch.__version__,
         }
         _write_json_atomic(cfg.server_file, info)
-        log.info("ketch server up: api %s, calls %s, %d apps restored, %d calls resumed",
-                 api_port, call_port, restored, resumed)
+        log.info(
+            "ketch server up: api %s, calls %s, %d apps restored, %d calls resumed",
+            api_port,
+            call_port,
+            restored,
+            resumed,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -269,7 +293,8 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def main() -> None:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = Config.load()

@@ -39,23 +39,32 @@ class _ServerCollector(Collector):
             if key.startswith("responses_"):
                 responses.add_metric([key.removeprefix("responses_")], value)
         yield responses
-        for key in ("requests", "denied", "timeouts", "client_gone", "upstream_errors",
-                    "websockets"):
-            yield CounterMetricFamily(f"ketch_gateway_{key}", f"Gateway {key}",
-                                      value=stats.get(key, 0))
+        for key in (
+            "requests",
+            "denied",
+            "timeouts",
+            "client_gone",
+            "upstream_errors",
+            "websockets",
+        ):
+            yield CounterMetricFamily(
+                f"ketch_gateway_{key}", f"Gateway {key}", value=stats.get(key, 0)
+            )
         states: Counter[tuple[str, str]] = Counter()
         for c in sched.containers.values():
             states[(c.pool.function.tag, c.state)] += 1
-        containers = GaugeMetricFamily("ketch_containers", "Containers by function and state",
-                                       labels=["function", "state"])
+        containers = GaugeMetricFamily(
+            "ketch_containers", "Containers by function and state", labels=["function", "state"]
+        )
         for (function, state), n in sorted(states.items()):
             containers.add_metric([function, state], n)
         yield containers
         depth: Counter[str] = Counter()
         for pool in sched.pools.values():
             depth[pool.function.tag] += len(pool.queue)
-        queue = GaugeMetricFamily("ketch_queue_depth", "Queued inputs by function",
-                                  labels=["function"])
+        queue = GaugeMetricFamily(
+            "ketch_queue_depth", "Queued inputs by function", labels=["function"]
+        )
         for function, n in sorted(depth.items()):
             queue.add_metric([function], n)
         yield queue

@@ -77,9 +77,7 @@ class Container:
     inflight: dict[str, Input] = field(default_factory=dict)
     idle_since: float = field(default_factory=time.monotonic)
     startup_error: dict[str, Any] | None = None
-    log_tail: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=40)
-    )
+    log_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=40))
     stop_reason: str | None = None  # set when ketch itself stops or kills it
     web_addr: str | None = None  # where the container serves HTTP, for web functions
     gpus: tuple[int, ...] = ()  # indices of the host GPUs it holds (S7)

@@ -43,8 +43,9 @@ class DictEntries:
         ).fetchone()
         return int(n)
 
-    def put(self, oid: str, key: bytes, stored: Stored, *, skip_if_exists: bool,
-            op_id: str | None) -> bool:
+    def put(
+        self, oid: str, key: bytes, stored: Stored, *, skip_if_exists: bool, op_id: str | None
+    ) -> bool:
         old_blob: str | None = None
         with self._store.tx() as db:
             row = db.execute(
@@ -54,12 +55,15 @@ class DictEntries:
             if row is None:
                 db.execute(
                     "INSERT INTO dict_entries (object_id, key, value, blob, size)"
-                    " VALUES (?, ?, ?, ?, ?)", (oid, key, stored.value, stored.blob, stored.size),
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (oid, key, stored.value, stored.blob, stored.size),
                 )
             elif written:
                 old_blob = row[1]
-                db.execute("UPDATE dict_entries SET value = ?, blob = ?, size = ? WHERE seq = ?",
-                           (stored.value, stored.blob, stored.size, row[0]))
+                db.execute(
+                    "UPDATE dict_entries SET value = ?, blob = ?, size = ? WHERE seq = ?",
+                    (stored.value, stored.blob, stored.size, row[0]),
+                )
             OpLog.record(db, op_id, {"ok": True, "written": written})
         self.files.discard(old_blob if written else stored.blob)
         return written
@@ -106,16 +110,21 @@ class DictEntries:
             self.files.discard(blob)
 
     def clear(self, oid: str, op_id: str | None = None) -> int:
-        blobs = [r[0] for r in self._db.execute(
-            "SELECT blob FROM dict_entries WHERE object_id = ? AND blob IS NOT NULL", (oid,))]
+        blobs = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT blob FROM dict_entries WHERE object_id = ? AND blob IS NOT NULL", (oid,)
+            )
+        ]
         with self._store.tx() as db:
             cur = db.execute("DELETE FROM dict_entries WHERE object_id = ?", (oid,))
             OpLog.record(db, op_id, {"ok": True})
         self.files.discard(*blobs)
         return cur.rowcount
 
-    async def scan(self, oid: str, after: int, limit: int, keys: bool,
-                   values: bool) -> list[tuple[int, bytes | None, bytes | None]]:
+    async def scan(
+        self, oid: str, after: int, limit: int, keys: bool, values: bool
+    ) -> list[tuple[int, bytes | None, bytes | None]]:
         """A page of entries in insertion order after `after` (a seq from an earlier page)."""
         rows = self._db.execute(
             "SELECT seq, key, value, blob, size FROM dict_entries"
@@ -139,8 +148,9 @@ class DictEntries:
         return page
 
     def blobs(self) -> set[str]:
-        return {r[0] for r in self._db.execute(
-            "SELECT blob FROM dict_entries WHERE blob IS NOT NULL")}
+        return {
+            r[0] for r in self._db.execute("SELECT blob FROM dict_entries WHERE blob IS NOT NULL")
+        }
 
     def summary(self, oid: str) -> dict[str, Any]:
         n, size = self._db.execute(

@@ -46,8 +46,9 @@ class QueueItems:
                 fut.set_result(None)
 
     @staticmethod
-    async def _wait(table: dict[PartKey, list[asyncio.Future[None]]], part: PartKey,
-                    deadline: float | None) -> bool:
+    async def _wait(
+        table: dict[PartKey, list[asyncio.Future[None]]], part: PartKey, deadline: float | None
+    ) -> bool:
         """Sleep until woken (True) or the deadline passes (False)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -86,13 +87,17 @@ class QueueItems:
             self._drop_partition(part)
 
     def _drop_partition(self, part: PartKey) -> None:
-        blobs = [r[0] for r in self._db.execute(
-            "SELECT blob FROM queue_items WHERE object_id = ? AND partition = ?"
-            " AND blob IS NOT NULL", part)]
+        blobs = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT blob FROM queue_items WHERE object_id = ? AND partition = ?"
+                " AND blob IS NOT NULL",
+                part,
+            )
+        ]
         with self._store.tx() as db:
             db.execute("DELETE FROM queue_items WHERE object_id = ? AND partition = ?", part)
-            db.execute("DELETE FROM queue_partitions WHERE object_id = ? AND partition = ?",
-                       part)
+            db.execute("DELETE FROM queue_partitions WHERE object_id = ? AND partition = ?", part)
         self.expires.pop(part, None)
         self.files.discard(*blobs)
         self._wake(self._space_waiters, part)
@@ -120,8 +125,16 @@ class QueueItems:
         ).fetchone()
         return int(n)
 
-    async def put(self, part: PartKey, items: list[Stored], ttl: float, *, block: bool,
-                  timeout: float | None, op_id: str | None) -> None:
+    async def put(
+        self,
+        part: PartKey,
+        items: list[Stored],
+        ttl: float,
+        *,
+        block: bool,
+        timeout: float | None,
+        op_id: str | None,
+    ) -> None:
         if len(items) > self.partition_size:
             self.files.discard(*(s.blob for s in items))
             raise queue.Full(
@@ -132,18 +145,17 @@ class QueueItems:
         try:
             while not self._try_put(part, items, ttl, op_id):
                 if not block or not await self._wait(self._space_waiters, part, deadline):
-                    raise queue.Full(
-                        f"the queue partition is full ({self.partition_size} items)"
-                    )
+                    raise queue.Full(f"the queue partition is full ({self.partition_size} items)")
         except BaseException:
             self.files.discard(*(s.blob for s in items))
             raise
 
-    def _try_put(self, part: PartKey, items: list[Stored], ttl: float,
-                 op_id: str | None) -> bool:
+    def _try_put(self, part: PartKey, items: list[Stored], ttl: float, op_id: str | None) -> bool:
         now = time.time()
-        if part not in self.expires and \
-                sum(1 for p in self.expires if p[0] == part[0]) >= MAX_PARTITIONS:
+        if (
+            part not in self.expires
+            and sum(1 for p in self.expires if p[0] == part[0]) >= MAX_PARTITIONS
+        ):
             raise ResourceExhaustedError(f"a queue holds at most {MAX_PARTITIONS} partitions")
         if self.count(part) + len(items) > self.partition_size:
             return False
@@ -154,15 +166,18 @@ class QueueItems:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(part[0], part[1], s.value, s.blob, s.size) for s in items],
             )
-            db.execute("INSERT OR REPLACE INTO queue_partitions VALUES (?, ?, ?)",
-                       (part[0], part[1], expires))
+            db.execute(
+                "INSERT OR REPLACE INTO queue_partitions VALUES (?, ?, ?)",
+                (part[0], part[1], expires),
+            )
             OpLog.record(db, op_id, {"ok": True})
         self.expires[part] = expires
         self._wake(self._put_waiters, part)
         return True
 
-    async def get(self, part: PartKey, n: int, *, block: bool,
-                  timeout: float | None) -> list[bytes]:
+    async def get(
+        self, part: PartKey, n: int, *, block: bool, timeout: float | None
+    ) -> list[bytes]:
         if n < 1:
             raise InvalidError(f"n_values must be at least 1, got {n}")
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
@@ -177,7 +192,8 @@ class QueueItems:
         self._expire(part, time.time())
         rows = self._db.execute(
             "SELECT seq, value, blob FROM queue_items WHERE object_id = ? AND partition = ?"
-            " ORDER BY seq LIMIT ?", (*part, n),
+            " ORDER BY seq LIMIT ?",
+            (*part, n),
         ).fetchall()
         if not rows:
             return []
@@ -188,38 +204,52 @@ class QueueItems:
         out: list[bytes] = []
         try:
             for seq, value, blob in rows:
-                out.append(bytes(value) if blob is None
-                           else await self.files.read_opened(opened.pop(seq)))
+                out.append(
+                    bytes(value) if blob is None else await self.files.read_opened(opened.pop(seq))
+                )
         finally:
             for fh in opened.values():
                 fh.close()
             self.files.discard(*(r[2] for r in rows))
         return out
 
-    async def next_items(self, part: PartKey, after: int,
-                         timeout: float) -> list[tuple[int, bytes]]:
+    async def next_items(
+        self, part: PartKey, after: int, timeout: float
+    ) -> list[tuple[int, bytes]]:
         """Items after seq `after`, without removing them; waits up to `timeout` for one."""
         deadline = asyncio.get_running_loop().time() + max(0.0, timeout)
         while True:
             self._expire(part, time.time())
             rows = self._db.execute(
                 "SELECT seq, value, blob FROM queue_items WHERE object_id = ? AND partition = ?"
-                " AND seq > ? ORDER BY seq LIMIT ?", (*part, after, _NEXT_PAGE),
+                " AND seq > ? ORDER BY seq LIMIT ?",
+                (*part, after, _NEXT_PAGE),
             ).fetchall()
             if rows:
                 opened = {r[0]: self.files.open(r[2]) for r in rows if r[2]}
-                return [(int(seq), bytes(value) if blob is None
-                         else await self.files.read_opened(opened[seq]))
-                        for seq, value, blob in rows]
+                return [
+                    (
+                        int(seq),
+                        bytes(value) if blob is None else await self.files.read_opened(opened[seq]),
+                    )
+                    for seq, value, blob in rows
+                ]
             if not await self._wait(self._put_waiters, part, deadline):
                 return []
 
     def clear(self, oid: str, partition: str | None, op_id: str | None = None) -> None:
         """One partition, or every partition when `partition` is None."""
-        where, args = ("object_id = ?", (oid,)) if partition is None else \
-            ("object_id = ? AND partition = ?", (oid, partition))
-        blobs = [r[0] for r in self._db.execute(
-            f"SELECT blob FROM queue_items WHERE {where} AND blob IS NOT NULL", args)]
+        where, args = (
+            ("object_id = ?", (oid,))
+            if partition is None
+            else ("object_id = ? AND partition = ?", (oid, partition))
+        )
+        blobs = [
+            r[0]
+            for r in self._db.execute(
+                f"SELECT blob FROM queue_items WHERE {where} AND blob IS NOT NULL", args
+            )
+        ]
         parts = [p for p in self.expires if p[0] == oid and partition in (None, p[1])]
         with self._store.tx() as db:
             db.execute(f"DELETE FROM queue_items WHERE {where}", args)
@@ -234,5 +264,6 @@ class QueueItems:
         return [p[1] for p in self.expires if p[0] == oid]
 
     def blobs(self) -> set[str]:
-        return {r[0] for r in self._db.execute(
-            "SELECT blob FROM queue_items WHERE blob IS NOT NULL")}
+        return {
+            r[0] for r in self._db.execute("SELECT blob FROM queue_items WHERE blob IS NOT NULL")
+        }

@@ -102,8 +102,7 @@ class OpLog:
     def replay(self, op_id: str | None) -> dict[str, Any] | None:
         if not op_id:
             return None
-        row = self._db.execute("SELECT reply FROM object_ops WHERE op_id = ?",
-                               (op_id,)).fetchone()
+        row = self._db.execute("SELECT reply FROM object_ops WHERE op_id = ?", (op_id,)).fetchone()
         if row is None:
             return None
         reply: dict[str, Any] = pickle.loads(row[0])
@@ -113,8 +112,10 @@ class OpLog:
     def record(db: sqlite3.Connection, op_id: str | None, reply: dict[str, Any]) -> None:
         """Called inside the mutation's own transaction, so both commit or neither."""
         if op_id:
-            db.execute("INSERT OR REPLACE INTO object_ops VALUES (?, ?, ?)",
-                       (op_id, pickle.dumps(reply, protocol=5), time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO object_ops VALUES (?, ?, ?)",
+                (op_id, pickle.dumps(reply, protocol=5), time.time()),
+            )
 
     def prune(self, now: float) -> None:
         self._db.execute("DELETE FROM object_ops WHERE created < ?", (now - self.KEEP,))

@@ -56,8 +56,12 @@ class Limits:
     partition_size: int = 5000
 
     def as_dict(self) -> dict[str, int]:
-        return {"dict_value": self.dict_value, "queue_item": self.queue_item,
-                "partition_size": self.partition_size, "key": MAX_KEY}
+        return {
+            "dict_value": self.dict_value,
+            "queue_item": self.queue_item,
+            "partition_size": self.partition_size,
+            "key": MAX_KEY,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,15 @@ class ObjectServer:
             raise InvalidError(f"{oid!r} is a {KINDS[o.kind][0]}, not a {KINDS[kind][0]}")
         return o
 
-    def open(self, kind: str, environment: str, name: str | None, *, create: bool,
-             exclusive: bool = False) -> Obj:
+    def open(
+        self,
+        kind: str,
+        environment: str,
+        name: str | None,
+        *,
+        create: bool,
+        exclusive: bool = False,
+    ) -> Obj:
         title, prefix = _kind(kind)
         validate_name("environment", environment)
         if name is not None:
@@ -183,7 +194,8 @@ class ObjectServer:
             if row is not None:
                 if exclusive:
                     raise AlreadyExistsError(
-                        f"{title} {name!r} already exists in environment {environment!r}")
+                        f"{title} {name!r} already exists in environment {environment!r}"
+                    )
                 return self.live[row[0]]
             if not create:
                 raise NotFoundError(
@@ -192,8 +204,10 @@ class ObjectServer:
                 )
         o = Obj(new_id(prefix), kind, environment, name)
         with self.store.tx() as db:
-            db.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?)",
-                       (o.object_id, kind, environment, name, time.time()))
+            db.execute(
+                "INSERT INTO objects VALUES (?, ?, ?, ?, ?)",
+                (o.object_id, kind, environment, name, time.time()),
+            )
         self.live[o.object_id] = o
         return o
 
@@ -226,12 +240,17 @@ class ObjectServer:
     def listing(self, kind: str, environment: str) -> list[dict[str, Any]]:
         rows = self.store._db.execute(
             "SELECT object_id, name, created FROM objects WHERE kind = ? AND environment = ?"
-            " AND name IS NOT NULL ORDER BY name", (kind, environment),
+            " AND name IS NOT NULL ORDER BY name",
+            (kind, environment),
         ).fetchall()
         out = []
         for oid, name, created in rows:
-            entry: dict[str, Any] = {"name": name, "object_id": oid, "created": created,
-                                     "environment": environment}
+            entry: dict[str, Any] = {
+                "name": name,
+                "object_id": oid,
+                "created": created,
+                "environment": environment,
+            }
             if kind == "dict":
                 entry.update(self.dicts.summary(oid))
             else:
@@ -257,8 +276,13 @@ class ObjectServer:
         if replay is not None:
             return replay
         if op == "open":
-            o = self.open(str(msg["kind"]), str(msg["environment"]), _name(msg.get("name")),
-                          create=bool(msg.get("create")), exclusive=bool(msg.get("exclusive")))
+            o = self.open(
+                str(msg["kind"]),
+                str(msg["environment"]),
+                _name(msg.get("name")),
+                create=bool(msg.get("create")),
+                exclusive=bool(msg.get("exclusive")),
+            )
             return {"ok": True, "object_id": o.object_id, "limits": self.limits.as_dict()}
         if op == "ephemeral":
             o = self.open(str(msg["kind"]), str(msg["environment"]), None, create=True)
@@ -274,8 +298,9 @@ class ObjectServer:
                 oid = str(msg["object_id"])
             else:
                 try:
-                    oid = self.find(str(msg["kind"]), str(msg["environment"]),
-                                    str(msg["name"])).object_id
+                    oid = self.find(
+                        str(msg["kind"]), str(msg["environment"]), str(msg["name"])
+                    ).object_id
                 except NotFoundError:
                     if msg.get("allow_missing"):
                         return {"ok": True, "deleted": False}
@@ -284,8 +309,7 @@ class ObjectServer:
             return {"ok": True, "deleted": True}
         if op == "list":
             _kind(str(msg["kind"]))
-            return {"ok": True, "objects": self.listing(str(msg["kind"]),
-                                                         str(msg["environment"]))}
+            return {"ok": True, "objects": self.listing(str(msg["kind"]), str(msg["environment"]))}
         if op.startswith("d."):
             return await self._dict_op(op[2:], self.obj(str(msg["object_id"]), "dict"), msg)
         if op.startswith("q."):
@@ -296,8 +320,9 @@ class ObjectServer:
         if not isinstance(key, bytes):
             raise InvalidError("keys travel pickled, as bytes")
         if len(key) > MAX_KEY:
-            raise RequestSizeError(f"a Dict key pickles to {len(key)} bytes; the limit is "
-                                   f"{MAX_KEY}")
+            raise RequestSizeError(
+                f"a Dict key pickles to {len(key)} bytes; the limit is {MAX_KEY}"
+            )
         return key
 
     def _check_value(self, value: object, limit: int, what: str) -> bytes:
@@ -305,8 +330,7 @@ class ObjectServer:
             raise InvalidError("values travel pickled, as bytes")
         if len(value) > limit:
             raise RequestSizeError(
-                f"{what} pickles to {len(value)} bytes; the limit is {limit} "
-                "(nothing was written)"
+                f"{what} pickles to {len(value)} bytes; the limit is {limit} (nothing was written)"
             )
         return value
 
@@ -324,15 +348,16 @@ class ObjectServer:
             data = self._check_value(msg["value"], self.limits.dict_value, "a Dict value")
             stored = await self.files.prepare(data)
             self._still_live(oid, [stored])
-            written = self.dicts.put(oid, key, stored,
-                                     skip_if_exists=bool(msg.get("skip_if_exists")),
-                                     op_id=op_id)
+            written = self.dicts.put(
+                oid, key, stored, skip_if_exists=bool(msg.get("skip_if_exists")), op_id=op_id
+            )
             return {"ok": True, "written": written}
         if op == "update":
             # Check every pair before writing any: a bad one must change nothing.
-            pairs = [(self._check_key(k),
-                      self._check_value(v, self.limits.dict_value, "a Dict value"))
-                     for k, v in msg["pairs"]]
+            pairs = [
+                (self._check_key(k), self._check_value(v, self.limits.dict_value, "a Dict value"))
+                for k, v in msg["pairs"]
+            ]
             prepared = [(k, await self.files.prepare(v)) for k, v in pairs]
             self._still_live(oid, [s for _, s in prepared])
             self.dicts.update(oid, prepared, op_id)
@@ -344,10 +369,13 @@ class ObjectServer:
             self.dicts.clear(oid, op_id)
             return {"ok": True}
         if op == "scan":
-            rows = await self.dicts.scan(oid, int(msg.get("after", 0)),
-                                         int(msg.get("limit", 1000)),
-                                         keys=bool(msg.get("keys", True)),
-                                         values=bool(msg.get("values", True)))
+            rows = await self.dicts.scan(
+                oid,
+                int(msg.get("after", 0)),
+                int(msg.get("limit", 1000)),
+                keys=bool(msg.get("keys", True)),
+                values=bool(msg.get("values", True)),
+            )
             return {"ok": True, "rows": rows}
         raise InvalidError(f"unknown Dict operation {op!r}")
 
@@ -363,10 +391,15 @@ class ObjectServer:
         partition = msg.get("partition")
         if partition is None:
             return ""
-        if not isinstance(partition, str) or not partition or \
-                len(partition.encode()) > MAX_PARTITION_KEY:
-            raise InvalidError(f"a partition key is a non-empty string of at most "
-                               f"{MAX_PARTITION_KEY} bytes, got {partition!r}")
+        if (
+            not isinstance(partition, str)
+            or not partition
+            or len(partition.encode()) > MAX_PARTITION_KEY
+        ):
+            raise InvalidError(
+                f"a partition key is a non-empty string of at most "
+                f"{MAX_PARTITION_KEY} bytes, got {partition!r}"
+            )
         return partition
 
     async def _queue_op(self, op: str, o: Obj, msg: dict[str, Any]) -> dict[str, Any]:
@@ -375,40 +408,56 @@ class ObjectServer:
             part = (oid, self._partition(msg))
             ttl = float(msg.get("partition_ttl", MAX_PARTITION_TTL))
             if not 0 < ttl <= MAX_PARTITION_TTL:
-                raise InvalidError(f"partition_ttl must be between 1 second and 24 hours "
-                                   f"({MAX_PARTITION_TTL} s), got {ttl:g}")
-            values = [self._check_value(v, self.limits.queue_item, "a Queue item")
-                      for v in msg["values"]]
+                raise InvalidError(
+                    f"partition_ttl must be between 1 second and 24 hours "
+                    f"({MAX_PARTITION_TTL} s), got {ttl:g}"
+                )
+            values = [
+                self._check_value(v, self.limits.queue_item, "a Queue item") for v in msg["values"]
+            ]
             stored = [await self.files.prepare(v) for v in values]
             self._still_live(oid, stored)
-            await self.queues.put(part, stored, ttl, block=bool(msg.get("block", True)),
-                                  timeout=_timeout(msg), op_id=op_id)
+            await self.queues.put(
+                part,
+                stored,
+                ttl,
+                block=bool(msg.get("block", True)),
+                timeout=_timeout(msg),
+                op_id=op_id,
+            )
             return {"ok": True}
         if op == "get":
             part = (oid, self._partition(msg))
-            got = await self.queues.get(part, int(msg.get("n", 1)),
-                                        block=bool(msg.get("block", True)),
-                                        timeout=_timeout(msg))
+            got = await self.queues.get(
+                part,
+                int(msg.get("n", 1)),
+                block=bool(msg.get("block", True)),
+                timeout=_timeout(msg),
+            )
             if not got and msg.get("raise_empty", True):
                 raise queue.Empty()
             return {"ok": True, "values": got}
         if op == "len":
             if msg.get("total"):
                 if msg.get("partition") is not None:
-                    raise InvalidError("len(total=True) counts every partition: leave "
-                                       "partition unset")
+                    raise InvalidError(
+                        "len(total=True) counts every partition: leave partition unset"
+                    )
                 return {"ok": True, "len": self.queues.total(oid)}
             return {"ok": True, "len": self.queues.count((oid, self._partition(msg)))}
         if op == "next":
-            items = await self.queues.next_items((oid, self._partition(msg)),
-                                                 int(msg.get("after", 0)),
-                                                 float(msg.get("timeout") or 0.0))
+            items = await self.queues.next_items(
+                (oid, self._partition(msg)),
+                int(msg.get("after", 0)),
+                float(msg.get("timeout") or 0.0),
+            )
             return {"ok": True, "items": items}
         if op == "clear":
             if msg.get("all"):
                 if msg.get("partition") is not None:
-                    raise InvalidError("clear(all=True) clears every partition: leave "
-                                       "partition unset")
+                    raise InvalidError(
+                        "clear(all=True) clears every partition: leave partition unset"
+                    )
                 self.queues.clear(oid, None, op_id)
             else:
                 self.queues.clear(oid, self._partition(msg), op_id)

@@ -44,13 +44,13 @@ def build_ops_router(server: Server) -> APIRouter:
         return {"app_id": app_id, "versions": server.apps.history(app_id)}
 
     @router.post("/v1/apps/{name}/rollback")
-    async def rollback(name: AppRef, environment: EnvQuery = "main",
-                       version: VersionQuery = None) -> dict[str, Any]:
+    async def rollback(
+        name: AppRef, environment: EnvQuery = "main", version: VersionQuery = None
+    ) -> dict[str, Any]:
         app = server.apps.find(environment, name)
         if app is None:
             if name not in server.apps.apps:
-                raise NotFoundError(f"app {name!r} is not deployed in environment "
-                                    f"{environment!r}")
+                raise NotFoundError(f"app {name!r} is not deployed in environment {environment!r}")
             app_id = name
         else:
             app_id = app["app_id"]
@@ -61,19 +61,23 @@ def build_ops_router(server: Server) -> APIRouter:
     # -- logs ---------------------------------------------------------------------------
     @router.get("/v1/apps/{name}/logs", response_model=None)
     async def app_logs(
-        name: AppRef, environment: EnvQuery = "main", tail: TailQuery = None,
-        since: float | None = None, function: FunctionQuery = None,
+        name: AppRef,
+        environment: EnvQuery = "main",
+        tail: TailQuery = None,
+        since: float | None = None,
+        function: FunctionQuery = None,
         source: SourceQuery = [],  # noqa: B006 (FastAPI copies defaults)
-        container: ContainerQuery = None, follow: bool = False,
+        container: ContainerQuery = None,
+        follow: bool = False,
     ) -> dict[str, Any] | StreamingResponse:
         app_id = resolve_app_id(server, environment, name)
-        match = LogFilter(function=function, sources=list(source), container=container,
-                          since=since)
+        match = LogFilter(function=function, sources=list(source), container=container, since=since)
         return _logs(server, app_id, match, tail, follow)
 
     @router.get("/v1/containers/{cid}/logs", response_model=None)
-    async def container_logs(cid: IdParam, tail: TailQuery = None,
-                             follow: bool = False) -> dict[str, Any] | StreamingResponse:
+    async def container_logs(
+        cid: IdParam, tail: TailQuery = None, follow: bool = False
+    ) -> dict[str, Any] | StreamingResponse:
         app_id = server.logs.app_of_container(cid)
         live = server.scheduler.containers.get(cid)
         if live is not None:
@@ -84,8 +88,9 @@ def build_ops_router(server: Server) -> APIRouter:
 
     # -- containers ---------------------------------------------------------------------
     @router.get("/v1/containers")
-    async def list_containers(app: AppQuery = None,
-                              environment: EnvQuery = "main") -> list[dict[str, Any]]:
+    async def list_containers(
+        app: AppQuery = None, environment: EnvQuery = "main"
+    ) -> list[dict[str, Any]]:
         app_id = resolve_app_id(server, environment, app) if app else None
         return server.scheduler.container_rows(app_id)
 
@@ -95,21 +100,34 @@ def build_ops_router(server: Server) -> APIRouter:
 
     # -- calls --------------------------------------------------------------------------
     @router.get("/v1/apps/{name}/calls")
-    async def list_calls(name: AppRef, environment: EnvQuery = "main",
-                         limit: LimitQuery = 50) -> dict[str, Any]:
+    async def list_calls(
+        name: AppRef, environment: EnvQuery = "main", limit: LimitQuery = 50
+    ) -> dict[str, Any]:
         app_id = resolve_app_id(server, environment, name)
         server.records.flush()  # what the gateway served a moment ago is listed too
         tags = _function_tags(server, app_id)
         rows = [
-            {"call_id": r["call_id"], "kind": "spawn",
-             "function": tags.get(r["function_id"], r["function_id"]),
-             "status": r["status"], "attempts": r["attempts"], "created": r["created"],
-             "duration": None if r["finished"] is None else r["finished"] - r["created"]}
+            {
+                "call_id": r["call_id"],
+                "kind": "spawn",
+                "function": tags.get(r["function_id"], r["function_id"]),
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "created": r["created"],
+                "duration": None if r["finished"] is None else r["finished"] - r["created"],
+            }
             for r in records.spawned(app_id, limit)
         ] + [
-            {"call_id": r["call_id"], "kind": "web", "function": r["function"],
-             "status": _web_status(r), "http_status": r["http_status"], "attempts": 1,
-             "created": r["created"], "duration": r["duration"]}
+            {
+                "call_id": r["call_id"],
+                "kind": "web",
+                "function": r["function"],
+                "status": _web_status(r),
+                "http_status": r["http_status"],
+                "attempts": 1,
+                "created": r["created"],
+                "duration": r["duration"],
+            }
             for r in records.web(app_id, limit)
         ]
         rows.sort(key=lambda r: r["created"], reverse=True)
@@ -123,13 +141,23 @@ def build_ops_router(server: Server) -> APIRouter:
             return _spawned_detail(server, row)
         web = records.web_call(call_id)
         if web is not None:
-            return {"call_id": call_id, "kind": "web", "app_id": web["app_id"],
-                    "function": web["function"], "status": _web_status(web),
-                    "http_status": web["http_status"], "outcome": web["outcome"],
-                    "attempts": 1, "created": web["created"], "duration": web["duration"],
-                    "result": None, "error": None}
-        raise NotFoundError(f"no call record {call_id!r} (spawned calls are fc-..., "
-                            "web requests wr-...)")
+            return {
+                "call_id": call_id,
+                "kind": "web",
+                "app_id": web["app_id"],
+                "function": web["function"],
+                "status": _web_status(web),
+                "http_status": web["http_status"],
+                "outcome": web["outcome"],
+                "attempts": 1,
+                "created": web["created"],
+                "duration": web["duration"],
+                "result": None,
+                "error": None,
+            }
+        raise NotFoundError(
+            f"no call record {call_id!r} (spawned calls are fc-..., web requests wr-...)"
+        )
 
     return router
 
@@ -145,8 +173,9 @@ def resolve_app_id(server: Server, environment: str, name: str) -> str:
     raise NotFoundError(f"no app named {name!r} in environment {environment!r}")
 
 
-def _logs(server: Server, app_id: str, match: LogFilter, tail: int | None,
-          follow: bool) -> dict[str, Any] | StreamingResponse:
+def _logs(
+    server: Server, app_id: str, match: LogFilter, tail: int | None, follow: bool
+) -> dict[str, Any] | StreamingResponse:
     if tail is not None and tail < 0:
         raise InvalidError("tail must not be negative")
     if not follow:
@@ -202,9 +231,14 @@ def _spawned_detail(server: Server, row: dict[str, Any]) -> dict[str, Any]:
     tags = _function_tags(server, row["app_id"])
     finished = row["finished"]
     return {
-        "call_id": row["call_id"], "kind": "spawn", "app_id": row["app_id"],
+        "call_id": row["call_id"],
+        "kind": "spawn",
+        "app_id": row["app_id"],
         "function": tags.get(row["function_id"], row["function_id"]),
-        "status": row["status"], "attempts": row["attempts"], "created": row["created"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "created": row["created"],
         "duration": None if finished is None else finished - row["created"],
-        "result": result, "error": error,
+        "result": result,
+        "error": error,
     }

@@ -18,10 +18,42 @@ if TYPE_CHECKING:
     from ketch._server.model import Input
 
 # Web requests from quick handlers to long ones; calls reach further (batch work).
-_WEB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                30.0, 60.0)
-_CALL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                 60.0, 300.0, 900.0, 3600.0)
+_WEB_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+_CALL_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 
 WebRow = tuple[str, str, str, int, str, float, float]
 
@@ -36,13 +68,17 @@ class CallRecorder:
         self.web_latency = Histogram(
             "ketch_web_request_duration_seconds",
             "Web request latency at the gateway (container wait included), by endpoint and "
-            "status class", ["app", "function", "status"], buckets=_WEB_BUCKETS,
+            "status class",
+            ["app", "function", "status"],
+            buckets=_WEB_BUCKETS,
             registry=self.registry,
         )
         self.call_latency = Histogram(
             "ketch_call_duration_seconds",
             "Function input execution time in its container (last attempt), by function",
-            ["app", "function", "outcome"], buckets=_CALL_BUCKETS, registry=self.registry,
+            ["app", "function", "outcome"],
+            buckets=_CALL_BUCKETS,
+            registry=self.registry,
         )
         # Labelled children cached: .labels() takes a lock and builds a tuple every time.
         self._web_children: dict[tuple[str, str, int], Any] = {}
@@ -58,13 +94,15 @@ class CallRecorder:
         if child is None:
             klass = f"{status // 100}xx" if status else "none"
             child = self._web_children[key] = self.web_latency.labels(
-                fdef.app_name, fdef.tag, klass)
+                fdef.app_name, fdef.tag, klass
+            )
         child.observe(duration)
         queue = self._pending.get(fdef.app_id)
         if queue is None:
             queue = self._pending[fdef.app_id] = collections.deque(maxlen=max(self.keep, 1))
-        queue.append((inp.iid, fdef.app_id, fdef.tag, status, outcome,
-                      time.time() - duration, duration))
+        queue.append(
+            (inp.iid, fdef.app_id, fdef.tag, status, outcome, time.time() - duration, duration)
+        )
 
     def input_done(self, inp: Input, ok: bool) -> None:
         if inp.started is None:
@@ -74,7 +112,8 @@ class CallRecorder:
         child = self._call_children.get(key)
         if child is None:
             child = self._call_children[key] = self.call_latency.labels(
-                fdef.app_name, fdef.tag, "ok" if ok else "error")
+                fdef.app_name, fdef.tag, "ok" if ok else "error"
+            )
         child.observe(time.monotonic() - inp.started)
 
     # -- the tick -------------------------------------------------------------------------

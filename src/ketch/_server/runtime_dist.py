@@ -77,8 +77,11 @@ def _copy_dists(dists: list[md.Distribution], dest: Path) -> None:
 
 def _ketch_files() -> list[Path]:
     src = Path(ketch.__file__).parent
-    return sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                  and p.suffix in (".py", ".typed"))
+    return sorted(
+        p
+        for p in src.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".typed")
+    )
 
 
 def install(home: Path) -> tuple[Path, Path]:

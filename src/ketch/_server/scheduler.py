@@ -139,8 +139,9 @@ class Scheduler:
             if not c.inflight:
                 self._stop_container(c, "retired")
 
-    def _pool_for(self, fdef: FunctionDef, params: bytes | None,
-                  overrides: dict[str, Any] | None = None) -> Pool:
+    def _pool_for(
+        self, fdef: FunctionDef, params: bytes | None, overrides: dict[str, Any] | None = None
+    ) -> Pool:
         digest = hashlib.sha256(params).hexdigest()[:16] if params else "-"
         if overrides:
             # Cls.with_options / with_concurrency / with_batching: a pool of its own (A6).
@@ -176,7 +177,8 @@ class Scheduler:
         if fdef is None:
             inp = Input(iid, _missing(function_id), "", request, kind, client_id, spawned)
             self._finish(
-                inp, ok=False,
+                inp,
+                ok=False,
                 error=error_payload(NotFoundError(f"function {function_id} is not deployed")),
             )
             return
@@ -202,7 +204,8 @@ class Scheduler:
             fdef = self.functions.get(inp.function.function_id)
             if fdef is None:
                 self._finish(
-                    inp, ok=False,
+                    inp,
+                    ok=False,
                     error=error_payload(ExecutionError("the function's app is stopped")),
                 )
                 return
@@ -260,17 +263,28 @@ class Scheduler:
                 if due > 0:
                     if pool.batch_timer is None:
                         pool.batch_timer = asyncio.get_running_loop().call_later(
-                            due, self._batch_due, pool)
+                            due, self._batch_due, pool
+                        )
                     return
             c = idle[0]
             batch = [pool.queue.popleft() for _ in range(min(size, len(pool.queue)))]
             for inp in batch:
                 self._assign(inp, c, send=False)
             assert c.channel is not None
-            c.channel.send({"t": "batch", "kind": "call", "inputs": [
-                {"iid": inp.iid, "args": inp.request.get("args"),
-                 "method": inp.request.get("method")} for inp in batch
-            ]})
+            c.channel.send(
+                {
+                    "t": "batch",
+                    "kind": "call",
+                    "inputs": [
+                        {
+                            "iid": inp.iid,
+                            "args": inp.request.get("args"),
+                            "method": inp.request.get("method"),
+                        }
+                        for inp in batch
+                    ],
+                }
+            )
 
     def _batch_due(self, pool: Pool) -> None:
         pool.batch_timer = None
@@ -333,11 +347,14 @@ class Scheduler:
         if got is None:
             what = gpus.request_text(request)
             if gpus.could_ever_fit(request, inv.devices):
-                pool.waiting_reason = (f"waiting: no GPU of type {what} free (all matching "
-                                       "GPUs are held by other containers)")
+                pool.waiting_reason = (
+                    f"waiting: no GPU of type {what} free (all matching "
+                    "GPUs are held by other containers)"
+                )
             else:
-                pool.waiting_reason = (f"waiting: no GPU of type {what} on this host "
-                                       f"(GPUs here: {inv.describe()})")
+                pool.waiting_reason = (
+                    f"waiting: no GPU of type {what} on this host (GPUs here: {inv.describe()})"
+                )
         return got
 
     def _release_gpus(self, c: Container) -> None:
@@ -370,24 +387,30 @@ class Scheduler:
             self._startup_failed(c, error_payload(exc))
             self._forget(c)
             return
-        env.update({
-            "KETCH_CONTAINER_ID": cid,
-            "KETCH_CALL_ADDR": self.call_addr,
-            "KETCH_TOKEN": self.token,
-            "KETCH_APP_ID": fdef.app_id,
-            "KETCH_APP_NAME": fdef.app_name,
-            "KETCH_ENVIRONMENT": fdef.environment,
-            "PATH": f"{fdef.image.python.parent}:/usr/local/bin:/usr/bin:/bin",
-            "PYTHONPATH": self.runtime_core,
-            "VIRTUAL_ENV": str(fdef.image.python.parent.parent),
-        })
+        env.update(
+            {
+                "KETCH_CONTAINER_ID": cid,
+                "KETCH_CALL_ADDR": self.call_addr,
+                "KETCH_TOKEN": self.token,
+                "KETCH_APP_ID": fdef.app_id,
+                "KETCH_APP_NAME": fdef.app_name,
+                "KETCH_ENVIRONMENT": fdef.environment,
+                "PATH": f"{fdef.image.python.parent}:/usr/local/bin:/usr/bin:/bin",
+                "PYTHONPATH": self.runtime_core,
+                "VIRTUAL_ENV": str(fdef.image.python.parent.parent),
+            }
+        )
         cwd = Path(fdef.source_dir or fdef.image.root)
         if fdef.image.workdir and Path(fdef.image.workdir).is_dir():
             cwd = Path(fdef.image.workdir)
         env.update(self._gpu_env(c))
         spec = ContainerSpec(
-            container_id=cid, python=fdef.image.python, env=env, cwd=cwd,
-            cpu=_limit_of(fdef.options.get("cpu")), memory_mb=_mb_limit(fdef.options.get("memory")),
+            container_id=cid,
+            python=fdef.image.python,
+            env=env,
+            cwd=cwd,
+            cpu=_limit_of(fdef.options.get("cpu")),
+            memory_mb=_mb_limit(fdef.options.get("memory")),
             gpus=tuple(str(i) for i in c.gpus),
             block_network=bool(fdef.options.get("block_network")),
             isolate_network=(fdef.spec.get("web") or {}).get("type") == "web_server",
@@ -428,20 +451,24 @@ class Scheduler:
 
     def _fork_spec(self, fdef: FunctionDef, params: bytes | None) -> ForkSpec:
         """What a fork-server template loads for containers of this pool."""
-        snapshot = (bool(fdef.options.get("enable_memory_snapshot"))
-                    and fdef.spec.get("kind") == "cls")
+        snapshot = (
+            bool(fdef.options.get("enable_memory_snapshot")) and fdef.spec.get("kind") == "cls"
+        )
         # Parameters only matter to a template that builds the instance (a snapshot);
         # otherwise one template serves every parameter set.
         given = params if snapshot and params else None
         return ForkSpec(
             group=_fork_group(fdef),
             preload={
-                "function": fdef.spec, "sys_path": _sys_path(fdef), "web_runtime": self.runtime_web,
+                "function": fdef.spec,
+                "sys_path": _sys_path(fdef),
+                "web_runtime": self.runtime_web,
                 "params": base64.b64encode(given).decode() if given else None,
             },
             snapshot=snapshot,
-            startup_timeout=float(fdef.options.get("startup_timeout")
-                                  or fdef.options.get("timeout") or 300),
+            startup_timeout=float(
+                fdef.options.get("startup_timeout") or fdef.options.get("timeout") or 300
+            ),
         )
 
     def _check_started(self, c: Container, limit: float) -> None:
@@ -467,7 +494,8 @@ class Scheduler:
             "web_method": fdef.spec.get("web_method"),
             "web_socket": str(self.sockets_dir / f"{cid}.sock"),
             "web_urls": {
-                f.tag: f.spec["web_url"] for f in self.functions.values()
+                f.tag: f.spec["web_url"]
+                for f in self.functions.values()
                 if f.app_id == fdef.app_id and f.spec.get("web_url")
             },
             "app_name": fdef.app_name,
@@ -489,8 +517,12 @@ class Scheduler:
                 self._finish(inp, ok=True, payload=msg["payload"])
             else:
                 self._attempt_failed(inp, msg["error"])
-            if c.state == "ready" and c.free_slots <= 0 and not c.inflight \
-                    and c.pool.function.options.get("inputs_per_container"):
+            if (
+                c.state == "ready"
+                and c.free_slots <= 0
+                and not c.inflight
+                and c.pool.function.options.get("inputs_per_container")
+            ):
                 self._stop_container(c, "retired after its inputs")
                 self._dispatch(c.pool)
             elif c.state == "ready":
@@ -561,8 +593,11 @@ class Scheduler:
                     msg = (
                         f"{inp.function.tag}: its container crashed {inp.crashes} times while "
                         f"running this input (last exit: {reason}, code {code}); giving up"
-                        + ("; it was killed for using more memory than its memory= limit"
-                           if reason == "oom" else "")
+                        + (
+                            "; it was killed for using more memory than its memory= limit"
+                            if reason == "oom"
+                            else ""
+                        )
                     )
                     tail = "\n".join(list(c.log_tail)[-10:])
                     self._finish(inp, ok=False, error=error_payload(ExecutionError(msg), tail))
@@ -611,7 +646,9 @@ class Scheduler:
         """Time out inputs past their deadline (T1/T3: within 1 s of the limit)."""
         now = time.monotonic()
         late = [
-            inp for c in self.containers.values() for inp in c.inflight.values()
+            inp
+            for c in self.containers.values()
+            for inp in c.inflight.values()
             if inp.deadline is not None and inp.deadline <= now
         ]
         for inp in late:
@@ -626,8 +663,11 @@ class Scheduler:
             # from here, so the container goes: the gateway answers 502, never hangs.
             self._clear_deadline(inp)
             self.counters["timeouts"] += 1
-            self._event(c, f"web request timed out after {inp.function.options.get('timeout')}s;"
-                           " its container is killed")
+            self._event(
+                c,
+                f"web request timed out after {inp.function.options.get('timeout')}s;"
+                " its container is killed",
+            )
             c.stop_reason = "uninterruptible"
             if c.handle is not None:
                 c.handle.kill()
@@ -639,9 +679,7 @@ class Scheduler:
         self.counters["timeouts"] += 1
         limit = inp.function.options.get("timeout") or 300
         self._event(c, f"input {inp.iid} timed out after {limit}s")
-        err = error_payload(
-            FunctionTimeoutError(f"{inp.function.tag} timed out after {limit}s")
-        )
+        err = error_payload(FunctionTimeoutError(f"{inp.function.tag} timed out after {limit}s"))
         self._attempt_failed(inp, err)
         if c.state == "ready":
             self._dispatch(c.pool)
@@ -784,8 +822,7 @@ class Scheduler:
         fdef = self.functions.get(function_id)
         if fdef is None:
             raise NotFoundError(f"function {function_id} is not deployed")
-        full = self._queue_full(
-            self._pool_for(fdef, request.get("params"), request.get("options")))
+        full = self._queue_full(self._pool_for(fdef, request.get("params"), request.get("options")))
         if full is not None:
             raise full
         self.store.insert_call(call_id, function_id, fdef.app_id, self._stored_request(request))
@@ -845,7 +882,9 @@ class Scheduler:
             c.inflight.pop(inp.iid, None)
             c.channel.send({"t": "cancel", "iid": inp.iid, "reason": "cancelled"})
         self._finish(
-            inp, ok=False, error=error_payload(InputCancellation("the call was cancelled")),
+            inp,
+            ok=False,
+            error=error_payload(InputCancellation("the call was cancelled")),
             status="cancelled",
         )
         return True
@@ -855,13 +894,17 @@ class Scheduler:
         n = 0
         for call_id, fid, _app_id, request in self.store.pending_calls():
             if fid in self.functions:
-                self.submit(fid, call_id, self._loaded_request(request), "call", None,
-                            spawned=True)
+                self.submit(fid, call_id, self._loaded_request(request), "call", None, spawned=True)
             else:
-                err = pickle.dumps({
-                    "ok": False, "payload": None,
-                    "error": error_payload(ExecutionError("the function's app is not deployed")),
-                })
+                err = pickle.dumps(
+                    {
+                        "ok": False,
+                        "payload": None,
+                        "error": error_payload(
+                            ExecutionError("the function's app is not deployed")
+                        ),
+                    }
+                )
                 self.store.finish_call(call_id, "error", err, 0, self.result_ttl)
             n += 1
         return n
@@ -876,9 +919,13 @@ class Scheduler:
             key = fdef.tag if app_id is not None else f"{fdef.app_name}/{fdef.tag}"
             if key not in out:
                 out[key] = {
-                    "app_id": fdef.app_id, "function": fdef.tag, "queued": 0, "running": 0,
+                    "app_id": fdef.app_id,
+                    "function": fdef.tag,
+                    "queued": 0,
+                    "running": 0,
                     "containers": {"starting": 0, "idle": 0, "busy": 0, "draining": 0},
-                    "pools": 0, "waiting": [],
+                    "pools": 0,
+                    "waiting": [],
                     "max_containers": fdef.options.get("max_containers"),
                     "min_containers": int(fdef.options.get("min_containers") or 0),
                     "gpu": fdef.options.get("gpu"),
@@ -921,10 +968,12 @@ class Scheduler:
                 # stop every other pool from scaling; it is logged once, not every second.
                 if pool.key not in self._tick_failed:
                     self._tick_failed.add(pool.key)
-                    log.exception("periodic work for %s failed; other pools go on",
-                                  pool.function.tag)
-                pool.waiting_reason = "waiting: the scheduler cannot scale this function " \
-                    "(see the server log)"
+                    log.exception(
+                        "periodic work for %s failed; other pools go on", pool.function.tag
+                    )
+                pool.waiting_reason = (
+                    "waiting: the scheduler cannot scale this function (see the server log)"
+                )
             else:
                 self._tick_failed.discard(pool.key)
         for client_id, pending in list(self.undelivered.items()):
@@ -970,12 +1019,19 @@ class Scheduler:
             state = c.state
             if state == "ready":
                 state = "busy" if c.inflight else "idle"
-            rows.append({
-                "container_id": c.cid, "app_id": fdef.app_id, "app": fdef.app_name,
-                "function": fdef.tag, "version": fdef.version, "state": state,
-                "inflight": len(c.inflight), "started": now_wall - (now - c.started),
-                "pid": getattr(c.handle, "pid", None),
-            })
+            rows.append(
+                {
+                    "container_id": c.cid,
+                    "app_id": fdef.app_id,
+                    "app": fdef.app_name,
+                    "function": fdef.tag,
+                    "version": fdef.version,
+                    "state": state,
+                    "inflight": len(c.inflight),
+                    "started": now_wall - (now - c.started),
+                    "pid": getattr(c.handle, "pid", None),
+                }
+            )
         return sorted(rows, key=lambda r: r["started"])
 
     def stop_container_by_id(self, cid: str) -> dict[str, Any]:
@@ -1005,8 +1061,10 @@ def _exit_text(c: Container, was: str, reason: str, code: int | None) -> str:
     if c.stop_reason is not None and c.stop_reason != "uninterruptible":
         return f"container stopped ({c.stop_reason})"
     if c.inflight:
-        return (f"container crashed ({reason}, exit code {code}) with {len(c.inflight)} "
-                "input(s) in flight")
+        return (
+            f"container crashed ({reason}, exit code {code}) with {len(c.inflight)} "
+            "input(s) in flight"
+        )
     if c.stop_reason == "uninterruptible":
         return f"container killed ({reason})"
     return f"container exited ({reason}, exit code {code})"
@@ -1029,11 +1087,24 @@ def _view(pool: Pool) -> PoolView:
 
 
 # Options that Cls.with_options / with_concurrency / with_batching may override per pool.
-OVERRIDABLE = frozenset({
-    "cpu", "memory", "gpu", "timeout", "startup_timeout", "retries", "min_containers",
-    "max_containers", "buffer_containers", "scaledown_window", "max_inputs", "target_inputs",
-    "batch_max_size", "batch_wait_ms",
-})
+OVERRIDABLE = frozenset(
+    {
+        "cpu",
+        "memory",
+        "gpu",
+        "timeout",
+        "startup_timeout",
+        "retries",
+        "min_containers",
+        "max_containers",
+        "buffer_containers",
+        "scaledown_window",
+        "max_inputs",
+        "target_inputs",
+        "batch_max_size",
+        "batch_wait_ms",
+    }
+)
 
 
 def with_overrides(fdef: FunctionDef, overrides: dict[str, Any]) -> FunctionDef:
@@ -1063,8 +1134,10 @@ def _waiting_reasons(pool: Pool, now: float) -> list[str]:
     if pool.waiting_reason:
         reasons.append(pool.waiting_reason)
     if now < pool.backoff_until:
-        reasons.append(f"waiting: crash-loop backoff after a failed start "
-                       f"({pool.backoff_until - now:.0f}s left)")
+        reasons.append(
+            f"waiting: crash-loop backoff after a failed start "
+            f"({pool.backoff_until - now:.0f}s left)"
+        )
     live = pool.live()
     cap = pool.function.options.get("max_containers")
     if cap is not None and len(live) >= int(cap) and not any(c.free_slots > 0 for c in live):

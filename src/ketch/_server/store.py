@@ -226,9 +226,7 @@ class Store:
             "SELECT app_id, name, environment, state, version, created, updated FROM apps"
             " ORDER BY created"
         ).fetchall()
-        return [
-            {**(_app_row(r[:5]) or {}), "created": r[5], "updated": r[6]} for r in rows
-        ]
+        return [{**(_app_row(r[:5]) or {}), "created": r[5], "updated": r[6]} for r in rows]
 
     def app_versions(self, app_id: str) -> list[tuple[int, str, float]]:
         """Every version of an app, oldest first: (number, stored spec as JSON text, time
@@ -307,8 +305,17 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        keys = ("call_id", "function_id", "app_id", "status", "result", "attempts", "created",
-                "finished", "expires")
+        keys = (
+            "call_id",
+            "function_id",
+            "app_id",
+            "status",
+            "result",
+            "attempts",
+            "created",
+            "finished",
+            "expires",
+        )
         return dict(zip(keys, row, strict=True))
 
     def pending_calls(self) -> list[tuple[str, str, str, bytes]]:
@@ -327,7 +334,6 @@ class Store:
                 (now,),
             )
         return cur.rowcount
-
 
     # -- web ----------------------------------------------------------------------------
     def web_port(self, host: str) -> int | None:
@@ -351,8 +357,10 @@ class Store:
 
     def add_token(self, token_id: str, secret_hash: str) -> None:
         with self.tx() as db:
-            db.execute("INSERT INTO proxy_tokens VALUES (?, ?, ?, NULL)",
-                       (token_id, secret_hash, time.time()))
+            db.execute(
+                "INSERT INTO proxy_tokens VALUES (?, ?, ?, NULL)",
+                (token_id, secret_hash, time.time()),
+            )
 
     def live_tokens(self) -> dict[str, str]:
         rows = self._db.execute(
@@ -398,26 +406,33 @@ class CallRecords:
         return self._newest(
             "SELECT call_id, function_id, status, attempts, created, finished FROM calls",
             ("call_id", "function_id", "status", "attempts", "created", "finished"),
-            app_id, limit)
+            app_id,
+            limit,
+        )
 
     def web(self, app_id: str, limit: int) -> list[dict[str, Any]]:
         return self._newest(
             "SELECT call_id, function, status, outcome, created, duration FROM web_calls",
             ("call_id", "function", "http_status", "outcome", "created", "duration"),
-            app_id, limit)
+            app_id,
+            limit,
+        )
 
-    def _newest(self, select: str, keys: tuple[str, ...], app_id: str,
-                limit: int) -> list[dict[str, Any]]:
+    def _newest(
+        self, select: str, keys: tuple[str, ...], app_id: str, limit: int
+    ) -> list[dict[str, Any]]:
         """An app's `limit` newest rows of `select` (a fixed query), as dicts of `keys`."""
         rows = self._db.execute(
-            f"{select} WHERE app_id = ? ORDER BY created DESC LIMIT ?", (app_id, limit),
+            f"{select} WHERE app_id = ? ORDER BY created DESC LIMIT ?",
+            (app_id, limit),
         ).fetchall()
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def web_call(self, call_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT call_id, app_id, function, status, outcome, created, duration"
-            " FROM web_calls WHERE call_id = ?", (call_id,),
+            " FROM web_calls WHERE call_id = ?",
+            (call_id,),
         ).fetchone()
         if row is None:
             return None
@@ -429,6 +444,9 @@ def _app_row(row: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
-        "app_id": row[0], "name": row[1], "environment": row[2], "state": row[3],
+        "app_id": row[0],
+        "name": row[1],
+        "environment": row[2],
+        "state": row[3],
         "version": row[4],
     }

@@ -36,8 +36,12 @@ class VolumeRecord:
     created: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"volume_id": self.volume_id, "environment": self.environment,
-                "name": self.name, "created": self.created}
+        return {
+            "volume_id": self.volume_id,
+            "environment": self.environment,
+            "name": self.name,
+            "created": self.created,
+        }
 
 
 class VolumeManager:
@@ -101,13 +105,16 @@ class VolumeManager:
             if name is not None:
                 row = db.execute(
                     "SELECT volume_id, environment, name, created FROM volumes"
-                    " WHERE environment = ? AND name = ?", (environment, name)).fetchone()
+                    " WHERE environment = ? AND name = ?",
+                    (environment, name),
+                ).fetchone()
                 if row is not None:
                     path.rmdir()
                     if exist_ok:
                         return VolumeRecord(*row)
                     raise AlreadyExistsError(
-                        f"volume {name!r} already exists in environment {environment!r}")
+                        f"volume {name!r} already exists in environment {environment!r}"
+                    )
             db.execute("INSERT INTO volumes VALUES (?, ?, ?, ?)", (vid, environment, name, now))
         return VolumeRecord(vid, environment, name, now)
 
@@ -115,7 +122,8 @@ class VolumeManager:
         with self.store.tx() as db:
             rows = db.execute(
                 "SELECT volume_id, environment, name, created FROM volumes"
-                " WHERE environment = ? AND name IS NOT NULL ORDER BY name", (environment,),
+                " WHERE environment = ? AND name IS NOT NULL ORDER BY name",
+                (environment,),
             ).fetchall()
         return [VolumeRecord(*r).as_dict() for r in rows]
 
@@ -146,8 +154,9 @@ class VolumeManager:
         return path
 
     # -- functions that mount volumes ---------------------------------------------------
-    def attach(self, environment: str, functions: dict[str, dict[str, Any]],
-               forbidden: list[Path]) -> None:
+    def attach(
+        self, environment: str, functions: dict[str, dict[str, Any]], forbidden: list[Path]
+    ) -> None:
         """Check every function's volume references at deploy time and store them resolved
         (`{"mount", "volume_id", "name", "environment"}`) in its spec.
 
@@ -163,15 +172,19 @@ class VolumeManager:
                 if create:
                     fspec["volumes"] = resolved
 
-    def _resolve(self, environment: str, entry: dict[str, Any], forbidden: list[Path],
-                 create: bool) -> dict[str, Any]:
+    def _resolve(
+        self, environment: str, entry: dict[str, Any], forbidden: list[Path], create: bool
+    ) -> dict[str, Any]:
         mount = check_mount_path(entry.get("mount"))
         for path in forbidden:
-            if PurePosixPath(mount) == PurePosixPath(path) or \
-                    PurePosixPath(mount) in PurePosixPath(path).parents:
+            if (
+                PurePosixPath(mount) == PurePosixPath(path)
+                or PurePosixPath(mount) in PurePosixPath(path).parents
+            ):
                 raise InvalidError(
                     f"volumes: mounting at {mount!r} would hide {path}, which containers "
-                    "need; choose another mount path")
+                    "need; choose another mount path"
+                )
         if entry.get("volume_id"):
             rec = self.get(str(entry["volume_id"]))
         else:
@@ -185,10 +198,15 @@ class VolumeManager:
                 raise NotFoundError(
                     f"volume {name!r} not found in environment {env!r}; create it with "
                     f"`ketch volume create {name}` or Volume.from_name(..., "
-                    "create_if_missing=True)")
+                    "create_if_missing=True)"
+                )
             rec = found or self.lookup(env, name, create_if_missing=True)
-        return {"mount": mount, "volume_id": rec.volume_id, "name": rec.name,
-                "environment": rec.environment}
+        return {
+            "mount": mount,
+            "volume_id": rec.volume_id,
+            "name": rec.name,
+            "environment": rec.environment,
+        }
 
     def host_mounts(self, entries: list[dict[str, Any]]) -> dict[str, str]:
         """Mount path -> host directory for a function's stored volume references."""
@@ -211,7 +229,8 @@ def container_mounts(volumes: dict[str, str], entries: list[dict[str, Any]]) -> 
         if not os.path.isdir(host):
             raise NotFoundError(
                 f"volume {names.get(mount, host)!r} (mounted at {mount}) has been deleted; "
-                "create it again and redeploy, or remove it from volumes=")
+                "create it again and redeploy, or remove it from volumes="
+            )
     return dict(volumes)
 
 
@@ -247,10 +266,23 @@ def _inside(root: Path, target: Path) -> bool:
 
 def _entry(root: Path, path: Path, st: os.stat_result) -> dict[str, Any]:
     mode = st.st_mode
-    kind = (DIRECTORY if stat.S_ISDIR(mode) else SYMLINK if stat.S_ISLNK(mode)
-            else FIFO if stat.S_ISFIFO(mode) else SOCKET if stat.S_ISSOCK(mode) else FILE)
-    return {"path": path.relative_to(root).as_posix(), "type": kind,
-            "size": st.st_size if kind == FILE else 0, "mtime": int(st.st_mtime)}
+    kind = (
+        DIRECTORY
+        if stat.S_ISDIR(mode)
+        else SYMLINK
+        if stat.S_ISLNK(mode)
+        else FIFO
+        if stat.S_ISFIFO(mode)
+        else SOCKET
+        if stat.S_ISSOCK(mode)
+        else FILE
+    )
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "type": kind,
+        "size": st.st_size if kind == FILE else 0,
+        "mtime": int(st.st_mtime),
+    }
 
 
 def list_entries(root: Path, path: str, recursive: bool) -> list[dict[str, Any]]:
@@ -315,8 +347,9 @@ class Upload:
     """One file being written into a volume: bytes go to a staging file, which replaces the
     target in one step when complete, so a reader never sees half a file."""
 
-    def __init__(self, root: Path, staging: Path, path: str, *, force: bool,
-                 mode: int | None = None) -> None:
+    def __init__(
+        self, root: Path, staging: Path, path: str, *, force: bool, mode: int | None = None
+    ) -> None:
         self.target = volume_path(root, path, allow_root=False)
         self.root = root
         self.path = path
@@ -332,7 +365,8 @@ class Upload:
             raise IsADirectoryError(f"{self.path!r} is a directory in the volume")
         if not self.force and os.path.lexists(self.target):
             raise FileExistsError(
-                f"{self.path!r} already exists in the volume; pass force=True to replace it")
+                f"{self.path!r} already exists in the volume; pass force=True to replace it"
+            )
 
     def write(self, data: bytes) -> None:
         self._fh.write(data)

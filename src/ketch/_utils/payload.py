@@ -21,8 +21,7 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     t = type(obj)
     if t in _SCALARS:
         return True
-    if depth >= 3 or (t is not tuple and t is not list and t is not dict) \
-            or len(obj) > _PLAIN_LEN:
+    if depth >= 3 or (t is not tuple and t is not list and t is not dict) or len(obj) > _PLAIN_LEN:
         return False
     if t is dict:
         for k, v in obj.items():
@@ -57,8 +56,11 @@ def exception_payload(
     tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
     by_ref = _try_dumps(exc)
     by_val = None
-    if by_value is not None and by_value.__name__ in sys.modules \
-            and type(exc).__module__ == by_value.__name__:
+    if (
+        by_value is not None
+        and by_value.__name__ in sys.modules
+        and type(exc).__module__ == by_value.__name__
+    ):
         try:
             cloudpickle.register_pickle_by_value(by_value)
         except ValueError:
@@ -82,9 +84,7 @@ def _try_dumps(exc: BaseException) -> bytes | None:
 
 def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
     """Drop the runtime's own frames from the top of a traceback."""
-    while tb is not None and any(
-        part in tb.tb_frame.f_code.co_filename for part in _INTERNAL
-    ):
+    while tb is not None and any(part in tb.tb_frame.f_code.co_filename for part in _INTERNAL):
         tb = tb.tb_next
     return tb
 

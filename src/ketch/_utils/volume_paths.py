@@ -10,10 +10,26 @@ from ketch.exception import InvalidError
 # Paths a volume may not be mounted at or below: the container's operating system lives
 # there, and hiding it would break the container (or, with the path-mapping fallback,
 # write into the host's own system directories).
-SYSTEM_DIRS = tuple(PurePosixPath(p) for p in (
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
-    "/sbin", "/sys", "/usr", "/var/run", "/var/lib/dpkg",
-))
+SYSTEM_DIRS = tuple(
+    PurePosixPath(p)
+    for p in (
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+        "/var/run",
+        "/var/lib/dpkg",
+    )
+)
 
 
 def check_mount_path(path: object) -> str:
@@ -25,12 +41,14 @@ def check_mount_path(path: object) -> str:
     if "\0" in text or not p.is_absolute() or ".." in p.parts or p == PurePosixPath("/"):
         raise InvalidError(
             f"volumes: {text!r} is not a usable mount path; use an absolute path below '/' "
-            "without '..', e.g. '/data'")
+            "without '..', e.g. '/data'"
+        )
     for sysdir in SYSTEM_DIRS:
         if p == sysdir or sysdir in p.parents:
             raise InvalidError(
                 f"volumes: {text!r} is under the system directory {sysdir}; mount volumes "
-                "elsewhere, e.g. /data or /root/models")
+                "elsewhere, e.g. /data or /root/models"
+            )
     return str(p)
 
 
@@ -45,7 +63,6 @@ def check_mount_set(paths: list[str]) -> None:
             if other in p.parents or p in other.parents:
                 raise InvalidError(
                     f"volumes: mount paths {str(other)!r} and {text!r} overlap; "
-                    "use separate directories")
+                    "use separate directories"
+                )
         seen.append(p)
-
-

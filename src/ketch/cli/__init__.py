@@ -23,8 +23,9 @@ class _Group(click.Group):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except Exception as exc:
-            verbose = (ctx.obj or {}).get("verbose") or "--verbose" in sys.argv \
-                or _verbose_from_config()
+            verbose = (
+                (ctx.obj or {}).get("verbose") or "--verbose" in sys.argv or _verbose_from_config()
+            )
             if verbose:
                 traceback.print_exc()
             msg = str(exc).strip() or type(exc).__name__

@@ -55,19 +55,30 @@ def list_apps(as_json: bool, environment: str | None) -> None:
     rows = api("GET", "/v1/apps")
     if environment:
         rows = [r for r in rows if r["environment"] == environment]
-    print_rows(rows, as_json,
-               ("app id", "name", "env", "state", "version", "containers", "created"),
-               lambda r: [r["app_id"], r["name"], r["environment"], r["state"],
-                          str(r["version"]), str(r["containers"]),
-                          time.strftime("%m-%d %H:%M", time.localtime(r["created"]))],
-               no_wrap=2)
+    print_rows(
+        rows,
+        as_json,
+        ("app id", "name", "env", "state", "version", "containers", "created"),
+        lambda r: [
+            r["app_id"],
+            r["name"],
+            r["environment"],
+            r["state"],
+            str(r["version"]),
+            str(r["containers"]),
+            time.strftime("%m-%d %H:%M", time.localtime(r["created"])),
+        ],
+        no_wrap=2,
+    )
     if as_json:
         return
     # In full, under the table: an error does not fit a column.
     for r in rows:
         if r.get("error"):
-            click.echo(f"{r['name']} ({r['app_id']}) is broken and not served: {r['error']}\n"
-                       f"  redeploy it to serve it again, or `ketch app stop {r['name']}`.")
+            click.echo(
+                f"{r['name']} ({r['app_id']}) is broken and not served: {r['error']}\n"
+                f"  redeploy it to serve it again, or `ketch app stop {r['name']}`."
+            )
 
 
 @app.command()
@@ -81,26 +92,41 @@ def stop(name: str, environment: str | None, yes: bool) -> None:
     Example:
       ketch app stop my-app -y
     """
-    out = api("POST", f"/v1/apps/{name}/stop",
-              params={"environment": _environment(environment)})
+    out = api("POST", f"/v1/apps/{name}/stop", params={"environment": _environment(environment)})
     click.echo(f"Stopped app {name!r} ({out['stopped']}).")
 
 
 @app.command()
 @click.argument("name")
 @env_option
-@click.option("-f", "--follow", "follow_", is_flag=True,
-              help="Keep printing new lines as they come, until Ctrl-C.")
+@click.option(
+    "-f",
+    "--follow",
+    "follow_",
+    is_flag=True,
+    help="Keep printing new lines as they come, until Ctrl-C.",
+)
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @click.option("--since", default=None, help="Only lines newer than this (e.g. 10m, 2h, 1d).")
 @click.option("--function", default=None, help="Only this function's containers.")
-@click.option("--source", "sources", multiple=True,
-              type=click.Choice(["stdout", "stderr", "system"]),
-              help="Only this stream; `system` is the platform's events. Repeatable.")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    type=click.Choice(["stdout", "stderr", "system"]),
+    help="Only this stream; `system` is the platform's events. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def logs(name: str, environment: str | None, follow_: bool, tail: int | None,
-         since: str | None, function: str | None, sources: tuple[str, ...],
-         as_json: bool) -> None:
+def logs(
+    name: str,
+    environment: str | None,
+    follow_: bool,
+    tail: int | None,
+    since: str | None,
+    function: str | None,
+    sources: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Show an app's stored container output and platform events (a stopped app's too).
 
     Lines read `time [function container] text`; platform events (containers starting,
@@ -140,8 +166,7 @@ def history(name: str, environment: str | None, as_json: bool) -> None:
     Example:
       ketch app history my-app
     """
-    out = api("GET", f"/v1/apps/{name}/history",
-              params={"environment": _environment(environment)})
+    out = api("GET", f"/v1/apps/{name}/history", params={"environment": _environment(environment)})
 
     def cells(r: dict[str, Any]) -> list[str]:
         note = "live" if r["live"] else ""
@@ -149,11 +174,22 @@ def history(name: str, environment: str | None, as_json: bool) -> None:
             note = ", ".join(filter(None, [note, f"rollback to v{r['rollback_of']}"]))
         if r.get("error"):
             note = ", ".join(filter(None, [note, "broken in the store"]))
-        return [f"v{r['version']}", clock(r["created"]), (r["source"] or "-")[:12],
-                r["spec_hash"], ", ".join(r["functions"]), note]
+        return [
+            f"v{r['version']}",
+            clock(r["created"]),
+            (r["source"] or "-")[:12],
+            r["spec_hash"],
+            ", ".join(r["functions"]),
+            note,
+        ]
 
-    print_rows(out["versions"], as_json,
-               ("version", "deployed", "source", "spec", "functions", "note"), cells, no_wrap=0)
+    print_rows(
+        out["versions"],
+        as_json,
+        ("version", "deployed", "source", "spec", "functions", "note"),
+        cells,
+        no_wrap=0,
+    )
 
 
 @app.command()
@@ -175,9 +211,11 @@ def rollback(name: str, version: str | None, environment: str | None) -> None:
     if version is not None:
         text = version.lower().removeprefix("v")
         if not text.isdigit():
-            raise click.BadParameter(f"{version!r} is not a version number like 3 or v3",
-                                     param_hint="VERSION")
+            raise click.BadParameter(
+                f"{version!r} is not a version number like 3 or v3", param_hint="VERSION"
+            )
         params["version"] = int(text)
     out = api("POST", f"/v1/apps/{name}/rollback", params=params)
-    click.echo(f"Rolled {name!r} back to v{out['rollback_of']}: now serving it as "
-               f"v{out['version']}.")
+    click.echo(
+        f"Rolled {name!r} back to v{out['rollback_of']}: now serving it as v{out['version']}."
+    )

@@ -23,8 +23,13 @@ def call() -> None:
 @call.command("list")
 @click.argument("app_name")
 @env_option
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
-              help="At most this many, newest first.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="At most this many, newest first.",
+)
 @json_option
 def list_calls(app_name: str, environment: str | None, limit: int, as_json: bool) -> None:
     """List an app's recent calls: spawned calls and web requests, newest first.
@@ -35,18 +40,32 @@ def list_calls(app_name: str, environment: str | None, limit: int, as_json: bool
     """
     from ketch.cli.apps import _environment
 
-    out = api("GET", f"/v1/apps/{app_name}/calls",
-              params={"environment": _environment(environment), "limit": limit})
+    out = api(
+        "GET",
+        f"/v1/apps/{app_name}/calls",
+        params={"environment": _environment(environment), "limit": limit},
+    )
 
     def cells(r: dict[str, Any]) -> list[str]:
         status = r["status"]
         if r.get("http_status"):
             status = f"{status} ({r['http_status']})"
-        return [r["call_id"], r["kind"], r["function"], status, str(r["attempts"]),
-                seconds(r["duration"]), clock(r["created"])]
+        return [
+            r["call_id"],
+            r["kind"],
+            r["function"],
+            status,
+            str(r["attempts"]),
+            seconds(r["duration"]),
+            clock(r["created"]),
+        ]
 
-    print_rows(out["calls"], as_json,
-               ("call id", "kind", "function", "status", "attempts", "duration", "created"), cells)
+    print_rows(
+        out["calls"],
+        as_json,
+        ("call id", "kind", "function", "status", "attempts", "duration", "created"),
+        cells,
+    )
 
 
 @call.command()

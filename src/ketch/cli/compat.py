@@ -8,12 +8,17 @@ from ketch.cli import cli
 from ketch.cli.output import echo_json, json_option
 
 _TARGET = click.option(
-    "--target", default=None, type=click.Path(file_okay=False),
-    help="Site directory to write to (default: this Python's site-packages).")
+    "--target",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Site directory to write to (default: this Python's site-packages).",
+)
 _SCRIPTS = click.option(
-    "--scripts-dir", default=None, type=click.Path(file_okay=False),
-    help="Where the `modal` command goes (default: next to this Python; TARGET/bin with "
-         "--target).")
+    "--scripts-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the `modal` command goes (default: next to this Python; TARGET/bin with --target).",
+)
 
 
 @cli.group()

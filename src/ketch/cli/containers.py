@@ -22,8 +22,9 @@ def container() -> None:
 
 @container.command("list")
 @click.option("--app", "app_name", default=None, help="Only this app's containers.")
-@click.option("--env", "environment", default=None,
-              help="Environment of --app (default: the configured one).")
+@click.option(
+    "--env", "environment", default=None, help="Environment of --app (default: the configured one)."
+)
 @json_option
 def list_containers(app_name: str | None, environment: str | None, as_json: bool) -> None:
     """List running containers: id, app, function, state, inputs in flight, start, pid.
@@ -39,16 +40,31 @@ def list_containers(app_name: str | None, environment: str | None, as_json: bool
     params: dict[str, Any] = {}
     if app_name:
         params = {"app": app_name, "environment": _environment(environment)}
-    print_rows(api("GET", "/v1/containers", params=params), as_json,
-               ("container id", "app", "function", "state", "inputs", "started", "pid"),
-               lambda r: [r["container_id"], r["app"], r["function"], r["state"],
-                          str(r["inflight"]), clock(r["started"]), str(r["pid"] or "-")])
+    print_rows(
+        api("GET", "/v1/containers", params=params),
+        as_json,
+        ("container id", "app", "function", "state", "inputs", "started", "pid"),
+        lambda r: [
+            r["container_id"],
+            r["app"],
+            r["function"],
+            r["state"],
+            str(r["inflight"]),
+            clock(r["started"]),
+            str(r["pid"] or "-"),
+        ],
+    )
 
 
 @container.command()
 @click.argument("container_id")
-@click.option("-f", "--follow", "follow_", is_flag=True,
-              help="Keep printing new lines as they come, until Ctrl-C.")
+@click.option(
+    "-f",
+    "--follow",
+    "follow_",
+    is_flag=True,
+    help="Keep printing new lines as they come, until Ctrl-C.",
+)
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def logs(container_id: str, follow_: bool, tail: int | None, as_json: bool) -> None:

@@ -104,8 +104,10 @@ def _import_error(ref: str, exc: BaseException) -> BaseException:
         return type(exc)(f"{frame}: {exc}") if frame and type(exc) is InvalidError else exc
     if isinstance(exc, SystemExit):
         return InvalidError(f"importing {ref} called sys.exit({exc.code!r})")
-    if isinstance(exc, ModuleNotFoundError) and exc.name and (
-        ref == exc.name or ref.startswith(exc.name + ".")
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name
+        and (ref == exc.name or ref.startswith(exc.name + "."))
     ):
         return InvalidError(f"cannot import module {ref!r}: {exc}")
     return InvalidError(f"importing {ref} failed: {type(exc).__name__}: {exc}")

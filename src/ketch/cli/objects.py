@@ -42,8 +42,9 @@ def _run(coro: Any) -> Any:
     return run_sync(coro)
 
 
-def _list(cls: Any, environment: str | None, as_json: bool,
-          sizes: Callable[[dict[str, Any]], str]) -> None:
+def _list(
+    cls: Any, environment: str | None, as_json: bool, sizes: Callable[[dict[str, Any]], str]
+) -> None:
     """The named Dicts or Queues of an environment: a line each, or one JSON list."""
     rows = _run(cls.objects._info(environment_name=_environment(environment)))
     if as_json:
@@ -199,8 +200,9 @@ def queue_list(environment: str | None, as_json: bool) -> None:
     """
     from ketch.queue import Queue
 
-    _list(Queue, environment, as_json,
-          lambda r: f"{r['items']} items\t{r['partitions']} partitions")
+    _list(
+        Queue, environment, as_json, lambda r: f"{r['items']} items\t{r['partitions']} partitions"
+    )
 
 
 @queue_group.command("len")
@@ -241,7 +243,7 @@ def queue_peek(name: str, n: int, partition: str | None, environment: str | None
         items = _run(q._op("next", partition=partition, after=after, timeout=0.0))["items"]
         if not items:
             break
-        for seq, value in items[:n - shown]:
+        for seq, value in items[: n - shown]:
             after = seq
             shown += 1
             click.echo(repr(_show(value)))
@@ -262,7 +264,8 @@ def queue_clear(name: str, partition: str | None, all_: bool, environment: str |
     from ketch.queue import Queue
 
     Queue.from_name(name, environment_name=_environment(environment)).clear(
-        partition=partition, all=all_)
+        partition=partition, all=all_
+    )
     click.echo(f"Cleared Queue {name!r}.")
 
 

@@ -25,17 +25,28 @@ def console(stderr: bool = False) -> Any:
     stream = sys.stderr if stderr else sys.stdout
     plain = bool(os.environ.get("NO_COLOR")) or not stream.isatty()
     # Piped output is read by scripts and people alike: wide enough that no cell wraps.
-    return Console(file=stream, no_color=plain, highlight=False, emoji=False,
-                   force_terminal=False if plain else None,
-                   width=None if stream.isatty() else 200)
+    return Console(
+        file=stream,
+        no_color=plain,
+        highlight=False,
+        emoji=False,
+        force_terminal=False if plain else None,
+        width=None if stream.isatty() else 200,
+    )
 
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data))
 
 
-def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...],
-               cells: Callable[[dict[str, Any]], list[str]], *, no_wrap: int = 1) -> None:
+def print_rows(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: tuple[str, ...],
+    cells: Callable[[dict[str, Any]], list[str]],
+    *,
+    no_wrap: int = 1,
+) -> None:
     """Rows as one JSON list (--json), else as a table of `cells(row)` under `columns`.
     The first `no_wrap` columns are never cut: ids and names get copied into other
     commands."""
@@ -74,8 +85,9 @@ def parse_duration(text: str, param: str = "--since") -> float:
     except (ValueError, IndexError):
         value = -1.0
     if value < 0:
-        raise click.BadParameter(f"{text!r} is not a duration like 30s, 10m, 2h or 1d",
-                                 param_hint=param)
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 30s, 10m, 2h or 1d", param_hint=param
+        )
     return value
 
 
@@ -85,8 +97,10 @@ def print_entry(entry: dict[str, Any], as_json: bool) -> None:
         echo_json({k: v for k, v in entry.items() if k != "t"})
         return
     mark = "ketch: " if entry["stream"] == "system" else ""
-    click.echo(f"{clock(entry['ts'], date=False)} [{entry['function']} {entry['container']}] "
-               f"{mark}{entry['line']}")
+    click.echo(
+        f"{clock(entry['ts'], date=False)} [{entry['function']} {entry['container']}] "
+        f"{mark}{entry['line']}"
+    )
 
 
 def api(method: str, path: str, **kwargs: Any) -> Any:
@@ -102,8 +116,10 @@ def follow(path: str, params: dict[str, Any], on_item: Callable[[dict[str, Any]]
     from ketch._utils.aio import run_sync
 
     async def go() -> None:
-        async with await ApiClient()._http() as http, \
-                http.stream("GET", path, params={**params, "follow": "true"}) as resp:
+        async with (
+            await ApiClient()._http() as http,
+            http.stream("GET", path, params={**params, "follow": "true"}) as resp,
+        ):
             if resp.status_code != 200:
                 await resp.aread()
                 _json_or_raise(resp)
@@ -133,8 +149,11 @@ class DeployProgress:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=console(stderr=True), transient=False,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console(stderr=True),
+                transient=False,
             )
             self._progress.start()
             self._deploy = self._progress.add_task(self.what, total=1)
@@ -146,9 +165,14 @@ class DeployProgress:
         for tag, task in self._images.items():
             steps = self._steps.get(tag, 0)
             if kind is None:
-                self._progress.update(task, completed=1, description=(
-                    f"image for {tag}: ready"
-                    + (f" ({steps} step{'s' if steps != 1 else ''} run)" if steps else "")))
+                self._progress.update(
+                    task,
+                    completed=1,
+                    description=(
+                        f"image for {tag}: ready"
+                        + (f" ({steps} step{'s' if steps != 1 else ''} run)" if steps else "")
+                    ),
+                )
         if kind is None:
             self._progress.update(self._deploy, completed=1, description=f"{self.what}: done")
         self._progress.stop()
@@ -160,7 +184,7 @@ class DeployProgress:
             click.echo(f"  {line}", err=True)
             return
         if line.startswith("image for ") and line.endswith(": checking"):
-            tag = line[len("image for "):-len(": checking")]
+            tag = line[len("image for ") : -len(": checking")]
             self._current = tag
             self._images[tag] = self._progress.add_task(f"image for {tag}: checking", total=1)
             return
@@ -170,9 +194,11 @@ class DeployProgress:
         tag = self._current or ""
         if line.startswith("==> "):
             self._steps[tag] = self._steps.get(tag, 0) + 1
-            self._progress.update(task, description=(
-                f"image for {tag}: step {self._steps[tag]}: {line[4:][:80]}"))
+            self._progress.update(
+                task, description=(f"image for {tag}: step {self._steps[tag]}: {line[4:][:80]}")
+            )
         elif line.strip():
             step = self._steps.get(tag, 0)
-            self._progress.update(task, description=(
-                f"image for {tag}: step {step}: {line.strip()[:80]}"))
+            self._progress.update(
+                task, description=(f"image for {tag}: step {step}: {line.strip()[:80]}")
+            )

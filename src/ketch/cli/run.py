@@ -85,28 +85,54 @@ def _entry_command(entry: LocalEntrypoint | Function, prog: str) -> click.Comman
             params.append(click.Option(decls, required=required, show_default=True, **extra))
             continue
         kind = _option_type(ann, raw.__name__, p.name)
-        params.append(click.Option([f"--{flag}", p.name], type=kind, required=required,
-                                   show_default=not required, **extra))
-    return click.Command(prog, params=params, callback=lambda **kw: kw,
-                         help=inspect.getdoc(raw))
+        params.append(
+            click.Option(
+                [f"--{flag}", p.name],
+                type=kind,
+                required=required,
+                show_default=not required,
+                **extra,
+            )
+        )
+    return click.Command(prog, params=params, callback=lambda **kw: kw, help=inspect.getdoc(raw))
 
 
 # Options after REF belong to the entrypoint (`ketch run --name x app.py --name ada`).
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "allow_interspersed_args": False, "help_option_names": []})
+@cli.command(
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "allow_interspersed_args": False,
+        "help_option_names": [],
+    }
+)
 @click.argument("ref", required=False)
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--env", "environment", default=None, help="Environment to run in.")
 @click.option("--name", default=None, help="Run the app under this name.")
-@click.option("--detach", is_flag=True,
-              help="Keep the app running after the entrypoint returns (stop it with "
-                   "`ketch app stop`).")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Keep the app running after the entrypoint returns (stop it with `ketch app stop`).",
+)
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
-@click.option("--help", "show_help", is_flag=True,
-              help="Show this message (after REF: the entrypoint's options) and exit.")
+@click.option(
+    "--help",
+    "show_help",
+    is_flag=True,
+    help="Show this message (after REF: the entrypoint's options) and exit.",
+)
 @click.pass_context
-def run(ctx: click.Context, ref: str | None, module: bool, environment: str | None,
-        name: str | None, detach: bool, quiet: bool, show_help: bool) -> None:
+def run(
+    ctx: click.Context,
+    ref: str | None,
+    module: bool,
+    environment: str | None,
+    name: str | None,
+    detach: bool,
+    quiet: bool,
+    show_help: bool,
+) -> None:
     """Run an app's local entrypoint (or one function) with the app running ephemerally.
 
     The entrypoint's parameters are options after REF: `def main(n_items: int)` takes
@@ -128,9 +154,7 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
     target = _load(ref, module, need_entry=True)
     entry = target.entry
     if not isinstance(entry, Function | LocalEntrypoint):
-        raise InvalidError(
-            f"{ref} names a class; ketch run takes a local entrypoint or a function"
-        )
+        raise InvalidError(f"{ref} names a class; ketch run takes a local entrypoint or a function")
     cmd = _entry_command(entry, f"ketch run {ref}")
     if show_help or "--help" in ctx.args:
         with click.Context(cmd, info_name=cmd.name) as sub:
@@ -140,8 +164,9 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
     from ketch.app import _RunContext
 
     hint = target.module.__name__.rpartition(".")[2]
-    with _RunContext(target.app, environment, not quiet, name_hint=hint, name=name,
-                     detach=detach) as running:
+    with _RunContext(
+        target.app, environment, not quiet, name_hint=hint, name=name, detach=detach
+    ) as running:
         app_id = running.app_id
         print_web_urls(target.app)
         if isinstance(entry, LocalEntrypoint):
@@ -158,8 +183,10 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
             if value is not None:
                 click.echo(value)
     if detach:
-        click.echo(f"Detached: app {app_id} keeps running; stop it with "
-                   f"`ketch app stop {app_id}`.", err=True)
+        click.echo(
+            f"Detached: app {app_id} keeps running; stop it with `ketch app stop {app_id}`.",
+            err=True,
+        )
 
 
 @cli.command()
@@ -167,10 +194,15 @@ def run(ctx: click.Context, ref: str | None, module: bool, environment: str | No
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--name", default=None, help="Deploy under this app name.")
 @click.option("--env", "environment", default=None, help="Environment to deploy to.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the result as JSON (app id, version, functions and URLs).")
-def deploy(ref: str, module: bool, name: str | None, environment: str | None,
-           as_json: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON (app id, version, functions and URLs).",
+)
+def deploy(
+    ref: str, module: bool, name: str | None, environment: str | None, as_json: bool
+) -> None:
     """Deploy an app persistently: it keeps running after this command and server restarts.
 
     \b

@@ -29,8 +29,9 @@ def _from_json(path: str) -> dict[str, str]:
         raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-json") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         # The values are not echoed: they are the secret.
-        raise click.BadParameter(f"{path} must hold one JSON object of strings",
-                                 param_hint="--from-json")
+        raise click.BadParameter(
+            f"{path} must hold one JSON object of strings", param_hint="--from-json"
+        )
     return {str(k): v for k, v in data.items()}
 
 
@@ -47,14 +48,30 @@ def _from_dotenv(path: str) -> dict[str, str]:
 @secret.command()
 @click.argument("name")
 @click.argument("pairs", nargs=-1)
-@click.option("--from-dotenv", "dotenv", type=click.Path(dir_okay=False), default=None,
-              help="Also take KEY=VALUE lines from this .env file.")
-@click.option("--from-json", "json_file", type=click.Path(dir_okay=False), default=None,
-              help="Also take the keys of this JSON object.")
+@click.option(
+    "--from-dotenv",
+    "dotenv",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also take KEY=VALUE lines from this .env file.",
+)
+@click.option(
+    "--from-json",
+    "json_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also take the keys of this JSON object.",
+)
 @env_option
 @click.option("--force", is_flag=True, help="Replace an existing secret.")
-def create(name: str, pairs: tuple[str, ...], dotenv: str | None, json_file: str | None,
-           environment: str | None, force: bool) -> None:
+def create(
+    name: str,
+    pairs: tuple[str, ...],
+    dotenv: str | None,
+    json_file: str | None,
+    environment: str | None,
+    force: bool,
+) -> None:
     """Create a secret from KEY=VALUE pairs (and/or a .env or JSON file).
 
     \b
@@ -77,9 +94,18 @@ def create(name: str, pairs: tuple[str, ...], dotenv: str | None, json_file: str
         values[key] = value
     if not values:
         raise click.UsageError("give at least one KEY=VALUE (or --from-dotenv/--from-json)")
-    run_sync(ApiClient().call("POST", "/v1/secrets", json={
-        "name": name, "values": values, "environment": _environment(environment),
-        "force": force}))
+    run_sync(
+        ApiClient().call(
+            "POST",
+            "/v1/secrets",
+            json={
+                "name": name,
+                "values": values,
+                "environment": _environment(environment),
+                "force": force,
+            },
+        )
+    )
     click.echo(f"Created secret {name!r} with keys: {', '.join(sorted(values))}")
 
 
@@ -96,8 +122,9 @@ def list_secrets(environment: str | None, as_json: bool) -> None:
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
-    rows = run_sync(ApiClient().call("GET", "/v1/secrets",
-                                     params={"environment": _environment(environment)}))
+    rows = run_sync(
+        ApiClient().call("GET", "/v1/secrets", params={"environment": _environment(environment)})
+    )
     if as_json:
         echo_json(rows)
         return
@@ -118,6 +145,9 @@ def delete(name: str, environment: str | None) -> None:
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
 
-    run_sync(ApiClient().call("DELETE", f"/v1/secrets/{name}",
-                              params={"environment": _environment(environment)}))
+    run_sync(
+        ApiClient().call(
+            "DELETE", f"/v1/secrets/{name}", params={"environment": _environment(environment)}
+        )
+    )
     click.echo(f"Deleted secret {name!r}.")

@@ -40,11 +40,21 @@ def _forget_modules(files: set[Path]) -> None:
 @click.option("-m", "module", is_flag=True, help="REF is a module name, not a file.")
 @click.option("--env", "environment", default=None, help="Environment to serve in.")
 @click.option("--name", default=None, help="Serve the app under this name.")
-@click.option("--timeout", type=float, default=None,
-              help="Stop after this many seconds (default: run until Ctrl-C).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Stop after this many seconds (default: run until Ctrl-C).",
+)
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
-def serve(ref: str, module: bool, environment: str | None, name: str | None,
-          timeout: float | None, quiet: bool) -> None:
+def serve(
+    ref: str,
+    module: bool,
+    environment: str | None,
+    name: str | None,
+    timeout: float | None,
+    quiet: bool,
+) -> None:
     """Serve an app's web endpoints with `-dev` URLs, reloading on every edit.
 
     \b
@@ -90,8 +100,9 @@ def serve(ref: str, module: bool, environment: str | None, name: str | None,
         def watch() -> None:
             import watchfiles
 
-            for changes in watchfiles.watch(*{f.parent for f in files}, stop_event=stop,
-                                            debounce=100, step=50, rust_timeout=200):
+            for changes in watchfiles.watch(
+                *{f.parent for f in files}, stop_event=stop, debounce=100, step=50, rust_timeout=200
+            ):
                 changed = {Path(p).resolve() for _, p in changes}
                 if changed & files or any(p.suffix == ".py" for p in changed):
                     reload.set()
@@ -109,8 +120,9 @@ def serve(ref: str, module: bool, environment: str | None, name: str | None,
                     if not run_sync(_is_running(app_id)):
                         # A newer `serve` of this app took the URLs over and stopped this
                         # one's app: a reload here could only fail.
-                        click.echo(f"Stopped: another `ketch serve` of {app_name!r} took its "
-                                   "URLs over.")
+                        click.echo(
+                            f"Stopped: another `ketch serve` of {app_name!r} took its URLs over."
+                        )
                         break
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not reload.wait(timeout=min(left, 0.5) if left is not None else 0.5):
@@ -118,14 +130,23 @@ def serve(ref: str, module: bool, environment: str | None, name: str | None,
                 reload.clear()
                 try:
                     _forget_modules(files)
-                    fresh = find_target(import_target(path, is_module=module), member,
-                                        need_entry=False)
-                    run_sync(deploy_app(fresh.app, name=app_name,
-                                        environment=environment or ctx_env(),
-                                        ephemeral=True, log=show, app_id=app_id))
+                    fresh = find_target(
+                        import_target(path, is_module=module), member, need_entry=False
+                    )
+                    run_sync(
+                        deploy_app(
+                            fresh.app,
+                            name=app_name,
+                            environment=environment or ctx_env(),
+                            ephemeral=True,
+                            log=show,
+                            app_id=app_id,
+                        )
+                    )
                 except Exception as exc:  # a broken edit must not end the session
-                    click.echo(f"Reload failed, still serving the previous version: {exc}",
-                               err=True)
+                    click.echo(
+                        f"Reload failed, still serving the previous version: {exc}", err=True
+                    )
                     continue
                 files = _local_files(root)
                 click.echo(f"Reloaded {app_name!r} at {time.strftime('%H:%M:%S')}.")

@@ -24,8 +24,7 @@ def status(name: str, environment: str | None, as_json: bool) -> None:
     Example:
       ketch app status my-app --json
     """
-    out = api("GET", f"/v1/apps/{name}/status",
-              params={"environment": _environment(environment)})
+    out = api("GET", f"/v1/apps/{name}/status", params={"environment": _environment(environment)})
     if as_json:
         echo_json(out)
         return
@@ -33,13 +32,29 @@ def status(name: str, environment: str | None, as_json: bool) -> None:
 
     functions: dict[str, dict[str, Any]] = out["functions"]
     state = "running" if out["running"] else "stopped"
-    table = Table("function", "starting", "idle", "busy", "draining", "queued", "running",
-                  "waiting", title=f"{name} ({out['app_id']}, {state})")
+    table = Table(
+        "function",
+        "starting",
+        "idle",
+        "busy",
+        "draining",
+        "queued",
+        "running",
+        "waiting",
+        title=f"{name} ({out['app_id']}, {state})",
+    )
     table.columns[0].no_wrap = True
     for tag in sorted(functions):
         f = functions[tag]
         c = f["containers"]
-        table.add_row(tag, str(c["starting"]), str(c["idle"]), str(c["busy"]),
-                      str(c["draining"]), str(f["queued"]), str(f["running"]),
-                      "; ".join(f["waiting"]) or "-")
+        table.add_row(
+            tag,
+            str(c["starting"]),
+            str(c["idle"]),
+            str(c["busy"]),
+            str(c["draining"]),
+            str(f["queued"]),
+            str(f["running"]),
+            "; ".join(f["waiting"]) or "-",
+        )
     console().print(table)

@@ -40,8 +40,10 @@ def create(as_json: bool) -> None:
         return
     click.echo(f"Token id:     {out['token_id']}")
     click.echo(f"Token secret: {out['secret']}")
-    click.echo("Send them as Ketch-Key / Ketch-Secret headers (or Modal-Key / Modal-Secret, or "
-               "Authorization: Bearer <id>.<secret>). The secret is not shown again.")
+    click.echo(
+        "Send them as Ketch-Key / Ketch-Secret headers (or Modal-Key / Modal-Secret, or "
+        "Authorization: Bearer <id>.<secret>). The secret is not shown again."
+    )
 
 
 @token.command("list")

@@ -48,8 +48,9 @@ def create(name: str, environment: str | None) -> None:
     from ketch.volume import _check_name
 
     _check_name(name)
-    run_sync(call("POST", "/v1/volumes", json={"name": name,
-                                               "environment": _environment(environment)}))
+    run_sync(
+        call("POST", "/v1/volumes", json={"name": name, "environment": _environment(environment)})
+    )
     click.echo(f"Created volume {name!r}.")
 
 
@@ -93,8 +94,12 @@ def ls(name: str, path: str, environment: str | None, recursive: bool, as_json: 
     assert isinstance(vol, Volume)
     entries = vol.listdir(path, recursive=recursive)
     if as_json:
-        echo_json([{"path": e.path, "type": e.type.name.lower(), "size": e.size,
-                    "mtime": e.mtime} for e in entries])
+        echo_json(
+            [
+                {"path": e.path, "type": e.type.name.lower(), "size": e.size, "mtime": e.mtime}
+                for e in entries
+            ]
+        )
         return
     for e in entries:
         mark = "/" if e.type == FileEntryType.DIRECTORY else ""
@@ -167,8 +172,11 @@ def get(name: str, remote: str, local: str, environment: str | None, force: bool
         files = [(remote, dest)]
     else:
         entries = vol.listdir(remote, recursive=True)
-        files = [(e.path, dest / PurePosixPath(e.path).relative_to(base))
-                 for e in entries if e.type == FileEntryType.FILE]
+        files = [
+            (e.path, dest / PurePosixPath(e.path).relative_to(base))
+            for e in entries
+            if e.type == FileEntryType.FILE
+        ]
         dest.mkdir(parents=True, exist_ok=True)
     for src, target in files:
         if target.exists() and not force:

@@ -10,12 +10,18 @@ def main() -> int:
     from ketch.compat.shim import alias_active, real_modal_installed
 
     if real_modal_installed():
-        print("modal: the real modal package is installed here; this forwarder to ketch is "
-              "off (remove it with `ketch compat uninstall`)", file=sys.stderr)
+        print(
+            "modal: the real modal package is installed here; this forwarder to ketch is "
+            "off (remove it with `ketch compat uninstall`)",
+            file=sys.stderr,
+        )
         return 2
     if not alias_active():
-        print("modal: the ketch compat shim is off in this environment; turn it on with "
-              "`ketch compat install`, or run `ketch` directly", file=sys.stderr)
+        print(
+            "modal: the ketch compat shim is off in this environment; turn it on with "
+            "`ketch compat install`, or run `ketch` directly",
+            file=sys.stderr,
+        )
         return 2
     from ketch.cli import main as ketch_main
 

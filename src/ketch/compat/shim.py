@@ -30,7 +30,7 @@ class _ModalFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "modal" and not fullname.startswith("modal."):
             return None
-        ketch_name = "ketch" + fullname[len("modal"):]
+        ketch_name = "ketch" + fullname[len("modal") :]
         if importlib.util.find_spec(ketch_name) is None:
             return None
         return importlib.machinery.ModuleSpec(fullname, _Alias(ketch_name))

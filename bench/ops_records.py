@@ -20,6 +20,7 @@ from ketch._server.images import BuiltImage
 from ketch._server.model import FunctionDef, Input
 from ketch._server.records import CallRecorder
 from ketch._server.store import Store
+from ketch._utils.protocol.spec import ImageSpec, OptionsSpec, StoredFunction
 
 
 def _per_call(fn, n: int) -> float:  # type: ignore[no-untyped-def]
@@ -37,9 +38,10 @@ def main() -> None:
         store = Store(Path(tmp) / "k.db")
         recorder = CallRecorder(store, 1000)
         img = BuiltImage(hash="", python=Path(), env={}, workdir=None, root=Path())
-        fdef = FunctionDef(
-            "fu-1", "ap-1", "bench", "main", 1, "page", {"options": {}}, img, None, None
+        spec = StoredFunction(
+            tag="page", module="m", options=OptionsSpec(), image=ImageSpec(python_version="3.12")
         )
+        fdef = FunctionDef("fu-1", "ap-1", "bench", "main", 1, "page", spec, img, None, None)
         inp = Input("wr-1", fdef, "k", {}, "web", None)
         inp.started = time.monotonic()
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import pickle
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ketch._utils.aio import Aio
 from ketch._utils.options import FunctionOptions
+from ketch._utils.payload import encode_params
 from ketch.exception import InvalidError
 from ketch.functions import Function
 
@@ -162,20 +162,6 @@ def parameter_types(user_cls: type) -> dict[str, str]:
         hint = hints.get(name, "str")
         out[name] = hint if isinstance(hint, str) else getattr(hint, "__name__", "str")
     return out
-
-
-def encode_params(params: dict[str, Any]) -> bytes | None:
-    """A stable encoding: equal parameter sets give equal bytes, hence one pool."""
-    if not params:
-        return None
-    return pickle.dumps(tuple(sorted(params.items())), protocol=5)
-
-
-def decode_params(blob: bytes | None) -> dict[str, Any]:
-    """The parameter set `encode_params` made (its sorted pairs, back into a dict)."""
-    if not blob:
-        return {}
-    return dict(pickle.loads(blob))
 
 
 class Cls:

@@ -68,15 +68,23 @@ class Retries:
 
     def delay_for(self, k: int) -> float:
         """Return the delay in seconds before the ``k``-th retry (``k >= 1``)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"retry number must be an int >= 1, got {k!r}")
-        if self.initial_delay == 0:
-            return 0.0
-        # Compare in log space: backoff**(k-1) overflows a float long before k gets large.
-        log_delay = math.log(self.initial_delay) + (k - 1) * math.log(self.backoff_coefficient)
-        if log_delay >= math.log(self.max_delay):
-            return self.max_delay
-        return min(self.initial_delay * self.backoff_coefficient ** (k - 1), self.max_delay)
+        return backoff_delay(self.initial_delay, self.backoff_coefficient, self.max_delay, k)
+
+
+def backoff_delay(
+    initial_delay: float, backoff_coefficient: float, max_delay: float, k: int
+) -> float:
+    """``min(initial_delay * backoff_coefficient**(k-1), max_delay)``: the one copy of the
+    formula, used by `Retries` and by the server's scheduler alike."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"retry number must be an int >= 1, got {k!r}")
+    if initial_delay == 0:
+        return 0.0
+    # Compare in log space: backoff**(k-1) overflows a float long before k gets large.
+    log_delay = math.log(initial_delay) + (k - 1) * math.log(backoff_coefficient)
+    if log_delay >= math.log(max_delay):
+        return float(max_delay)
+    return float(min(initial_delay * backoff_coefficient ** (k - 1), max_delay))
 
 
 def retries_from(value: int | Retries | None) -> Retries | None:

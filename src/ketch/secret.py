@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ketch._utils.labels import validate_name
 from ketch.exception import InvalidError
 
 __all__ = ["Secret"]
-
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 
 
 def _check_key(key: object, where: str) -> str:
@@ -144,11 +142,7 @@ class Secret:
         The server resolves it at deploy time; a missing secret, or one that lacks any of
         ``required_keys``, fails the deploy.
         """
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise InvalidError(
-                f"invalid secret name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+        validate_name("secret", name)
         if environment_name is not None and not isinstance(environment_name, str):
             raise InvalidError(
                 f"Secret.from_name: environment_name must be a string, got {environment_name!r}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
-import re
 import stat
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -20,12 +19,12 @@ from typing import IO, Any, TypeVar
 
 from ketch._client import volume_api
 from ketch._utils.aio import Aio, AioIter, run_async, run_sync
+from ketch._utils.labels import validate_name
 from ketch._utils.volume_paths import check_mount_path, check_mount_set
 from ketch.exception import InvalidError
 
 __all__ = ["FileEntry", "FileEntryType", "Volume"]
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 T = TypeVar("T")
 
 
@@ -57,18 +56,9 @@ class FileEntry:
         )
 
 
-def _check_name(name: object, what: str = "volume") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidError(
-            f"invalid {what} name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
 def _environment(name: str | None) -> str:
     if name is not None:
-        return _check_name(name, "environment")
+        return validate_name("environment", name)
     from ketch.config import Config
 
     return Config.load().environment
@@ -153,9 +143,9 @@ class Volume:
     ) -> Volume:
         """A handle to the named volume. Nothing is looked up until first use (or deploy);
         then a missing volume raises NotFoundError unless `create_if_missing`."""
-        _check_name(name)
+        validate_name("volume", name)
         if environment_name is not None:
-            _check_name(environment_name, "environment")
+            validate_name("environment", environment_name)
         return Volume._new(name, environment_name, bool(create_if_missing))
 
     # `with Volume.ephemeral() as vol:` / `async with Volume.ephemeral.aio() as vol:`
@@ -284,7 +274,7 @@ def _ephemeral(environment_name: str | None = None) -> _Ephemeral:
 
 async def _delete(name: str, *, environment_name: str | None = None) -> None:
     """Delete the named volume and all its files."""
-    _check_name(name)
+    validate_name("volume", name)
     await volume_api.call(
         "DELETE",
         f"/v1/volumes/named/{name}",

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from typing import Any
 
 from ketch._partial import PartialFunction, wrap
-from ketch._utils.labels import validate_label
+from ketch._utils.labels import is_domain, validate_label
 from ketch.exception import InvalidError, deprecation_warning
 
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
-_DOMAIN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 def _common(label: str | None, custom_domains: Any, requires_proxy_auth: bool) -> dict[str, Any]:
@@ -20,7 +18,7 @@ def _common(label: str | None, custom_domains: Any, requires_proxy_auth: bool) -
         validate_label(label)
     domains: list[str] = []
     for d in custom_domains or ():
-        if not isinstance(d, str) or not _DOMAIN.match(d.lower()):
+        if not isinstance(d, str) or not is_domain(d.lower()):
             raise InvalidError(f"custom domain {d!r} is not a valid domain name (or *.domain)")
         domains.append(d.lower())
     if not isinstance(requires_proxy_auth, bool):

@@ -248,7 +248,7 @@ def test_the_token_is_checked_before_any_body_is_read_on_every_route(server) -> 
 
 @pytest.mark.spec("C4")
 def test_only_the_documented_public_routes_go_without_the_token(server) -> None:
-    from ketch._server.api import PUBLIC_PATHS
+    from ketch._server.api.core import PUBLIC_PATHS
 
     base, _ = _api(server)
     doc = httpx.get(f"{base}/openapi.json").json()

@@ -257,7 +257,7 @@ def test_tls_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.spec("W8")
 def test_a_certificate_that_does_not_load_is_refused_clearly(tmp_path: Path) -> None:
-    from ketch._gateway.service import tls_context
+    from ketch._server.web_service import tls_context
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -12,6 +12,7 @@ import pytest
 from ketch._server.images import BuiltImage
 from ketch._server.model import Container, FunctionDef, Pool
 from ketch._server.scheduler import Scheduler
+from ketch._utils.protocol.spec import ImageSpec, OptionsSpec, StoredFunction
 
 
 class _Backend:
@@ -21,8 +22,12 @@ class _Backend:
 
 def _pool(sched: Scheduler, tag: str, options: Any) -> Container:
     img = BuiltImage(hash="", python=Path(), env={}, workdir=None, root=Path())
+    # Built unchecked: the point is a spec that slipped past every check.
+    spec = StoredFunction.model_construct(
+        tag=tag, module="m", options=options, image=ImageSpec(python_version="3.12")
+    )
     fdef = FunctionDef(
-        f"fu-{tag}", "ap-1", "app", "main", 1, tag, {"options": options}, img, None, None
+        f"fu-{tag}", "ap-1", "app", "main", 1, tag, spec, img, None, None, raw={"tag": tag}
     )
     pool = Pool(key=f"fu-{tag}:1:-", function=fdef, params=None)
     c = Container(cid=f"ta-{tag}", pool=pool, state="ready")
@@ -47,7 +52,7 @@ def test_one_failing_pool_does_not_stop_the_others_scaling_down(
         sockets_dir=tmp_path,
     )
     broken = _pool(sched, "broken", "x")  # options that slipped past every check
-    healthy = _pool(sched, "healthy", {"scaledown_window": 1})
+    healthy = _pool(sched, "healthy", OptionsSpec(scaledown_window=1))
     with caplog.at_level(logging.ERROR, logger="ketch.scheduler"):
         sched.tick()
         sched.tick()

@@ -30,7 +30,7 @@ def test_off_builds_no_tracing_and_imports_no_opentelemetry() -> None:
             return sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
 
         before = otel()
-        import ketch._server.main, ketch._gateway.service, ketch._runtime.entry
+        import ketch._server.main, ketch._server.web_service, ketch._runtime.entry
         import ketch._runtime.web
         from ketch._server import tracing
         from ketch.config import Config

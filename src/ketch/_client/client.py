@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, ClassVar
 
 from ketch._client.discovery import ServerInfo, ensure_server, from_container_env
 from ketch._utils import payload
 from ketch._utils.ids import new_id
+from ketch._utils.protocol import messages as m
 from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
 from ketch.config import Config
 from ketch.exception import ConnectionError as KetchConnectionError
@@ -42,8 +43,9 @@ _closing: set[asyncio.Task[None]] = set()
 class _Pending:
     __slots__ = ("msg", "on_message")
 
-    def __init__(self, msg: dict[str, Any], on_message: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, msg: Mapping[str, Any], on_message: Callable[[Any], None]) -> None:
         self.msg = msg
+        # Gets the call's items and then its result (m.Item, m.Res).
         self.on_message = on_message
 
 
@@ -56,8 +58,9 @@ class Client:
         self.channel: Channel | None = None
         self.info: ServerInfo | None = None
         self.pending: dict[str, _Pending] = {}
-        self.requests: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
-        self.log_subscriptions: dict[str, Callable[[dict[str, Any]], None]] = {}
+        # A request (a message with a rid) and its reply, a m.Reply with the answer's fields.
+        self.requests: dict[int, tuple[dict[str, Any], asyncio.Future[Any]]] = {}
+        self.log_subscriptions: dict[str, Callable[[Any], None]] = {}  # gets each m.Log
         self.leases: set[str] = set()
         self._rids = itertools.count(1)
         self._connected = asyncio.Event()
@@ -126,8 +129,8 @@ class Client:
         delay = 0.05
         for attempt in range(_HELLO_TRIES):
             ch = await open_channel(info.call_addr)
-            hello = {
-                "t": "hello",
+            hello: m.ClientHello = {
+                "t": m.HELLO,
                 "role": "client",
                 "token": info.token,
                 "client_id": self.client_id,
@@ -151,7 +154,7 @@ class Client:
                 raise
             break
         reply = batch[0] if batch else {}
-        if reply.get("t") != "welcome":
+        if reply.get("t") != m.WELCOME:
             ch.close()
             raise KetchConnectionError(f"the ketch server refused the connection: {reply}")
         limit = reply.get("max_message")
@@ -178,30 +181,49 @@ class Client:
         # else: idle; the next use connects again (and starts a server if there is none).
 
     def _dispatch_all(self, batch: list[dict[str, Any]]) -> None:
+        # The server is trusted once it has answered the hello: its messages are not checked.
+        handlers = self.HANDLERS
         for msg in batch:
-            self._dispatch(msg)
+            handler = handlers.get(msg["t"])
+            if handler is not None:
+                handler(self, msg)
 
     def _start_reconnect(self) -> None:
         if self._closed or (self._reconnecting is not None and not self._reconnecting.done()):
             return
         self._reconnecting = asyncio.ensure_future(self._reconnect())
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        t = msg["t"]
-        if t in ("res", "item"):
-            pending = self.pending.get(msg["iid"])
-            if pending is not None:
-                if t == "res":
-                    del self.pending[msg["iid"]]
-                pending.on_message(msg)
-        elif t == "reply":
-            entry = self.requests.pop(msg["rid"], None)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result(msg)
-        elif t == "log":
-            handler = self.log_subscriptions.get(msg["app_id"])
-            if handler is not None:
-                handler(msg)
+    # -- server messages, by kind -------------------------------------------------------
+    def _on_res(self, msg: m.Res) -> None:
+        pending = self.pending.pop(msg["iid"], None)
+        if pending is not None:
+            pending.on_message(msg)
+
+    def _on_item(self, msg: m.Item) -> None:
+        pending = self.pending.get(msg["iid"])
+        if pending is not None:
+            pending.on_message(msg)
+
+    def _on_reply(self, msg: m.Reply) -> None:
+        entry = self.requests.pop(msg["rid"], None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(msg)
+
+    def _on_log(self, msg: m.Log) -> None:
+        handler = self.log_subscriptions.get(msg["app_id"])
+        if handler is not None:
+            handler(msg)
+
+    def _on_pong(self, msg: m.Pong) -> None:
+        pass  # the SDK sends no pings; the server answers those of other tools
+
+    HANDLERS: ClassVar[dict[str, Callable[[Client, Any], None]]] = {
+        m.RES: _on_res,
+        m.ITEM: _on_item,
+        m.REPLY: _on_reply,
+        m.LOG: _on_log,
+        m.PONG: _on_pong,
+    }
 
     async def _reconnect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -220,15 +242,15 @@ class Client:
     def _resend(self) -> None:
         assert self.channel is not None
         for app_id in self.log_subscriptions:
-            self.channel.send({"t": "logs", "app_id": app_id})
+            self.channel.send(_logs(app_id))
         for app_id in self.leases:
-            self.channel.send({"t": "lease", "app_id": app_id})
+            self.channel.send(_lease(app_id))
         for pending in list(self.pending.values()):
             self.channel.send(pending.msg)
         for msg, _ in list(self.requests.values()):
             self.channel.send(msg)
 
-    def _refused(self, msg: dict[str, Any], exc: Exception) -> None:
+    def _refused(self, msg: Mapping[str, Any], exc: Exception) -> None:
         """A message the channel would not send (too large, or not encodable): its call
         or request fails here, with nothing sent."""
         error: Exception = exc
@@ -240,12 +262,17 @@ class Client:
         elif not isinstance(exc, KetchConnectionError):
             error = InvalidError(f"the {msg.get('t')!r} message cannot be sent: {exc}")
         iid = msg.get("iid")
-        if msg.get("t") == "call" and isinstance(iid, str):
+        if msg.get("t") == m.CALL and isinstance(iid, str):
             pending = self.pending.pop(iid, None)
             if pending is not None:
-                pending.on_message(
-                    {"t": "res", "iid": iid, "ok": False, "error": None, "local_error": error}
-                )
+                res: m.Res = {
+                    "t": m.RES,
+                    "iid": iid,
+                    "ok": False,
+                    "error": None,
+                    "local_error": error,
+                }
+                pending.on_message(res)
             return
         rid = msg.get("rid")
         entry = self.requests.pop(rid, None) if isinstance(rid, int) else None
@@ -254,12 +281,11 @@ class Client:
 
     def _fail_all(self, exc: BaseException) -> None:
         self.broken = exc
-        err = {"exc": None, "repr": repr(exc), "tb": ""}
+        err: m.ErrorPayload = {"exc": None, "repr": repr(exc), "tb": ""}
         for iid, pending in list(self.pending.items()):
             del self.pending[iid]
-            pending.on_message(
-                {"t": "res", "iid": iid, "ok": False, "error": err, "local_error": exc}
-            )
+            res: m.Res = {"t": m.RES, "iid": iid, "ok": False, "error": err, "local_error": exc}
+            pending.on_message(res)
         for _, fut in self.requests.values():
             if not fut.done():
                 fut.set_exception(exc)
@@ -276,7 +302,7 @@ class Client:
         return self.channel
 
     # -- operations ---------------------------------------------------------------------
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: Mapping[str, Any]) -> None:
         if self.channel is not None and self._connected.is_set():
             self.channel.send(msg)
         elif self._has_work() and self.broken is None:
@@ -309,7 +335,7 @@ class Client:
         iid: str | None = None,
     ) -> str:
         iid = iid or new_id("in")
-        msg = {"t": "call", "iid": iid, "fid": fid, "req": req, "kind": kind}
+        msg = {"t": m.CALL, "iid": iid, "fid": fid, "req": req, "kind": kind}
         self.pending[iid] = _Pending(msg, on_message)
         self.send(msg)
         return iid
@@ -333,7 +359,7 @@ class Client:
         try:
             while True:
                 msg = await queue.get()
-                if msg["t"] == "item":
+                if msg["t"] == m.ITEM:
                     yield payload.loads(msg["payload"])
                 else:
                     finished = True
@@ -343,15 +369,16 @@ class Client:
             self.pending.pop(iid, None)
             if not finished:
                 # The caller stopped iterating: stop the generator in its container too.
-                self.send({"t": "cancel", "call_id": iid, "rid": None})
+                cancel: m.Cancel = {"t": m.CANCEL, "call_id": iid, "rid": None}
+                self.send(cancel)
 
     def subscribe_logs(self, app_id: str, handler: Callable[[dict[str, Any]], None]) -> None:
         self.log_subscriptions[app_id] = handler
-        self.send({"t": "logs", "app_id": app_id})
+        self.send(_logs(app_id))
 
     def lease(self, app_id: str) -> None:
         self.leases.add(app_id)
-        self.send({"t": "lease", "app_id": app_id})
+        self.send(_lease(app_id))
 
     def release(self, app_id: str) -> None:
         # The lease may sit on an older client than the one releasing it.
@@ -373,7 +400,15 @@ class Client:
                     await task
 
 
-def result_of(msg: dict[str, Any]) -> Any:
+def _logs(app_id: str) -> m.Logs:
+    return {"t": m.LOGS, "app_id": app_id}
+
+
+def _lease(app_id: str) -> m.Lease:
+    return {"t": m.LEASE, "app_id": app_id}
+
+
+def result_of(msg: Mapping[str, Any]) -> Any:
     """The value of a 'res' message, or its exception raised with the original type."""
     if msg.get("ok"):
         data = msg.get("payload")

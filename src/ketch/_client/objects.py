@@ -14,6 +14,7 @@ from ketch._client.client import Client
 from ketch._utils import payload
 from ketch._utils.aio import Aio, run_async, run_sync
 from ketch._utils.ids import new_id
+from ketch._utils.protocol import messages as m
 from ketch.exception import InvalidError, RequestSizeError
 
 H = TypeVar("H", bound="ObjectHandle")
@@ -95,7 +96,7 @@ class ObjectHandle:
         if self._object_id is None:
             reply = await client.request(
                 {
-                    "t": "obj",
+                    "t": m.OBJ,
                     "op": "open",
                     "kind": self._kind,
                     "name": self._name,
@@ -115,7 +116,7 @@ class ObjectHandle:
     ) -> dict[str, Any]:
         client, oid = await self._resolve()
         msg: dict[str, Any] = {
-            "t": "obj",
+            "t": m.OBJ,
             "op": f"{self._kind[0]}.{op}",
             "object_id": oid,
             **fields,
@@ -130,7 +131,7 @@ class ObjectHandle:
             return await client.request(msg)
         except asyncio.CancelledError:
             # Tell the server, or its waiting get would still take an item nobody reads.
-            client.send({"t": "obj", "op": "abort", "wid": wid, "rid": None})
+            client.send({"t": m.OBJ, "op": "abort", "wid": wid, "rid": None})
             raise
 
     def _dump_value(self, value: Any, limit_name: str, what: str) -> bytes:
@@ -235,7 +236,7 @@ class Ephemeral(Generic[H]):
         client = await Client.current()
         reply = await client.request(
             {
-                "t": "obj",
+                "t": m.OBJ,
                 "op": "ephemeral",
                 "kind": self._cls._kind,
                 "environment": self._environment or client.config.environment,
@@ -247,7 +248,7 @@ class Ephemeral(Generic[H]):
         # A request the server answers only when the object is deleted. The client re-sends
         # it after a reconnect, which tells a restarted server the object is still wanted.
         self._hold = asyncio.ensure_future(
-            client.request({"t": "obj", "op": "hold", "object_id": reply["object_id"]})
+            client.request({"t": m.OBJ, "op": "hold", "object_id": reply["object_id"]})
         )
         self._hold.add_done_callback(_ignore_result)
         self._handle = handle
@@ -258,7 +259,7 @@ class Ephemeral(Generic[H]):
             return
         client = await Client.current()
         with contextlib.suppress(Exception):
-            await client.request({"t": "obj", "op": "delete", "object_id": self._handle._object_id})
+            await client.request({"t": m.OBJ, "op": "delete", "object_id": self._handle._object_id})
         if self._hold is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._hold), 5)
@@ -316,7 +317,7 @@ class ObjectManager(Generic[H]):
         client = await Client.current()
         return await client.request(
             {
-                "t": "obj",
+                "t": m.OBJ,
                 "op": op,
                 "kind": self._cls._kind,
                 "environment": environment_name or client.config.environment,

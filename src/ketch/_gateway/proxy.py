@@ -13,7 +13,8 @@ import ssl
 import time
 from collections.abc import Callable
 
-from ketch._gateway.connection import STATUS_KEYS, ClientConnection
+from ketch._gateway.client_base import STATUS_KEYS
+from ketch._gateway.connection import ClientConnection
 from ketch._gateway.http import Limits
 from ketch._gateway.longrequests import LongRequests, owner_of
 from ketch._gateway.resolver import Denied, Ready, RequestHead, Resolver, Target

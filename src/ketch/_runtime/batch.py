@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ketch._utils import payload
+from ketch._utils.protocol import messages as m
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def split(result: Any, n: int, name: str) -> list[Any]:
     return list(result)
 
 
-def start(rt: Runtime, msg: dict[str, Any]) -> None:
+def start(rt: Runtime, msg: m.Batch) -> None:
     """Begin one batch; its inputs share a task."""
     inputs = msg["inputs"]
     batch = Batch([i["iid"] for i in inputs])
@@ -100,14 +101,15 @@ def cancel(rt: Runtime, iid: str) -> None:
     if batch.pending:
         return
     if batch.in_thread:
-        rt.ch.send({"t": "stuck", "iid": iid})
+        stuck: m.Stuck = {"t": m.STUCK, "iid": iid}
+        rt.ch.send(stuck)
     elif batch.task is not None:
         batch.task.cancel()
 
 
-async def _run(rt: Runtime, batch: Batch, inputs: list[dict[str, Any]]) -> None:
+async def _run(rt: Runtime, batch: Batch, inputs: list[m.BatchInput]) -> None:
     assert rt.target is not None
-    outs: dict[str, dict[str, Any]] = {}
+    outs: dict[str, m.Out] = {}
     good: list[str] = []
     try:
         fn = rt.target.resolve(inputs[0].get("method"))
@@ -127,7 +129,7 @@ async def _run(rt: Runtime, batch: Batch, inputs: list[dict[str, Any]]) -> None:
             result = await _call(rt, batch, fn, col)
             name = getattr(fn, "__qualname__", "")
             for iid, value in zip(good, split(result, len(good), name), strict=True):
-                outs[iid] = {"t": "out", "iid": iid, "ok": True, "payload": payload.dumps(value)}
+                outs[iid] = {"t": m.OUT, "iid": iid, "ok": True, "payload": payload.dumps(value)}
     except asyncio.CancelledError:
         return  # the server has answered every caller already
     except BaseException as exc:
@@ -157,5 +159,5 @@ async def _call(rt: Runtime, batch: Batch, fn: Callable[..., Any], col: Collated
     return result
 
 
-def _failed(rt: Runtime, iid: str, exc: BaseException) -> dict[str, Any]:
-    return {"t": "out", "iid": iid, "ok": False, "error": rt._error(exc)}
+def _failed(rt: Runtime, iid: str, exc: BaseException) -> m.Out:
+    return {"t": m.OUT, "iid": iid, "ok": False, "error": rt._error(exc)}

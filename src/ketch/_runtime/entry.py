@@ -11,17 +11,17 @@ import inspect
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, cast
 
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload, tracecontext
+from ketch._utils.protocol import messages as m
 from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
 
 
 class Runtime:
-    def __init__(
-        self, channel: Channel, init: dict[str, Any], preloaded: Preloaded | None = None
-    ) -> None:
+    def __init__(self, channel: Channel, init: m.Init, preloaded: Preloaded | None = None) -> None:
         self.ch = channel
         self.init = init
         # Code a fork-server template loaded before this process was forked from it.
@@ -64,17 +64,16 @@ class Runtime:
                 if inspect.isawaitable(result):
                     await result
             self.target = target
-            ready: dict[str, Any] = {"t": "ready"}
+            ready: m.Ready = {"t": m.READY}
             if self.spec.get("web"):
                 ready["web_addr"] = await self._start_web(target, self.spec["web"])
         except BaseException as exc:
             module = sys.modules.get(self.spec.get("module") or "")
-            await self.ch.send_and_drain(
-                {
-                    "t": "startup_failed",
-                    "error": payload.exception_payload(exc, module),
-                }
-            )
+            failed: m.StartupFailed = {
+                "t": m.STARTUP_FAILED,
+                "error": payload.exception_payload(exc, module),
+            }
+            await self.ch.send_and_drain(failed)
             return False
         await self.ch.send_and_drain(ready)
         return True
@@ -128,39 +127,59 @@ class Runtime:
             await asyncio.wait(list(self.tasks.values()))
 
     def _handle(self, batch: list[dict[str, Any]]) -> None:
+        # The server is trusted once it has answered the hello: its messages are not checked.
+        handlers = self.HANDLERS
         for msg in batch:
-            t = msg["t"]
-            if t == "input":
-                self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
-            elif t == "batch":
-                from ketch._runtime import batch as batching
+            handler = handlers.get(msg["t"])
+            if handler is not None:
+                handler(self, msg)
 
-                batching.start(self, msg)
-            elif t == "cancel":
-                self.cancel(msg["iid"])
-            elif t == "stop":
-                self.stopping.set()
+    # -- server messages, by kind -------------------------------------------------------
+    def _on_input(self, msg: m.Input) -> None:
+        self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
 
-    def refused(self, msg: dict[str, Any], exc: Exception) -> None:
+    def _on_batch(self, msg: m.Batch) -> None:
+        from ketch._runtime import batch as batching
+
+        batching.start(self, msg)
+
+    def _on_cancel(self, msg: m.CancelInput) -> None:
+        self.cancel(msg["iid"])
+
+    def _on_stop(self, msg: m.Stop) -> None:
+        self.stopping.set()
+
+    HANDLERS: ClassVar[dict[str, Callable[[Runtime, Any], None]]] = {
+        m.INPUT: _on_input,
+        m.BATCH: _on_batch,
+        m.CANCEL: _on_cancel,
+        m.STOP: _on_stop,
+    }
+
+    def refused(self, msg: Mapping[str, Any], exc: Exception) -> None:
         """An output the channel would not send (over the server's size limit, or not
         encodable): the caller gets an error in its place."""
         iid = msg.get("iid")
-        if msg.get("t") not in ("out", "item") or not isinstance(iid, str):
+        if msg.get("t") not in (m.OUT, m.ITEM) or not isinstance(iid, str):
             print(f"ketch: a {msg.get('t')!r} message was not sent: {exc}", file=sys.stderr)
             return
         from ketch.exception import RequestSizeError
 
-        what = "result" if msg["t"] == "out" else "generator item"
+        what = "result" if msg["t"] == m.OUT else "generator item"
         error: BaseException = exc
         if isinstance(exc, MessageTooLarge):
             error = RequestSizeError(
                 f"the {what} is {exc.size} bytes once encoded; the server takes at most "
                 f"{exc.limit} (its max_message_bytes, KETCH_MAX_MESSAGE_BYTES)"
             )
-        self.ch.send(
-            {"t": "out", "iid": iid, "ok": False, "error": payload.exception_payload(error)}
-        )
-        if msg["t"] == "item":
+        out: m.Out = {
+            "t": m.OUT,
+            "iid": iid,
+            "ok": False,
+            "error": payload.exception_payload(error),
+        }
+        self.ch.send(out)
+        if msg["t"] == m.ITEM:
             self.cancel(iid)  # the caller has its answer: the generator stops
 
     def cancel(self, iid: str) -> None:
@@ -177,13 +196,14 @@ class Runtime:
             return
         if iid in self.sync_running:
             # Threads cannot be interrupted: the server replaces this container instead.
-            self.ch.send({"t": "stuck", "iid": iid})
+            stuck: m.Stuck = {"t": m.STUCK, "iid": iid}
+            self.ch.send(stuck)
             return
         task = self.tasks.get(iid)
         if task is not None:
             task.cancel()
 
-    async def run_input(self, msg: dict[str, Any]) -> None:
+    async def run_input(self, msg: m.Input) -> None:
         iid = msg["iid"]
         assert self.target is not None
         loop = asyncio.get_running_loop()
@@ -197,7 +217,7 @@ class Runtime:
             )
             if msg["kind"] == "gen":
                 await self._run_gen(iid, fn, args, kwargs)
-                out: dict[str, Any] = {"t": "out", "iid": iid, "ok": True, "payload": None}
+                out: m.Out = {"t": m.OUT, "iid": iid, "ok": True, "payload": None}
             else:
                 if inspect.iscoroutinefunction(fn):
                     result = await fn(*args, **kwargs)
@@ -212,11 +232,11 @@ class Runtime:
                         self.sync_running.discard(iid)
                     if inspect.isawaitable(result):
                         result = await result
-                out = {"t": "out", "iid": iid, "ok": True, "payload": payload.dumps(result)}
+                out = {"t": m.OUT, "iid": iid, "ok": True, "payload": payload.dumps(result)}
         except asyncio.CancelledError:
             return  # the server has already answered the caller (timeout or cancel)
         except BaseException as exc:
-            out = {"t": "out", "iid": iid, "ok": False, "error": self._error(exc)}
+            out = {"t": m.OUT, "iid": iid, "ok": False, "error": self._error(exc)}
         finally:
             self.tasks.pop(iid, None)
         self.ch.send(out)
@@ -226,7 +246,8 @@ class Runtime:
         gen = fn(*args, **kwargs)
         if inspect.isasyncgen(gen):
             async for item in gen:
-                self.ch.send({"t": "item", "iid": iid, "payload": payload.dumps(item)})
+                msg: m.Item = {"t": m.ITEM, "iid": iid, "payload": payload.dumps(item)}
+                self.ch.send(msg)
             return
         done = object()
         self.sync_gens.add(iid)
@@ -235,11 +256,12 @@ class Runtime:
                 item = await loop.run_in_executor(self.pool, next, gen, done)
                 if item is done:
                     return
-                self.ch.send({"t": "item", "iid": iid, "payload": payload.dumps(item)})
+                msg = {"t": m.ITEM, "iid": iid, "payload": payload.dumps(item)}
+                self.ch.send(msg)
         finally:
             self.sync_gens.discard(iid)
 
-    def _error(self, exc: BaseException) -> dict[str, Any]:
+    def _error(self, exc: BaseException) -> m.ErrorPayload:
         module = self.target.module if self.target is not None else None
         return payload.exception_payload(exc, module)
 
@@ -262,14 +284,13 @@ async def _connect() -> tuple[Channel, dict[str, Any]]:
     delay = 0.05
     for attempt in range(8):
         ch = await open_channel(os.environ["KETCH_CALL_ADDR"])
-        ch.send(
-            {
-                "t": "hello",
-                "role": "container",
-                "cid": os.environ["KETCH_CONTAINER_ID"],
-                "token": os.environ["KETCH_TOKEN"],
-            }
-        )
+        hello: m.ContainerHello = {
+            "t": m.HELLO,
+            "role": "container",
+            "cid": os.environ["KETCH_CONTAINER_ID"],
+            "token": os.environ["KETCH_TOKEN"],
+        }
+        ch.send(hello)
         try:
             batch = await ch.recv()
         except ChannelClosed:
@@ -284,10 +305,11 @@ async def _connect() -> tuple[Channel, dict[str, Any]]:
 
 async def _main(preloaded: Preloaded | None = None) -> int:
     ch, first = await _connect()
-    if first.get("t") != "init":
-        return 0
-    rt = Runtime(ch, first, preloaded)
-    limit = first.get("max_message")
+    if first.get("t") != m.INIT:
+        return 0  # denied, or told to stop before it started
+    init = cast("m.Init", first)
+    rt = Runtime(ch, init, preloaded)
+    limit = init.get("max_message")
     ch.max_message = limit if isinstance(limit, int) else None
     ch.on_refused = rt.refused
     loop = asyncio.get_running_loop()

@@ -35,7 +35,7 @@ class Target:
     def instantiate(self, params: bytes | None) -> None:
         """Create the instance a class's methods run on (nothing to do for a function)."""
         if self.spec.get("kind") == "cls" and self.instance is None:
-            from ketch.cls import decode_params
+            from ketch._utils.payload import decode_params
 
             self.instance = _instantiate(self.obj, decode_params(params))
 

@@ -2,9 +2,9 @@
 
 Every body is checked against these models before anything is read from it or written
 (issue 11): a wrong type, a value out of range or an unknown key is a 422 that names the
-field. The deploy models mirror what `ketch._client.deploy.app_spec` sends, with the limits
-of the SDK's own checks (`ketch._utils.options`); the stored models are what the server
-writes for a version, and they are checked again when a version is read back on start.
+field. A function's spec is its own contract (`ketch._utils.protocol.spec`); here are the
+bodies built from it: a deploy as `ketch._client.deploy.app_spec` sends it, and an app
+version as the server writes it (checked again when a version is read back on start).
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from typing import Annotated, Any, Literal
 from fastapi import Path, Query
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
@@ -26,59 +23,26 @@ from pydantic import (
     model_validator,
 )
 
-from ketch._utils.options import (
-    DEFAULT_TIMEOUT,
-    MAX_BATCH_SIZE,
-    MAX_BATCH_WAIT_MS,
-    MAX_CONCURRENT_INPUTS,
-    MAX_GPU_COUNT,
-    MAX_TIMEOUT,
+# The function spec's models live with the other typed contracts; the API's bodies are
+# built from them, so /openapi.json documents a deploy in full.
+from ketch._utils.labels import NAME_PATTERN
+from ketch._utils.protocol.spec import (
+    ID_PATTERN,
+    SHA256_PATTERN,
+    TAG_PATTERN,
+    TEXT_PATTERN,
+    Contract,
+    FunctionBase,
+    FunctionSpec,
+    Int,
+    Name,
+    Sha256,
+    StoredFunction,
+    Tag,
+    Text,
 )
-from ketch.retries import MAX_RETRIES
 
-# Patterns are matched by pydantic's regex engine, which also refuses strings that are not
-# valid Unicode (lone surrogates from JSON escapes), so such strings never reach SQLite or
-# a file name.
-NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"
-TAG_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$"
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
-ID_PATTERN = r"^[a-z]{2}-[A-Za-z0-9_-]{1,64}$"
-_TEXT = r"^[^\x00]*$"  # no NUL: it cannot be in a path, an argument or an environment
-_NONEMPTY_TEXT = r"^[^\x00]+$"
-_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_IMAGE_ENV_KEY = r"^[^\x00=]+$"
-_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_DOMAIN = r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-_GPU = rf"^[A-Za-z0-9-]+!?(:[1-{MAX_GPU_COUNT}])?$"
-_BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
-
-# Bounds the SDK does not set but a server needs: a count the scheduler loops over must not
-# be able to keep the loop busy forever, and numbers must fit SQLite's 64-bit integers.
-MAX_CONTAINERS = 10_000
-MAX_MEMORY_MIB = 16 * 1024 * 1024
-MAX_CPU = 1024.0
-MAX_INPUTS_PER_CONTAINER = 2**31
-
-
-def _integral(value: Any) -> Any:
-    # JSON has one number type: 3.0 is the integer 3 there. Strings and bools stay refused.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
-
-
-def _name(value: str) -> str:
-    # Said with the name given (names are not secret), as the CLI has always said it.
-    if not re.match(NAME_PATTERN, value):
-        raise ValueError(
-            f"invalid name {value!r}: use letters, digits, '.', '_' or '-' (at most 64, "
-            "starting with a letter or digit)"
-        )
-    return value
 
 
 def _env_key(value: str) -> str:
@@ -87,266 +51,18 @@ def _env_key(value: str) -> str:
     return value
 
 
-Name = Annotated[
-    str, AfterValidator(_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})
-]
-Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
-Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
-Text = Annotated[str, StringConstraints(pattern=_TEXT)]
-NonEmptyText = Annotated[str, StringConstraints(pattern=_NONEMPTY_TEXT)]
-Ident = Annotated[str, StringConstraints(pattern=_IDENT, max_length=256)]
 EnvKey = Annotated[
     str,
     AfterValidator(_env_key),
     WithJsonSchema({"type": "string", "pattern": _ENV_KEY, "maxLength": 256}),
 ]
-Gpu = Annotated[str, StringConstraints(pattern=_GPU, max_length=64)]
-Seconds = Annotated[Int, Field(ge=1, le=MAX_TIMEOUT)]
-Containers = Annotated[Int, Field(ge=0, le=MAX_CONTAINERS)]
-Cores = Annotated[float, Field(gt=0, le=MAX_CPU)]
-Mib = Annotated[Int, Field(ge=1, le=MAX_MEMORY_MIB)]
-
-
-class Contract(BaseModel):
-    """Strict: no coercion ("5" is not 5), no unknown keys, no NaN or infinity."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
-
-
-# -- function options (FunctionOptions, as `options_spec` sends them) ------------------
-class RetriesSpec(Contract):
-    max_retries: Int = Field(ge=0, le=MAX_RETRIES)
-    backoff_coefficient: float = Field(2.0, ge=1, le=10)
-    initial_delay: float = Field(1.0, ge=0, le=60)
-    max_delay: float = Field(60.0, ge=1, le=60)
-
-
-class OptionsSpec(Contract):
-    timeout: Seconds = DEFAULT_TIMEOUT
-    startup_timeout: Seconds | None = None
-    retries: RetriesSpec | None = None
-    min_containers: Containers = 0
-    max_containers: Annotated[Int, Field(ge=1, le=MAX_CONTAINERS)] | None = None
-    buffer_containers: Containers = 0
-    scaledown_window: Seconds = 60
-    max_inputs: Int = Field(1, ge=1, le=MAX_CONCURRENT_INPUTS)
-    target_inputs: Annotated[Int, Field(ge=1, le=MAX_CONCURRENT_INPUTS)] | None = None
-    batch_max_size: Annotated[Int, Field(ge=1, le=MAX_BATCH_SIZE)] | None = None
-    batch_wait_ms: Annotated[Int, Field(ge=0, le=MAX_BATCH_WAIT_MS)] | None = None
-    gpu: Gpu | Annotated[list[Gpu], Field(min_length=1, max_length=16)] | None = None
-    cpu: Cores | Annotated[list[Cores], Field(min_length=2, max_length=2)] | None = None
-    memory: Mib | Annotated[list[Mib], Field(min_length=2, max_length=2)] | None = None
-    block_network: bool = False
-    enable_memory_snapshot: bool = False
-    inputs_per_container: Annotated[Int, Field(ge=1, le=MAX_INPUTS_PER_CONTAINER)] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OptionsSpec:
-        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
-            raise ValueError("target_inputs must not exceed max_inputs")
-        if self.max_containers is not None and self.max_containers < self.min_containers:
-            raise ValueError("max_containers must be at least min_containers")
-        for name in ("cpu", "memory"):
-            pair = getattr(self, name)
-            if isinstance(pair, list) and pair[0] > pair[1]:
-                raise ValueError(f"{name}=[request, limit] needs request <= limit")
-        return self
-
-
-# -- images (Image.spec) ---------------------------------------------------------------
-class _PipOptions(Contract):
-    packages: list[NonEmptyText] = []
-    index_url: Text | None = None
-    extra_index_url: Text | None = None
-    find_links: Text | None = None
-    pre: bool = False
-    extra_options: Text = ""
-
-
-class PipInstallStep(_PipOptions):
-    type: Literal["pip_install"]
-
-
-class Requirements(Contract):
-    path: Text
-    content: Text
-
-
-class UvPipInstallStep(_PipOptions):
-    type: Literal["uv_pip_install"]
-    requirements: list[Requirements] = []
-
-
-class EnvStep(Contract):
-    type: Literal["env"]
-    vars: dict[Annotated[str, StringConstraints(pattern=_IMAGE_ENV_KEY)], Text]
-
-
-class WorkdirStep(Contract):
-    type: Literal["workdir"]
-    path: NonEmptyText
-
-
-class RunCommandsStep(Contract):
-    type: Literal["run_commands"]
-    commands: list[Text]
-
-
-class AptInstallStep(Contract):
-    type: Literal["apt_install"]
-    packages: list[NonEmptyText]
-
-
-ImageStep = Annotated[
-    PipInstallStep | UvPipInstallStep | EnvStep | WorkdirStep | RunCommandsStep | AptInstallStep,
-    Field(discriminator="type"),
-]
-
-
-class ImageFile(Contract):
-    local_path: NonEmptyText
-    remote_path: NonEmptyText
-    kind: Literal["file", "dir"]
-    copy_: bool = Field(alias="copy")  # `copy` would hide BaseModel.copy
-    ignore: list[Text] = []
-    sha256: Sha256
-    position: Int = Field(ge=0, le=100_000)
-    python_module: Text | None = None
-
-
-class ImageSpec(Contract):
-    python_version: Annotated[str, StringConstraints(pattern=r"^3\.[0-9]{1,3}$")]
-    steps: list[ImageStep] = []
-    files: list[ImageFile] = []
-
-
-# -- secrets and volumes ---------------------------------------------------------------
-class InlineSecret(Contract):
-    kind: Literal["inline"]
-    values: dict[Annotated[str, StringConstraints(pattern=_IMAGE_ENV_KEY)], Text]
-
-
-class NamedSecret(Contract):
-    kind: Literal["named"]
-    name: Name
-    environment: Name | None = None
-    required_keys: list[Text] = []
-
-
-class SealedSecret(Contract):
-    """An inline secret as stored: its values encrypted with the server's key."""
-
-    kind: Literal["sealed"]
-    data: Annotated[str, StringConstraints(pattern=_BASE64)]
-
-
-class StoredNamedSecret(Contract):
-    kind: Literal["named"]
-    name: Name
-    environment: Name
-
-
-SecretRef = Annotated[InlineSecret | NamedSecret, Field(discriminator="kind")]
-StoredSecret = Annotated[SealedSecret | StoredNamedSecret, Field(discriminator="kind")]
-
-MountPath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
-
-
-class VolumeByName(Contract):
-    mount: MountPath
-    name: Name
-    environment: Name | None = None
-    create_if_missing: bool = False
-
-
-class VolumeById(Contract):
-    mount: MountPath
-    volume_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-
-
-class StoredVolume(Contract):
-    mount: MountPath
-    volume_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-    name: Name | None
-    environment: Name
-
-
-# -- web endpoints (ketch.web decorators) ----------------------------------------------
-class _WebCommon(Contract):
-    label: Annotated[str, StringConstraints(pattern=_LABEL)] | None = None
-    custom_domains: list[Annotated[str, StringConstraints(pattern=_DOMAIN, max_length=253)]] = []
-    requires_proxy_auth: bool = False
-
-
-class FastapiWeb(_WebCommon):
-    type: Literal["fastapi"]
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
-    docs: bool = False
-
-
-class AppWeb(_WebCommon):
-    type: Literal["asgi", "wsgi"]
-
-
-class ServerWeb(_WebCommon):
-    type: Literal["web_server"]
-    port: Int = Field(ge=1, le=65535)
-    startup_timeout: float = Field(5.0, gt=0, le=MAX_TIMEOUT)
-
-
-WebSpec = Annotated[FastapiWeb | AppWeb | ServerWeb, Field(discriminator="type")]
-
-
-# -- functions and apps ----------------------------------------------------------------
-class MethodSpec(Contract):
-    is_generator: bool = False
-
-
-class _FunctionBase(Contract):
-    tag: Tag
-    kind: Literal["function", "cls"] = "function"
-    module: Annotated[str, StringConstraints(pattern=r"^[^\x00/\\]+$", max_length=1024)] | None = (
-        None
-    )
-    qualname: Text = ""
-    serialized: Annotated[str, StringConstraints(pattern=_BASE64, min_length=1)] | None = None
-    options: OptionsSpec
-    image: ImageSpec
-    is_generator: bool = False
-    web: WebSpec | None = None
-    web_method: Ident | None = None
-    params: list[Ident] = []
-    param_types: dict[Ident, Text] = {}
-    methods: dict[Ident, MethodSpec] = {}
-
-    @model_validator(mode="after")
-    def _loadable(self) -> _FunctionBase:
-        if self.module is None and self.serialized is None:
-            raise ValueError("a function needs a module to import or serialized code")
-        return self
-
-
-class FunctionSpec(_FunctionBase):
-    """One function (or class, or class web method) of a deploy, as the SDK sends it."""
-
-    secrets: list[SecretRef] = []
-    volumes: list[VolumeByName | VolumeById] = []
-
-
-class StoredFunction(_FunctionBase):
-    """A function of a stored version: secrets sealed, volumes resolved, URLs recorded."""
-
-    secrets: list[StoredSecret] = []
-    volumes: list[StoredVolume] = []
-    web_url: Text | None = None
-    web_host_url: Text | None = None
 
 
 class SourceRef(Contract):
     blob: Sha256
 
 
-def _tags_match(functions: Mapping[str, _FunctionBase]) -> None:
+def _tags_match(functions: Mapping[str, FunctionBase]) -> None:
     for key, fn in functions.items():
         if fn.tag != key:
             raise ValueError(f"functions[{key!r}].tag is {fn.tag!r}; it must be {key!r}")
@@ -396,7 +112,7 @@ class SecretIn(Contract):
     force: bool = False
 
 
-VolumePath = Annotated[str, StringConstraints(pattern=_TEXT, max_length=4096)]
+VolumePath = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=4096)]
 
 
 class VolumeNameIn(Contract):
@@ -429,7 +145,7 @@ EnvQuery = Annotated[str, Query(pattern=NAME_PATTERN)]
 VersionQuery = Annotated[int | None, Query(ge=1, le=2**62)]
 TailQuery = Annotated[int | None, Query(ge=0, le=10_000_000)]
 LimitQuery = Annotated[int, Query(ge=1, le=10_000)]
-PathQuery = Annotated[str, Query(pattern=_TEXT, max_length=4096)]
+PathQuery = Annotated[str, Query(pattern=TEXT_PATTERN, max_length=4096)]
 ModeQuery = Annotated[int | None, Query(ge=0, le=0o7777)]
 FunctionQuery = Annotated[str | None, Query(pattern=TAG_PATTERN)]
 ContainerQuery = Annotated[str | None, Query(pattern=ID_PATTERN)]

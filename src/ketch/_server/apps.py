@@ -17,13 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ketch._server.api_models import (
-    DeployIn,
-    InlineSecret,
-    NamedSecret,
-    StoredApp,
-    validation_message,
-)
+from ketch._server.api_models import DeployIn, StoredApp, validation_message
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder, mount_files
 from ketch._server.model import FunctionDef
@@ -31,11 +25,12 @@ from ketch._server.scheduler import Scheduler
 from ketch._server.store import Store
 from ketch._server.volumes import VolumeManager
 from ketch._utils.ids import new_id, stable_id
+from ketch._utils.protocol.spec import InlineSecret, NamedSecret, SealedSecret, StoredNamedSecret
 from ketch.exception import AlreadyExistsError, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
-    from ketch._gateway.service import WebService
     from ketch._server.logs import LogHub
+    from ketch._server.web_service import WebService
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 
@@ -50,14 +45,18 @@ def validate_name(kind: str, name: str) -> None:
         )
 
 
-def load_stored(text: str) -> dict[str, Any]:
+def decode_stored(text: str) -> StoredApp:
     """A stored app version, checked as it was when it was written (a version edited or
     damaged in the store since is refused here, not deep inside the scheduler)."""
     try:
-        model = StoredApp.model_validate_json(text)
+        return StoredApp.model_validate_json(text)
     except ValidationError as exc:
         raise InvalidError(f"stored version is invalid: {validation_message(exc)}") from None
-    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def load_stored(text: str) -> dict[str, Any]:
+    """A stored app version as JSON data, checked by `decode_stored`."""
+    return decode_stored(text).model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 @dataclass
@@ -180,11 +179,13 @@ class AppManager:
 
     def function_env(self, fdef: FunctionDef) -> dict[str, str]:
         env: dict[str, str] = {}
-        for ref in fdef.spec.get("secrets", []):
-            if ref["kind"] == "sealed":
-                env.update(json.loads(self.box.decrypt(base64.b64decode(ref["data"]))))
+        for ref in (*fdef.spec.secrets, *fdef.extra_secrets):
+            if isinstance(ref, SealedSecret):
+                env.update(json.loads(self.box.decrypt(base64.b64decode(ref.data))))
             else:
-                env.update(self.secret_values(ref["environment"], ref["name"]))
+                # A with_options secret without an environment is looked up as it always
+                # was: under no environment (so it is not found).
+                env.update(self.secret_values(ref.environment, ref.name))  # type: ignore[arg-type]
         return env
 
     # -- deploy -------------------------------------------------------------------------
@@ -316,20 +317,23 @@ class AppManager:
         if version == current:
             raise InvalidError(f"version {version} of {app['name']!r} is already live")
         try:
-            old = load_stored(versions[version])
+            model = decode_stored(versions[version])
         except InvalidError as exc:
             raise InvalidError(
                 f"version {version} of {app['name']!r} cannot be served again: {exc}"
             ) from None
+        for fn in model.functions.values():
+            for ref in fn.secrets:
+                if isinstance(
+                    ref, StoredNamedSecret
+                ):  # deleted since: refuse before anything changes
+                    self.secret_values(ref.environment, ref.name)
+        old = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
         stored = {
             **old,
             "rollback_of": version,
             "functions": {tag: dict(f) for tag, f in old["functions"].items()},
         }
-        for fspec in stored["functions"].values():
-            for ref in fspec.get("secrets", []):
-                if ref.get("kind") == "named":  # deleted since: refuse before anything changes
-                    self.secret_values(ref["environment"], ref["name"])
         built = await self._build_images(stored["functions"], log)
         source_dir = None
         if stored.get("source"):
@@ -408,6 +412,8 @@ class AppManager:
     ) -> dict[str, str]:
         ids: dict[str, str] = {}
         old = self.apps.get(app_id)
+        # Decoded once, here: the scheduler reads each function's spec as typed attributes.
+        typed = StoredApp.model_validate_json(json.dumps(stored)).functions
         for tag, fspec in stored["functions"].items():
             fid = stable_id("fu", app_id, tag)
             mount = self.mount_dir(fspec["image"])
@@ -418,11 +424,12 @@ class AppManager:
                 environment=stored["environment"],
                 version=version,
                 tag=tag,
-                spec=fspec,
+                spec=typed[tag],
                 image=built[tag],
                 source_dir=source_dir,
                 mount_dir=str(mount / "root") if mount and (mount / "root").exists() else None,
-                volumes=self.volumes.host_mounts(fspec.get("volumes") or []),
+                volumes=self.volumes.host_mounts(typed[tag].volumes),
+                raw=fspec,
             )
             self.scheduler.register(fdef)
             ids[tag] = fid
@@ -527,16 +534,16 @@ class AppManager:
                 f"app {app_name!r} has no function {tag!r} (it has: "
                 f"{', '.join(sorted(app['functions'])) or 'none'})"
             )
-        fdef = self.scheduler.functions[fid]
+        spec = self.scheduler.functions[fid].spec
         return {
             "function_id": fid,
             "app_id": app["app_id"],
             "tag": tag,
-            "kind": fdef.spec.get("kind", "function"),
-            "is_generator": bool(fdef.spec.get("is_generator")),
-            "web_url": fdef.spec.get("web_url"),
-            "methods": fdef.spec.get("methods", {}),
-            "params": fdef.spec.get("params", []),
+            "kind": spec.kind,
+            "is_generator": spec.is_generator,
+            "web_url": spec.web_url,
+            "methods": {name: m.model_dump() for name, m in spec.methods.items()},
+            "params": list(spec.params),
         }
 
 

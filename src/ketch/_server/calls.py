@@ -8,7 +8,7 @@ and at most `max_unauthenticated` such connections are open at once on each list
 rest are closed as they arrive; the unix socket has a budget of its own, so that a flood of
 TCP connections cannot keep containers out). After the hello the peer's frames may be up
 to `max_message` bytes, and each message is checked (`messages.py`) before anything acts
-on it.
+on it; then the handler of its kind (`CallServer.CLIENT_HANDLERS`) acts on it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import contextlib
 import hmac
 import logging
 import pickle
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from ketch._server import messages
 from ketch._server.apps import AppManager
@@ -27,8 +28,9 @@ from ketch._server.errors import error_payload
 from ketch._server.logs import LogHub
 from ketch._server.objects import ObjectServer
 from ketch._server.scheduler import Scheduler
+from ketch._utils.protocol import messages as m
 from ketch._utils.wire import Channel, ChannelClosed, server_channel
-from ketch.exception import Error, InvalidError, OutputExpiredError
+from ketch.exception import Error, InvalidError, NotFoundError, OutputExpiredError
 
 log = logging.getLogger("ketch.calls")
 
@@ -44,6 +46,31 @@ class CallLimits:
     max_message: int = 2 * 1024**3
     hello_timeout: float = 10.0
     max_unauthenticated: int = 128
+
+
+@dataclass(eq=False)
+class Peer:
+    """An SDK client's authenticated connection, with the requests it has in flight."""
+
+    ch: Channel
+    client_id: str
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+# What handles one kind of client message, once it is checked.
+ClientHandler = Callable[["CallServer", Peer, Any], None]
+
+
+def _in_task(answer: Callable[[CallServer, Any], Awaitable[dict[str, Any]]]) -> ClientHandler:
+    """The handler of a request whose answer may wait (for a result, for the store): it is
+    answered in a task of the connection's, and the answer goes back to its rid."""
+
+    def handle(server: CallServer, peer: Peer, msg: Any) -> None:
+        task = asyncio.ensure_future(server._reply(peer.ch, msg, answer(server, msg)))
+        peer.tasks.add(task)
+        task.add_done_callback(peer.tasks.discard)
+
+    return handle
 
 
 class CallServer:
@@ -99,13 +126,13 @@ class CallServer:
             if hello["role"] == "container":
                 await self._container(ch, hello["cid"])
             else:
-                await self._client(ch, hello["client_id"])
+                await self._client(Peer(ch, hello["client_id"]))
         except ChannelClosed:
             pass
         finally:
             ch.close()
 
-    async def _hello(self, ch: Channel) -> dict[str, Any] | None:
+    async def _hello(self, ch: Channel) -> m.ClientHello | m.ContainerHello | None:
         """The peer's checked hello, or None once the connection is closed."""
         try:
             batch = await asyncio.wait_for(ch.recv(), self.limits.hello_timeout)
@@ -117,7 +144,8 @@ class CallServer:
             ch.close()
             return None
         if not hmac.compare_digest(hello["token"].encode(), self.token.encode()):
-            ch.send({"t": "denied", "reason": "bad token"})
+            denied: m.Denied = {"t": m.DENIED, "reason": "bad token"}
+            ch.send(denied)
             await asyncio.sleep(0)
             ch.close()
             return None
@@ -126,7 +154,8 @@ class CallServer:
     async def _container(self, ch: Channel, cid: str) -> None:
         init = self.scheduler.container_hello(cid, ch)
         if init is None:
-            ch.send({"t": "stop"})
+            stop: m.Stop = {"t": m.STOP}
+            ch.send(stop)
             return
         ch.send({**init, "max_message": self.limits.max_message})
         try:
@@ -149,91 +178,73 @@ class CallServer:
             except Exception:  # a bug here must not cut the container off
                 log.exception("container %s: a %r message failed", cid, checked["t"])
 
-    async def _client(self, ch: Channel, client_id: str) -> None:
-        sched = self.scheduler
-        sched.client_connected(client_id, ch)
-        ch.send({"t": "welcome", "max_message": self.limits.max_message})
-        sched._flush_undelivered(client_id)
-        tasks: set[asyncio.Task[None]] = set()
+    async def _client(self, peer: Peer) -> None:
+        sched, ch = self.scheduler, peer.ch
+        sched.client_connected(peer.client_id, ch)
+        welcome: m.Welcome = {"t": m.WELCOME, "max_message": self.limits.max_message}
+        ch.send(welcome)
+        sched._flush_undelivered(peer.client_id)
         try:
             while True:
-                self._client_frame(ch, client_id, await ch.recv(), tasks)
+                self._client_frame(peer, await ch.recv())
         finally:
-            sched.client_disconnected(client_id, ch)
+            sched.client_disconnected(peer.client_id, ch)
             self.logs.unsubscribe_all(ch)
             self.objects.disconnected(ch)
-            for task in tasks:
+            for task in peer.tasks:
                 task.cancel()
             for app_id in self.leases.pop(ch, set()):
                 # An ephemeral app lives as long as the connection of the command that made it.
                 with contextlib.suppress(Error):
                     self.apps.stop(app_id)
 
-    def _client_frame(
-        self,
-        ch: Channel,
-        client_id: str,
-        batch: list[dict[str, Any]],
-        tasks: set[asyncio.Task[None]],
-    ) -> None:
+    def _client_frame(self, peer: Peer, batch: list[dict[str, Any]]) -> None:
+        handlers = self.CLIENT_HANDLERS
         for raw in batch:
             try:
                 msg = messages.check_client(raw)
             except messages.BadMessage as exc:
-                log.warning("client %s: %s", client_id, exc)
-                _answer_bad(ch, raw, exc)
+                log.warning("client %s: %s", peer.client_id, exc)
+                _answer_bad(peer.ch, raw, exc)
                 continue
             try:
-                self._dispatch(ch, client_id, msg, tasks)
+                handlers[msg["t"]](self, peer, msg)
             except Exception:  # a bug here must not cut the client off
-                log.exception("client %s: a %r message failed", client_id, msg["t"])
+                log.exception("client %s: a %r message failed", peer.client_id, msg["t"])
 
-    def _dispatch(
-        self, ch: Channel, client_id: str, msg: dict[str, Any], tasks: set[asyncio.Task[None]]
-    ) -> None:
-        t = msg["t"]
-        if t == "call":
-            self.scheduler.submit(msg["fid"], msg["iid"], msg["req"], msg["kind"], client_id)
-        elif t in ("spawn", "get", "lookup", "cancel"):
-            task = asyncio.ensure_future(self._request(ch, msg))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        elif t == "obj":
-            self.objects.handle(ch, msg)
-        elif t == "logs":
-            self.logs.subscribe(msg["app_id"], ch)
-        elif t == "lease":
-            self.leases.setdefault(ch, set()).add(msg["app_id"])
-        elif t == "ping":
-            ch.send({"t": "pong", "rid": msg.get("rid")})
+    # -- client messages, by kind ---------------------------------------------------------
+    def _on_call(self, peer: Peer, msg: m.Call) -> None:
+        req: Any = msg["req"]  # the scheduler types a request as a plain dict
+        self.scheduler.submit(msg["fid"], msg["iid"], req, msg["kind"], peer.client_id)
 
-    async def _request(self, ch: Channel, msg: dict[str, Any]) -> None:
-        rid = msg.get("rid")
-        try:
-            reply = await self._answer(msg)
-        except Error as exc:
-            reply = {"ok": False, "error": error_payload(exc)}
-        except Exception as exc:  # never let one bad request take the connection down
-            log.exception("request failed")
-            reply = {"ok": False, "error": error_payload(exc)}
-        if rid is not None:
-            ch.send({"t": "reply", "rid": rid, **reply})
+    def _on_obj(self, peer: Peer, msg: m.Obj) -> None:
+        self.objects.handle(peer.ch, msg)
 
-    async def _answer(self, msg: dict[str, Any]) -> dict[str, Any]:
-        t = msg["t"]
-        if t == "spawn":
-            self.scheduler.spawn(msg["fid"], msg["iid"], msg["req"])
-            return {"ok": True}
-        if t == "lookup":
-            info = self.apps.lookup(msg["environment"], msg["app"], msg["name"])
-            return {"ok": True, "info": info}
-        if t == "cancel":
-            return {"ok": True, "cancelled": self.scheduler.cancel_call(msg["call_id"])}
-        # get
+    def _on_logs(self, peer: Peer, msg: m.Logs) -> None:
+        self.logs.subscribe(msg["app_id"], peer.ch)
+
+    def _on_lease(self, peer: Peer, msg: m.Lease) -> None:
+        self.leases.setdefault(peer.ch, set()).add(msg["app_id"])
+
+    def _on_ping(self, peer: Peer, msg: m.Ping) -> None:
+        pong: m.Pong = {"t": m.PONG, "rid": msg.get("rid")}
+        peer.ch.send(pong)
+
+    async def _spawn(self, msg: m.Spawn) -> dict[str, Any]:
+        req: Any = msg["req"]
+        self.scheduler.spawn(msg["fid"], msg["iid"], req)
+        return {"ok": True}
+
+    async def _lookup(self, msg: m.Lookup) -> dict[str, Any]:
+        info = self.apps.lookup(msg["environment"], msg["app"], msg["name"])
+        return {"ok": True, "info": info}
+
+    async def _cancel(self, msg: m.Cancel) -> dict[str, Any]:
+        return {"ok": True, "cancelled": self.scheduler.cancel_call(msg["call_id"])}
+
+    async def _get(self, msg: m.Get) -> dict[str, Any]:
         row = await self.scheduler.wait_call(msg["call_id"], msg.get("timeout"))
         if row is None:
-            from ketch.exception import NotFoundError
-
             raise NotFoundError(f"no function call with id {msg['call_id']!r}")
         if row["status"] == "pending":
             return {"ok": True, "pending": True}
@@ -244,12 +255,36 @@ class CallServer:
         record = pickle.loads(row["result"])
         return {"ok": True, "pending": False, "result": record}
 
+    CLIENT_HANDLERS: ClassVar[dict[str, ClientHandler]] = {
+        m.CALL: _on_call,
+        m.SPAWN: _in_task(_spawn),
+        m.GET: _in_task(_get),
+        m.LOOKUP: _in_task(_lookup),
+        m.CANCEL: _in_task(_cancel),
+        m.OBJ: _on_obj,
+        m.LOGS: _on_logs,
+        m.LEASE: _on_lease,
+        m.PING: _on_ping,
+    }
+
+    async def _reply(self, ch: Channel, msg: Any, answer: Awaitable[dict[str, Any]]) -> None:
+        rid = msg.get("rid")
+        try:
+            reply = await answer
+        except Error as exc:
+            reply = {"ok": False, "error": error_payload(exc)}
+        except Exception as exc:  # never let one bad request take the connection down
+            log.exception("request failed")
+            reply = {"ok": False, "error": error_payload(exc)}
+        if rid is not None:
+            ch.send({"t": m.REPLY, "rid": rid, **reply})
+
 
 def _answer_bad(ch: Channel, raw: dict[str, Any], exc: messages.BadMessage) -> None:
     """Tell the sender of a malformed message, when it waits for an answer to it."""
     error = error_payload(InvalidError(str(exc)))
     rid = raw.get("rid")
     if isinstance(rid, int) and not isinstance(rid, bool):
-        ch.send({"t": "reply", "rid": rid, "ok": False, "error": error})
-    elif raw.get("t") == "call" and isinstance(raw.get("iid"), str):
-        ch.send({"t": "res", "iid": raw["iid"], "ok": False, "payload": None, "error": error})
+        ch.send({"t": m.REPLY, "rid": rid, "ok": False, "error": error})
+    elif raw.get("t") == m.CALL and isinstance(raw.get("iid"), str):
+        ch.send({"t": m.RES, "iid": raw["iid"], "ok": False, "payload": None, "error": error})

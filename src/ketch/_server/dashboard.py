@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from ketch._server.api_auth import token_auth
+from ketch._server.api.auth import token_auth
 from ketch._server.dashboard_auth import DashboardAuth, SessionGuard
 from ketch._server.dashboard_series import Series, server_series
 from ketch.exception import Error, InvalidError, NotFoundError

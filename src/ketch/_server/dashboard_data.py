@@ -9,7 +9,7 @@ import pickle
 import pickletools
 from typing import TYPE_CHECKING, Any
 
-from ketch._server.ops_api import _function_tags, _spawned_detail, _web_status
+from ketch._server.api.ops import function_tags, spawned_detail, web_status
 from ketch._server.store import CallRecords
 from ketch.exception import InvalidError, NotFoundError
 
@@ -120,7 +120,7 @@ def app_calls(
     """An app's newest calls (spawned and web), as `ketch call list` shows them."""
     server.records.flush()
     records = CallRecords(server.store)
-    tags = _function_tags(server, app_id)
+    tags = function_tags(server, app_id)
     rows = [
         {
             "call_id": r["call_id"],
@@ -138,7 +138,7 @@ def app_calls(
             "call_id": r["call_id"],
             "kind": "web",
             "function": r["function"],
-            "status": _web_status(r),
+            "status": web_status(r),
             "http_status": r["http_status"],
             "attempts": 1,
             "created": r["created"],
@@ -166,7 +166,7 @@ def all_calls(server: Server, limit: int) -> list[dict[str, Any]]:
     tags: dict[str, dict[str, str]] = {}
     for call_id, app_id, fid, status, attempts, created, finished in spawned:
         if app_id not in tags:
-            tags[app_id] = _function_tags(server, app_id)
+            tags[app_id] = function_tags(server, app_id)
         rows.append(
             {
                 "call_id": call_id,
@@ -194,7 +194,7 @@ def all_calls(server: Server, limit: int) -> list[dict[str, Any]]:
                 "app": names.get(app_id, app_id),
                 "kind": "web",
                 "function": function,
-                "status": _web_status({"http_status": code, "outcome": outcome}),
+                "status": web_status({"http_status": code, "outcome": outcome}),
                 "http_status": code,
                 "attempts": 1,
                 "created": created,
@@ -210,7 +210,7 @@ def call_detail(server: Server, call_id: str) -> dict[str, Any]:
     server.records.flush()
     row = server.store.get_call(call_id)
     if row is not None:
-        out = _spawned_detail(server, row)
+        out = spawned_detail(server, row)
         out["traceback"] = None
         if row["result"] is not None:
             # The server's own record (as in `ketch call get`); the user's value inside it
@@ -227,7 +227,7 @@ def call_detail(server: Server, call_id: str) -> dict[str, Any]:
         "kind": "web",
         "app_id": web["app_id"],
         "function": web["function"],
-        "status": _web_status(web),
+        "status": web_status(web),
         "http_status": web["http_status"],
         "outcome": web["outcome"],
         "attempts": 1,

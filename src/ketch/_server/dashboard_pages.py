@@ -15,9 +15,9 @@ from starlette.routing import Route
 
 import ketch
 from ketch._server import dashboard_data as data
-from ketch._server.apps import validate_name
 from ketch._server.logs import LogFilter
 from ketch._server.volumes import DIRECTORY, FIFO, FILE, SOCKET, SYMLINK, list_entries
+from ketch._utils.labels import validate_name
 from ketch.exception import InvalidError, NotFoundError
 
 if TYPE_CHECKING:

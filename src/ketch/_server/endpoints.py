@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ketch._gateway.routes import Endpoint
-from ketch._gateway.service import WebService
+from ketch._server.web_service import WebService
 from ketch._utils.ids import stable_id
 from ketch._utils.labels import default_label, host_label
 

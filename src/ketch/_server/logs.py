@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ketch._utils.protocol import messages as m
+
 # How many container ids are remembered (for `ketch container logs` of a container gone).
 _KNOWN_CONTAINERS = 10_000
 # A follower (`ketch app logs -f`) that falls this far behind is cut off, not buffered on.
@@ -94,7 +96,7 @@ class LogHub:
         (container started, stopped, crashed...): stored and followed, but not shown in
         the output of `ketch run`/`serve`, which subscribe over the call connection."""
         entry = {
-            "t": "log",
+            "t": m.LOG,
             "app_id": app_id,
             "function": function,
             "container": container,
@@ -176,7 +178,7 @@ class LogHub:
                 except ValueError:
                     continue
                 entry = {
-                    "t": "log",
+                    "t": m.LOG,
                     "app_id": app_id,
                     "ts": ts,
                     "function": parts[1],

@@ -122,7 +122,7 @@ class Server:
         self.scheduler.on_input_done = self.records.input_done
         self.scheduler.on_web_done = self.records.web_done
         from ketch._gateway.proxy import Limits
-        from ketch._gateway.service import WebService
+        from ketch._server.web_service import WebService
 
         self.web = WebService(
             self.scheduler,
@@ -182,7 +182,7 @@ class Server:
 
         import uvicorn
 
-        from ketch._server.api import build_api
+        from ketch._server.api.core import build_api
 
         uv_config = uvicorn.Config(
             build_api(self),

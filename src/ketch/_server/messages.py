@@ -1,5 +1,5 @@
-"""The shapes of the call-protocol messages the server accepts from SDK clients and
-containers.
+"""The server's checks of the call-protocol messages SDK clients and containers send, against
+their types (`ketch._utils.protocol.messages`).
 
 Every message a peer sends is checked here before the scheduler or the objects module
 sees it: one of the wrong shape raises `BadMessage` (the connection answers it with an
@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 # pydantic needs this TypedDict before Python 3.12
 from typing_extensions import TypedDict
 
+from ketch._utils.protocol import messages as m
 from ketch._utils.tracecontext import is_traceparent
 from ketch.exception import InvalidError
 
@@ -26,290 +27,41 @@ class BadMessage(Exception):
     """A message that does not have the shape its type needs."""
 
 
-# SQLite keeps integers in 64 bits; a larger one would fail deep inside a query.
-Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Seconds = Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)]
-Rid = int | None
-
-
-class ErrorPayload(TypedDict):
-    exc: bytes | None
-    exc_by_value: NotRequired[bytes | None]
-    repr: str
-    tb: str
-
-
-# -- first frame ---------------------------------------------------------------------
-class ClientHello(TypedDict):
-    t: Literal["hello"]
-    role: Literal["client"]
-    token: str
-    client_id: str
-
-
-class ContainerHello(TypedDict):
-    t: Literal["hello"]
-    role: Literal["container"]
-    token: str
-    cid: str
-
-
-_hello: TypeAdapter[ClientHello | ContainerHello] = TypeAdapter(
-    Annotated[ClientHello | ContainerHello, Field(discriminator="role")]
+_hello: TypeAdapter[m.ClientHello | m.ContainerHello] = TypeAdapter(
+    Annotated[m.ClientHello | m.ContainerHello, Field(discriminator="role")]
 )
 
 
-# -- from SDK clients ----------------------------------------------------------------
-def _traceparent(value: str) -> str:
-    if not is_traceparent(value):
-        raise ValueError("not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
-    return value
-
-
-class Request(TypedDict):
-    args: bytes
-    method: str | None
-    params: bytes | None
-    options: NotRequired[dict[str, Any] | None]
-    # The caller's OpenTelemetry context (O5), when its program has one.
-    traceparent: NotRequired[Annotated[str, AfterValidator(_traceparent)]]
-
-
-class Call(TypedDict):
-    t: Literal["call"]
-    fid: str
-    iid: str
-    kind: Literal["call", "gen"]
-    req: Request
-
-
-class Spawn(TypedDict):
-    t: Literal["spawn"]
-    fid: str
-    iid: str
-    req: Request
-    rid: Rid
-
-
-class Get(TypedDict):
-    t: Literal["get"]
-    call_id: str
-    timeout: NotRequired[Seconds | None]
-    rid: Rid
-
-
-class Lookup(TypedDict):
-    t: Literal["lookup"]
-    environment: str
-    app: str
-    name: str
-    rid: Rid
-
-
-class Cancel(TypedDict):
-    t: Literal["cancel"]
-    call_id: str
-    rid: NotRequired[Rid]
-
-
-class AppRef(TypedDict):
-    t: Literal["logs", "lease"]
-    app_id: str
-
-
-class Ping(TypedDict):
-    t: Literal["ping"]
-    rid: NotRequired[Rid]
-
-
-class Obj(TypedDict):
-    t: Literal["obj"]
-    op: str
-    rid: NotRequired[Rid]
-    op_id: NotRequired[str | None]
-    wid: NotRequired[str | None]
-
-
-_client: dict[str, TypeAdapter[Any]] = {
-    "call": TypeAdapter(Call),
-    "spawn": TypeAdapter(Spawn),
-    "get": TypeAdapter(Get),
-    "lookup": TypeAdapter(Lookup),
-    "cancel": TypeAdapter(Cancel),
-    "logs": TypeAdapter(AppRef),
-    "lease": TypeAdapter(AppRef),
-    "ping": TypeAdapter(Ping),
-}
-
-
-# -- Dict and Queue requests ("obj"), by operation -------------------------------------
-class _Op(TypedDict):
-    t: Literal["obj"]
-    op: str
-    rid: NotRequired[Rid]
-    op_id: NotRequired[str | None]
-    wid: NotRequired[str | None]
-
-
-class OpenOp(_Op):
-    kind: str
-    environment: str
-    name: NotRequired[str | None]
-    create: NotRequired[bool]
-    exclusive: NotRequired[bool]
-
-
-class KindOp(_Op):
-    kind: str
-    environment: str
-
-
-class HoldOp(_Op):
-    object_id: str
-
-
-class DeleteOp(_Op):
-    object_id: NotRequired[str | None]
-    kind: NotRequired[str]
-    environment: NotRequired[str]
-    name: NotRequired[str]
-    allow_missing: NotRequired[bool]
-
-
-def _delete_target(msg: DeleteOp) -> DeleteOp:
-    if not msg.get("object_id") and not all(k in msg for k in ("kind", "environment", "name")):
-        raise ValueError("a delete names an object_id, or a kind, environment and name")
-    return msg
-
-
-class AbortOp(TypedDict):
-    t: Literal["obj"]
-    op: Literal["abort"]
-    wid: str | None
-    rid: NotRequired[Rid]
-
-
-class ObjectOp(_Op):
-    object_id: str
-
-
-class KeyOp(ObjectOp):
-    key: bytes
-
-
-class DictPut(KeyOp):
-    value: bytes
-    skip_if_exists: NotRequired[bool]
-
-
-class DictUpdate(ObjectOp):
-    pairs: list[Annotated[list[bytes], Field(min_length=2, max_length=2)]]
-
-
-class DictScan(ObjectOp):
-    after: NotRequired[Count]
-    limit: NotRequired[Annotated[int, Field(ge=1, le=10_000)]]
-    keys: NotRequired[bool]
-    values: NotRequired[bool]
-
-
-class PartitionOp(ObjectOp):
-    partition: NotRequired[str | None]
-
-
-class QueuePut(PartitionOp):
-    values: list[bytes]
-    partition_ttl: NotRequired[Seconds]
-    block: NotRequired[bool]
-    timeout: NotRequired[Seconds | None]
-
-
-class QueueGet(PartitionOp):
-    n: NotRequired[Annotated[int, Field(ge=1, le=2**31)]]
-    block: NotRequired[bool]
-    timeout: NotRequired[Seconds | None]
-    raise_empty: NotRequired[bool]
-
-
-class QueueLen(PartitionOp):
-    total: NotRequired[bool]
-
-
-class QueueNext(PartitionOp):
-    after: NotRequired[Count]
-    timeout: NotRequired[Seconds | None]
-
-
-class QueueClear(PartitionOp):
-    all: NotRequired[bool]
-
-
-_ops: dict[str, TypeAdapter[Any]] = {
-    "open": TypeAdapter(OpenOp),
-    "ephemeral": TypeAdapter(KindOp),
-    "list": TypeAdapter(KindOp),
-    "hold": TypeAdapter(HoldOp),
-    "delete": TypeAdapter(Annotated[DeleteOp, AfterValidator(_delete_target)]),
-    "abort": TypeAdapter(AbortOp),
-    "d.get": TypeAdapter(KeyOp),
-    "d.contains": TypeAdapter(KeyOp),
-    "d.pop": TypeAdapter(KeyOp),
-    "d.len": TypeAdapter(ObjectOp),
-    "d.clear": TypeAdapter(ObjectOp),
-    "d.put": TypeAdapter(DictPut),
-    "d.update": TypeAdapter(DictUpdate),
-    "d.scan": TypeAdapter(DictScan),
-    "q.put": TypeAdapter(QueuePut),
-    "q.get": TypeAdapter(QueueGet),
-    "q.len": TypeAdapter(QueueLen),
-    "q.next": TypeAdapter(QueueNext),
-    "q.clear": TypeAdapter(QueueClear),
-}
-
-
-# -- from containers -----------------------------------------------------------------
-class Ready(TypedDict):
-    t: Literal["ready"]
-    web_addr: NotRequired[str | None]
-
-
-class StartupFailed(TypedDict):
-    t: Literal["startup_failed"]
-    error: ErrorPayload
-
-
-class Out(TypedDict):
-    t: Literal["out"]
-    iid: str
-    ok: bool
-    payload: NotRequired[bytes | None]
-    error: NotRequired[ErrorPayload | None]
-
-
-def _outcome(msg: Out) -> Out:
+# -- rules a message's type cannot say -----------------------------------------------
+def _outcome(msg: m.Out) -> m.Out:
     if not msg["ok"] and msg.get("error") is None:
         raise ValueError("a failed output carries its error")
     return msg
 
 
-class Item(TypedDict):
-    t: Literal["item"]
-    iid: str
-    payload: bytes
+def _delete_target(msg: m.DeleteOp) -> m.DeleteOp:
+    if not msg.get("object_id") and not all(k in msg for k in ("kind", "environment", "name")):
+        raise ValueError("a delete names an object_id, or a kind, environment and name")
+    return msg
 
 
-class Stuck(TypedDict):
-    t: Literal["stuck"]
-    iid: str
+_RULES: dict[Any, Any] = {m.Out: _outcome, m.DeleteOp: _delete_target}
 
 
-_container: dict[str, TypeAdapter[Any]] = {
-    "ready": TypeAdapter(Ready),
-    "startup_failed": TypeAdapter(StartupFailed),
-    "out": TypeAdapter(Annotated[Out, AfterValidator(_outcome)]),
-    "item": TypeAdapter(Item),
-    "stuck": TypeAdapter(Stuck),
-}
+def _adapters(types: Any, skip: frozenset[str] = frozenset()) -> dict[str, TypeAdapter[Any]]:
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for key, tp in types.items():
+        if key in skip:
+            continue
+        rule = _RULES.get(tp)
+        adapters[key] = TypeAdapter(Annotated[tp, AfterValidator(rule)] if rule else tp)
+    return adapters
+
+
+# The hello is checked on its own (check_hello); an "obj" request by its operation.
+_client = _adapters(m.FROM_CLIENT, frozenset({m.HELLO, m.OBJ}))
+_ops = _adapters(m.OBJECT_OPS)
+_container = _adapters(m.FROM_CONTAINER, frozenset({m.HELLO}))
 
 
 # -- checks --------------------------------------------------------------------------
@@ -331,31 +83,42 @@ def _summary(kind: str, exc: ValidationError) -> str:
     return f"malformed {kind!r} message: " + "; ".join(problems)
 
 
-def check_hello(batch: list[dict[str, Any]]) -> dict[str, Any] | None:
+def check_hello(batch: list[dict[str, Any]]) -> m.ClientHello | m.ContainerHello | None:
     """The hello of a first frame, or None when the frame is anything else."""
     if len(batch) != 1:
         return None
     try:
-        hello: dict[str, Any] = dict(_hello.validate_python(batch[0], strict=True))
+        return _hello.validate_python(batch[0], strict=True)
     except ValidationError:
         return None
-    return hello
 
 
 def check_client(msg: dict[str, Any]) -> dict[str, Any]:
     """A client's message, checked (BadMessage otherwise)."""
     t = msg.get("t")
-    if t == "obj":
+    if t == m.OBJ:
         checked: dict[str, Any] = _check(_ops, msg.get("op"), msg, "object operation")
         return checked
     checked = _check(_client, t, msg, "message type")
     req = checked.get("req")
-    if req is not None and req.get("options"):
+    if req is not None:
+        _check_request(t, req)
+    return checked
+
+
+def _check_request(t: Any, req: m.Request) -> None:
+    traceparent = req.get("traceparent")
+    if traceparent is not None and not is_traceparent(traceparent):
+        raise BadMessage(
+            f"malformed {t!r} message: req.traceparent: "
+            "not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
+        )
+    options = req.get("options")
+    if options:
         try:
-            check_overrides(req["options"])
+            check_overrides(options)
         except InvalidError as exc:
             raise BadMessage(f"malformed {t!r} message: req.options: {exc}") from None
-    return checked
 
 
 def check_container(msg: dict[str, Any]) -> dict[str, Any]:

@@ -1,16 +1,18 @@
-"""In-memory records the server works with: functions, inputs, containers and pools."""
+"""In-memory records the server works with: functions, inputs, web requests, containers and
+pools."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ketch._backends.base import ContainerHandle
+    from ketch._server.clock import TimerHandle
     from ketch._server.images import BuiltImage
+    from ketch._utils.protocol.spec import NamedSecret, OptionsSpec, StoredFunction
     from ketch._utils.wire import Channel
 
 
@@ -22,60 +24,97 @@ class FunctionDef:
     environment: str
     version: int
     tag: str
-    spec: dict[str, Any]  # the function part of the app spec, as the client sent it
+    spec: StoredFunction  # decoded once, when its version was registered
     image: BuiltImage
     source_dir: str | None
     mount_dir: str | None
     # Mount path in the container -> the volume's directory on the host.
     volumes: dict[str, str] = field(default_factory=dict)
+    # The spec as JSON, as stored: what containers and fork-server templates are sent (they
+    # run without pydantic and read it themselves). Made from `spec` when not given.
+    raw: dict[str, Any] = field(default_factory=dict)
+    # Cls.with_options(secrets=[...]) of a pool: inline values, and named secrets to resolve.
+    override_env: dict[str, str] = field(default_factory=dict)
+    extra_secrets: tuple[NamedSecret, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.raw:
+            self.raw = self.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     @property
-    def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = self.spec["options"]
-        return opts
+    def options(self) -> OptionsSpec:
+        return self.spec.options
 
     @property
     def max_inputs(self) -> int:
-        return int(self.options.get("max_inputs") or 1)
+        return self.spec.options.max_inputs
 
     @property
     def batch_size(self) -> int:
         """@batched: the most inputs one call of the function takes (0: not batched)."""
-        return int(self.options.get("batch_max_size") or 0)
+        return self.spec.options.batch_size
 
 
 @dataclass(eq=False)
-class Input:
+class Work:
+    """What waits in a pool's queue and holds a slot of a container: an `Input` or a
+    `WebRequest`."""
+
     iid: str
     function: FunctionDef
     pool_key: str
+    _: KW_ONLY
+    container: Container | None = None
+    started: float | None = None
+    deadline: float | None = None  # the clock's time at which the running attempt times out
+    done: bool = False
+    queued_at: float = 0.0  # the clock's time it joined its queue (@batched waits from it)
+    created: float = 0.0  # the clock's time when it was made: for call records and latency
+    trace: Any = None  # its spans while the server exports traces (_server/tracing.py)
+
+    def pool_args(self) -> tuple[bytes | None, dict[str, Any] | None]:
+        """What picks its pool besides the function: class parameters and option overrides."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class Input(Work):
+    """A function call, sent to the container that takes it."""
+
     request: dict[str, Any]  # args, method, params (pickled bytes where needed)
     kind: str  # "call" | "gen"
     client_id: str | None  # who waits for the result; None for spawned calls nobody awaits
     spawned: bool = False
     attempts: int = 0  # attempts used from the retry budget (user failures, timeouts)
     crashes: int = 0  # runs lost to container deaths (not charged to the budget)
-    container: Container | None = None
-    started: float | None = None
-    deadline: float | None = None  # monotonic time at which the running attempt times out
-    done: bool = False
-    # Web requests are not sent to the container: assignment hands the gateway its address.
-    future: asyncio.Future[str] | None = None
-    queued_at: float = 0.0  # monotonic time it joined its queue (@batched waits from it)
-    created: float = field(default_factory=time.monotonic)  # for call records and latency
-    trace: Any = None  # its spans while the server exports traces (_server/tracing.py)
+
+    def pool_args(self) -> tuple[bytes | None, dict[str, Any] | None]:
+        return self.request.get("params"), self.request.get("options")
+
+
+@dataclass(eq=False)
+class WebRequest(Work):
+    """A request through the gateway. It never passes through the scheduler: being assigned
+    hands the gateway the container's address (through `future`), and the request holds
+    that slot until the gateway says it is done."""
+
+    params: bytes | None
+    future: asyncio.Future[str]
+
+    def pool_args(self) -> tuple[bytes | None, dict[str, Any] | None]:
+        return self.params, None
 
 
 @dataclass(eq=False)
 class Container:
     cid: str
     pool: Pool
-    started: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # the scheduler's clock when it was registered
     state: str = "starting"  # starting | ready | draining | dead
     handle: ContainerHandle | None = None
     channel: Channel | None = None
-    inflight: dict[str, Input] = field(default_factory=dict)
-    idle_since: float = field(default_factory=time.monotonic)
+    inflight: dict[str, Work] = field(default_factory=dict)
+    idle_since: float = 0.0
     startup_error: dict[str, Any] | None = None
     log_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=40))
     stop_reason: str | None = None  # set when ketch itself stops or kills it
@@ -90,9 +129,9 @@ class Container:
         if self.pool.function.batch_size:
             return 0 if self.inflight else 1  # one batch at a time
         free = self.pool.function.max_inputs - len(self.inflight)
-        limit = self.pool.function.options.get("inputs_per_container")
+        limit = self.pool.function.spec.options.inputs_per_container
         if limit:
-            free = min(free, int(limit) - self.assigned)
+            free = min(free, limit - self.assigned)
         return free
 
 
@@ -101,7 +140,7 @@ class Pool:
     key: str
     function: FunctionDef
     params: bytes | None
-    queue: collections.deque[Input] = field(default_factory=collections.deque)
+    queue: collections.deque[Work] = field(default_factory=collections.deque)
     containers: dict[str, Container] = field(default_factory=dict)
     crash_times: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=32)
@@ -110,7 +149,7 @@ class Pool:
     waiting_reason: str | None = None  # why queued inputs are not being served, for status
     backoff_until: float = 0.0  # after a start-up failure, no automatic restarts until then
     reconcile_scheduled: bool = False
-    batch_timer: asyncio.TimerHandle | None = None  # @batched: dispatch when wait_ms is up
+    batch_timer: TimerHandle | None = None  # @batched: dispatch when wait_ms is up
 
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state in ("starting", "ready")]

@@ -2,8 +2,9 @@
 call protocol.
 
 Every request is a message `{"t": "obj", "op": ..., "rid": ...}` on a client's call
-connection and gets one `reply`. Blocking operations (a Queue get, a put on a full
-partition) run as tasks of their connection, and are cancelled when it closes.
+connection and gets one `reply`, from the handler of its operation (`ObjectServer.OPS`).
+Blocking operations (a Queue get, a put on a full partition) run as tasks of their
+connection, and are cancelled when it closes.
 
 Ephemeral objects are held by a request that stays open (`hold`): the object is deleted
 when its holder deletes it or when the holder's connection closes. A client that loses the
@@ -18,17 +19,19 @@ import contextlib
 import logging
 import queue
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ketch._server.apps import validate_name
 from ketch._server.errors import error_payload
 from ketch._server.object_dicts import DictEntries
 from ketch._server.object_queues import QueueItems
 from ketch._server.object_values import OpLog, Stored, ValueFiles
 from ketch._server.store import Store
 from ketch._utils.ids import new_id
+from ketch._utils.labels import validate_name
+from ketch._utils.protocol import messages as m
 from ketch._utils.wire import Channel
 from ketch.exception import (
     AlreadyExistsError,
@@ -77,6 +80,9 @@ class Obj:
         return f"{title} {self.name!r}" if self.name else f"ephemeral {title} {self.object_id}"
 
 
+OpHandler = Callable[["ObjectServer", Channel, Any], Awaitable[dict[str, Any]]]
+
+
 class ObjectServer:
     def __init__(self, store: Store, root: Path, limits: Limits | None = None) -> None:
         self.store = store
@@ -104,7 +110,7 @@ class ObjectServer:
             log.info("removed %d value files no entry refers to", removed)
 
     # -- connection plumbing ------------------------------------------------------------
-    def handle(self, ch: Channel, msg: dict[str, Any]) -> None:
+    def handle(self, ch: Channel, msg: Mapping[str, Any]) -> None:
         """Start one request; its reply goes back on `ch`."""
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep_forever())
@@ -132,7 +138,7 @@ class ObjectServer:
                 with contextlib.suppress(NotFoundError):
                     self.delete(oid)
 
-    async def _run(self, ch: Channel, msg: dict[str, Any]) -> None:
+    async def _run(self, ch: Channel, msg: Mapping[str, Any]) -> None:
         rid = msg.get("rid")
         try:
             reply = await self._answer(ch, msg)
@@ -143,7 +149,7 @@ class ObjectServer:
                 log.exception("object request %s failed", msg.get("op"))
             reply = {"ok": False, "error": error_payload(exc)}
         if rid is not None:
-            ch.send({"t": "reply", "rid": rid, **reply})
+            ch.send({"t": m.REPLY, "rid": rid, **reply})
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -269,52 +275,56 @@ class ObjectServer:
         fut = self._released.setdefault(oid, asyncio.get_running_loop().create_future())
         await asyncio.shield(fut)
 
-    # -- requests -----------------------------------------------------------------------
-    async def _answer(self, ch: Channel, msg: dict[str, Any]) -> dict[str, Any]:
-        op = str(msg.get("op"))
+    # -- requests, by operation -----------------------------------------------------------
+    async def _answer(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
         replay = self.ops.replay(msg.get("op_id"))
         if replay is not None:
             return replay
-        if op == "open":
-            o = self.open(
-                str(msg["kind"]),
-                str(msg["environment"]),
-                _name(msg.get("name")),
-                create=bool(msg.get("create")),
-                exclusive=bool(msg.get("exclusive")),
-            )
-            return {"ok": True, "object_id": o.object_id, "limits": self.limits.as_dict()}
-        if op == "ephemeral":
-            o = self.open(str(msg["kind"]), str(msg["environment"]), None, create=True)
-            # Held by this connection from the start; the client's `hold` request follows.
-            self._holder[o.object_id] = ch
-            self._held.setdefault(ch, set()).add(o.object_id)
-            return {"ok": True, "object_id": o.object_id, "limits": self.limits.as_dict()}
-        if op == "hold":
-            await self._hold(ch, str(msg["object_id"]))
-            return {"ok": True}
-        if op == "delete":
-            if msg.get("object_id"):
-                oid = str(msg["object_id"])
-            else:
-                try:
-                    oid = self.find(
-                        str(msg["kind"]), str(msg["environment"]), str(msg["name"])
-                    ).object_id
-                except NotFoundError:
-                    if msg.get("allow_missing"):
-                        return {"ok": True, "deleted": False}
-                    raise
-            self.delete(oid)
-            return {"ok": True, "deleted": True}
-        if op == "list":
-            _kind(str(msg["kind"]))
-            return {"ok": True, "objects": self.listing(str(msg["kind"]), str(msg["environment"]))}
-        if op.startswith("d."):
-            return await self._dict_op(op[2:], self.obj(str(msg["object_id"]), "dict"), msg)
-        if op.startswith("q."):
-            return await self._queue_op(op[2:], self.obj(str(msg["object_id"]), "queue"), msg)
-        raise InvalidError(f"unknown object operation {op!r}")
+        op = msg.get("op")
+        handler = self.OPS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise InvalidError(f"unknown object operation {op!r}")
+        return await handler(self, ch, msg)
+
+    async def _open_op(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        o = self.open(
+            str(msg["kind"]),
+            str(msg["environment"]),
+            _name(msg.get("name")),
+            create=bool(msg.get("create")),
+            exclusive=bool(msg.get("exclusive")),
+        )
+        return {"ok": True, "object_id": o.object_id, "limits": self.limits.as_dict()}
+
+    async def _ephemeral_op(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        o = self.open(str(msg["kind"]), str(msg["environment"]), None, create=True)
+        # Held by this connection from the start; the client's `hold` request follows.
+        self._holder[o.object_id] = ch
+        self._held.setdefault(ch, set()).add(o.object_id)
+        return {"ok": True, "object_id": o.object_id, "limits": self.limits.as_dict()}
+
+    async def _hold_op(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        await self._hold(ch, str(msg["object_id"]))
+        return {"ok": True}
+
+    async def _delete_op(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        if msg.get("object_id"):
+            oid = str(msg["object_id"])
+        else:
+            try:
+                oid = self.find(
+                    str(msg["kind"]), str(msg["environment"]), str(msg["name"])
+                ).object_id
+            except NotFoundError:
+                if msg.get("allow_missing"):
+                    return {"ok": True, "deleted": False}
+                raise
+        self.delete(oid)
+        return {"ok": True, "deleted": True}
+
+    async def _list_op(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        _kind(str(msg["kind"]))
+        return {"ok": True, "objects": self.listing(str(msg["kind"]), str(msg["environment"]))}
 
     def _check_key(self, key: object) -> bytes:
         if not isinstance(key, bytes):
@@ -334,50 +344,66 @@ class ObjectServer:
             )
         return value
 
-    async def _dict_op(self, op: str, o: Obj, msg: dict[str, Any]) -> dict[str, Any]:
-        oid, op_id = o.object_id, msg.get("op_id")
-        if op == "get":
-            value = await self.dicts.get(oid, self._check_key(msg["key"]))
-            return {"ok": True, "found": value is not None, "value": value}
-        if op == "contains":
-            return {"ok": True, "found": self.dicts.contains(oid, self._check_key(msg["key"]))}
-        if op == "len":
-            return {"ok": True, "len": self.dicts.count(oid)}
-        if op == "put":
-            key = self._check_key(msg["key"])
-            data = self._check_value(msg["value"], self.limits.dict_value, "a Dict value")
-            stored = await self.files.prepare(data)
-            self._still_live(oid, [stored])
-            written = self.dicts.put(
-                oid, key, stored, skip_if_exists=bool(msg.get("skip_if_exists")), op_id=op_id
-            )
-            return {"ok": True, "written": written}
-        if op == "update":
-            # Check every pair before writing any: a bad one must change nothing.
-            pairs = [
-                (self._check_key(k), self._check_value(v, self.limits.dict_value, "a Dict value"))
-                for k, v in msg["pairs"]
-            ]
-            prepared = [(k, await self.files.prepare(v)) for k, v in pairs]
-            self._still_live(oid, [s for _, s in prepared])
-            self.dicts.update(oid, prepared, op_id)
-            return {"ok": True}
-        if op == "pop":
-            value = await self.dicts.pop(oid, self._check_key(msg["key"]), op_id)
-            return {"ok": True, "found": value is not None, "value": value}
-        if op == "clear":
-            self.dicts.clear(oid, op_id)
-            return {"ok": True}
-        if op == "scan":
-            rows = await self.dicts.scan(
-                oid,
-                int(msg.get("after", 0)),
-                int(msg.get("limit", 1000)),
-                keys=bool(msg.get("keys", True)),
-                values=bool(msg.get("values", True)),
-            )
-            return {"ok": True, "rows": rows}
-        raise InvalidError(f"unknown Dict operation {op!r}")
+    def _dict(self, msg: Mapping[str, Any]) -> str:
+        return self.obj(str(msg["object_id"]), "dict").object_id
+
+    def _queue(self, msg: Mapping[str, Any]) -> str:
+        return self.obj(str(msg["object_id"]), "queue").object_id
+
+    async def _d_get(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        value = await self.dicts.get(self._dict(msg), self._check_key(msg["key"]))
+        return {"ok": True, "found": value is not None, "value": value}
+
+    async def _d_contains(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "found": self.dicts.contains(self._dict(msg), self._check_key(msg["key"])),
+        }
+
+    async def _d_len(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "len": self.dicts.count(self._dict(msg))}
+
+    async def _d_put(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        oid = self._dict(msg)
+        key = self._check_key(msg["key"])
+        data = self._check_value(msg["value"], self.limits.dict_value, "a Dict value")
+        stored = await self.files.prepare(data)
+        self._still_live(oid, [stored])
+        written = self.dicts.put(
+            oid, key, stored, skip_if_exists=bool(msg.get("skip_if_exists")), op_id=msg.get("op_id")
+        )
+        return {"ok": True, "written": written}
+
+    async def _d_update(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        oid = self._dict(msg)
+        # Check every pair before writing any: a bad one must change nothing.
+        pairs = [
+            (self._check_key(k), self._check_value(v, self.limits.dict_value, "a Dict value"))
+            for k, v in msg["pairs"]
+        ]
+        prepared = [(k, await self.files.prepare(v)) for k, v in pairs]
+        self._still_live(oid, [s for _, s in prepared])
+        self.dicts.update(oid, prepared, msg.get("op_id"))
+        return {"ok": True}
+
+    async def _d_pop(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        oid = self._dict(msg)
+        value = await self.dicts.pop(oid, self._check_key(msg["key"]), msg.get("op_id"))
+        return {"ok": True, "found": value is not None, "value": value}
+
+    async def _d_clear(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        self.dicts.clear(self._dict(msg), msg.get("op_id"))
+        return {"ok": True}
+
+    async def _d_scan(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        rows = await self.dicts.scan(
+            self._dict(msg),
+            int(msg.get("after", 0)),
+            int(msg.get("limit", 1000)),
+            keys=bool(msg.get("keys", True)),
+            values=bool(msg.get("values", True)),
+        )
+        return {"ok": True, "rows": rows}
 
     def _still_live(self, oid: str, prepared: list[Stored]) -> None:
         """After writing value files (an await), check the object was not deleted meanwhile."""
@@ -387,7 +413,7 @@ class ObjectServer:
             self.files.discard(*(s.blob for s in prepared))
             raise
 
-    def _partition(self, msg: dict[str, Any]) -> str:
+    def _partition(self, msg: Mapping[str, Any]) -> str:
         partition = msg.get("partition")
         if partition is None:
             return ""
@@ -402,67 +428,89 @@ class ObjectServer:
             )
         return partition
 
-    async def _queue_op(self, op: str, o: Obj, msg: dict[str, Any]) -> dict[str, Any]:
-        oid, op_id = o.object_id, msg.get("op_id")
-        if op == "put":
-            part = (oid, self._partition(msg))
-            ttl = float(msg.get("partition_ttl", MAX_PARTITION_TTL))
-            if not 0 < ttl <= MAX_PARTITION_TTL:
-                raise InvalidError(
-                    f"partition_ttl must be between 1 second and 24 hours "
-                    f"({MAX_PARTITION_TTL} s), got {ttl:g}"
-                )
-            values = [
-                self._check_value(v, self.limits.queue_item, "a Queue item") for v in msg["values"]
-            ]
-            stored = [await self.files.prepare(v) for v in values]
-            self._still_live(oid, stored)
-            await self.queues.put(
-                part,
-                stored,
-                ttl,
-                block=bool(msg.get("block", True)),
-                timeout=_timeout(msg),
-                op_id=op_id,
+    async def _q_put(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        oid = self._queue(msg)
+        part = (oid, self._partition(msg))
+        ttl = float(msg.get("partition_ttl", MAX_PARTITION_TTL))
+        if not 0 < ttl <= MAX_PARTITION_TTL:
+            raise InvalidError(
+                f"partition_ttl must be between 1 second and 24 hours "
+                f"({MAX_PARTITION_TTL} s), got {ttl:g}"
             )
-            return {"ok": True}
-        if op == "get":
-            part = (oid, self._partition(msg))
-            got = await self.queues.get(
-                part,
-                int(msg.get("n", 1)),
-                block=bool(msg.get("block", True)),
-                timeout=_timeout(msg),
-            )
-            if not got and msg.get("raise_empty", True):
-                raise queue.Empty()
-            return {"ok": True, "values": got}
-        if op == "len":
-            if msg.get("total"):
-                if msg.get("partition") is not None:
-                    raise InvalidError(
-                        "len(total=True) counts every partition: leave partition unset"
-                    )
-                return {"ok": True, "len": self.queues.total(oid)}
-            return {"ok": True, "len": self.queues.count((oid, self._partition(msg)))}
-        if op == "next":
-            items = await self.queues.next_items(
-                (oid, self._partition(msg)),
-                int(msg.get("after", 0)),
-                float(msg.get("timeout") or 0.0),
-            )
-            return {"ok": True, "items": items}
-        if op == "clear":
-            if msg.get("all"):
-                if msg.get("partition") is not None:
-                    raise InvalidError(
-                        "clear(all=True) clears every partition: leave partition unset"
-                    )
-                self.queues.clear(oid, None, op_id)
-            else:
-                self.queues.clear(oid, self._partition(msg), op_id)
-            return {"ok": True}
-        raise InvalidError(f"unknown Queue operation {op!r}")
+        values = [
+            self._check_value(v, self.limits.queue_item, "a Queue item") for v in msg["values"]
+        ]
+        stored = [await self.files.prepare(v) for v in values]
+        self._still_live(oid, stored)
+        await self.queues.put(
+            part,
+            stored,
+            ttl,
+            block=bool(msg.get("block", True)),
+            timeout=_timeout(msg),
+            op_id=msg.get("op_id"),
+        )
+        return {"ok": True}
+
+    async def _q_get(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        part = (self._queue(msg), self._partition(msg))
+        got = await self.queues.get(
+            part,
+            int(msg.get("n", 1)),
+            block=bool(msg.get("block", True)),
+            timeout=_timeout(msg),
+        )
+        if not got and msg.get("raise_empty", True):
+            raise queue.Empty()
+        return {"ok": True, "values": got}
+
+    async def _q_len(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        oid = self._queue(msg)
+        if msg.get("total"):
+            if msg.get("partition") is not None:
+                raise InvalidError("len(total=True) counts every partition: leave partition unset")
+            return {"ok": True, "len": self.queues.total(oid)}
+        return {"ok": True, "len": self.queues.count((oid, self._partition(msg)))}
+
+    async def _q_next(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        items = await self.queues.next_items(
+            (self._queue(msg), self._partition(msg)),
+            int(msg.get("after", 0)),
+            float(msg.get("timeout") or 0.0),
+        )
+        return {"ok": True, "items": items}
+
+    async def _q_clear(self, ch: Channel, msg: Mapping[str, Any]) -> dict[str, Any]:
+        oid = self._queue(msg)
+        if msg.get("all"):
+            if msg.get("partition") is not None:
+                raise InvalidError("clear(all=True) clears every partition: leave partition unset")
+            self.queues.clear(oid, None, msg.get("op_id"))
+        else:
+            self.queues.clear(oid, self._partition(msg), msg.get("op_id"))
+        return {"ok": True}
+
+    # Every operation of OBJECT_OPS but "abort", which `handle` answers itself.
+    OPS: ClassVar[dict[str, OpHandler]] = {
+        "open": _open_op,
+        "ephemeral": _ephemeral_op,
+        "hold": _hold_op,
+        "delete": _delete_op,
+        "list": _list_op,
+        "d.get": _d_get,
+        "d.contains": _d_contains,
+        "d.len": _d_len,
+        "d.put": _d_put,
+        "d.update": _d_update,
+        "d.pop": _d_pop,
+        "d.clear": _d_clear,
+        "d.scan": _d_scan,
+        "q.put": _q_put,
+        "q.get": _q_get,
+        "q.len": _q_len,
+        "q.next": _q_next,
+        "q.clear": _q_clear,
+    }
 
 
 def _kind(kind: str) -> tuple[str, str]:
@@ -477,7 +525,7 @@ def _name(name: object) -> str:
     return name
 
 
-def _timeout(msg: dict[str, Any]) -> float | None:
+def _timeout(msg: Mapping[str, Any]) -> float | None:
     timeout = msg.get("timeout")
     if timeout is None:
         return None

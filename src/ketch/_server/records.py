@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from ketch._server.store import CallRecords, Store
 
 if TYPE_CHECKING:
-    from ketch._server.model import Input
+    from ketch._server.model import Input, WebRequest
 
 # Web requests from quick handlers to long ones; calls reach further (batch work).
 _WEB_BUCKETS = (
@@ -85,7 +85,7 @@ class CallRecorder:
         self._call_children: dict[tuple[str, str, bool], Any] = {}
 
     # -- hooks (called on the server's loop) ---------------------------------------------
-    def web_done(self, inp: Input, outcome: str, status: int) -> None:
+    def web_done(self, inp: WebRequest, outcome: str, status: int) -> None:
         now = time.monotonic()
         fdef = inp.function
         duration = now - inp.created

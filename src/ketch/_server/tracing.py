@@ -16,13 +16,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from ketch._gateway.proxy import Gateway
     from ketch._gateway.resolver import Denied, Ready, RequestHead, Target
     from ketch._server.logs import LogHub
-    from ketch._server.model import Container, Input
+    from ketch._server.model import Container, Input, WebRequest, Work
     from ketch._server.scheduler import Scheduler
     from ketch.config import Config
 
@@ -197,7 +197,7 @@ class Tracing:
 
         return traced
 
-    def web_input(self, inp: Input) -> None:
+    def web_input(self, inp: WebRequest) -> None:
         state = _web.get()
         if state is None:
             return
@@ -207,7 +207,7 @@ class Tracing:
         state.root.update_name(f"{state.root.name} {fdef.tag}")
         state.root.set_attributes(_input_attributes(inp))
 
-    def web_done(self, inp: Input, outcome: str, status: int) -> None:
+    def web_done(self, inp: WebRequest, outcome: str, status: int) -> None:
         state: _Trace | None = inp.trace
         if state is not None:
             self._end(
@@ -240,7 +240,7 @@ class Tracing:
             self._end(state, ok=ok, status=None, error=None if ok else "the call failed")
 
     # -- both -----------------------------------------------------------------------------
-    def assigned(self, inp: Input, c: Container) -> None:
+    def assigned(self, inp: Work, c: Container) -> None:
         """The input is handed to container `c`: record its queue wait and the start of
         the container it waited for, and open its execution span."""
         state: _Trace | None = inp.trace
@@ -299,7 +299,8 @@ class Tracing:
             state.headers[:] = [h for h in state.headers if h[0] != b"traceparent"]
             state.headers.append((b"traceparent", traceparent.encode()))
         else:
-            inp.request = {**inp.request, "traceparent": traceparent}
+            call = cast("Input", inp)  # a call: its context travels in the input message
+            call.request = {**call.request, "traceparent": traceparent}
 
     def _end(
         self, state: _Trace, *, ok: bool, status: int | None, error: str | None = None
@@ -340,7 +341,7 @@ class Tracing:
         )
 
 
-def _input_attributes(inp: Input) -> dict[str, str]:
+def _input_attributes(inp: Work) -> dict[str, str]:
     fdef = inp.function
     return {
         "ketch.app": fdef.app_name,

@@ -14,15 +14,18 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch._server.store import Store
 from ketch._utils.ids import new_id
 from ketch._utils.volume_paths import check_mount_path, check_mount_set
 from ketch.exception import AlreadyExistsError, InvalidError, NotFoundError
+
+if TYPE_CHECKING:
+    from ketch._utils.protocol.spec import StoredVolume
 
 # Entry types, numbered as Modal's FileEntryType.
 FILE, DIRECTORY, SYMLINK, FIFO, SOCKET = 1, 2, 3, 4, 5
@@ -208,23 +211,23 @@ class VolumeManager:
             "environment": rec.environment,
         }
 
-    def host_mounts(self, entries: list[dict[str, Any]]) -> dict[str, str]:
+    def host_mounts(self, entries: Sequence[StoredVolume]) -> dict[str, str]:
         """Mount path -> host directory for a function's stored volume references."""
-        return {e["mount"]: str(self.root / e["environment"] / e["volume_id"]) for e in entries}
+        return {e.mount: str(self.root / e.environment / e.volume_id) for e in entries}
 
 
 def check_names(name: str | None, environment: str) -> None:
-    from ketch._server.apps import validate_name
+    from ketch._utils.labels import validate_name
 
     if name is not None:
         validate_name("volume", name)
     validate_name("environment", environment)
 
 
-def container_mounts(volumes: dict[str, str], entries: list[dict[str, Any]]) -> dict[str, str]:
+def container_mounts(volumes: dict[str, str], entries: Sequence[StoredVolume]) -> dict[str, str]:
     """At container start: the mounts to make, after checking that every volume is still
     there. Raises NotFoundError naming the first one that is gone."""
-    names = {e["mount"]: e.get("name") or e["volume_id"] for e in entries}
+    names = {e.mount: e.name or e.volume_id for e in entries}
     for mount, host in volumes.items():
         if not os.path.isdir(host):
             raise NotFoundError(

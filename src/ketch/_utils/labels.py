@@ -1,4 +1,8 @@
-"""Web endpoint labels and host names (SPEC W5).
+"""The naming rules, each written once: names of apps, secrets, volumes, Dicts, Queues and
+environments; web endpoint labels and host names (SPEC W5); custom domains.
+
+The patterns are strings as well as compiled, for the API's models (and so its OpenAPI
+document) to state the same rule the SDK and the server check.
 
 The host label of an endpoint is `<workspace>[-<env>]--<label>[-dev]`. DNS limits a label to
 63 characters; a longer one keeps its first characters and ends with `-` and the first six
@@ -14,8 +18,32 @@ import re
 
 from ketch.exception import InvalidError
 
+NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"
+NAME_RULE = "use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)"
 MAX_LABEL = 63
-_VALID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+LABEL_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# A host name, or "*." and one: `*.example.com` matches any name under example.com.
+DOMAIN_PATTERN = r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+
+_NAME = re.compile(NAME_PATTERN)
+_LABEL = re.compile(LABEL_PATTERN)
+_DOMAIN = re.compile(DOMAIN_PATTERN)
+
+
+def is_name(name: object) -> bool:
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
+def validate_name(kind: str, name: object) -> str:
+    """`name` if it is a valid name of a `kind` ("secret", "volume", "environment", ...)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidError(f"invalid {kind} name {name!r}: {NAME_RULE}")
+    return name
+
+
+def is_domain(domain: str) -> bool:
+    """Whether `domain` (lower-cased) may be a custom domain of an endpoint."""
+    return _DOMAIN.match(domain) is not None
 
 
 def slugify(text: str) -> str:
@@ -35,7 +63,7 @@ def validate_label(label: str) -> str:
         raise InvalidError("a web label must be a non-empty string")
     if len(label) > MAX_LABEL:
         raise InvalidError(f"web label {label!r} is {len(label)} characters; the limit is 63")
-    if not _VALID.match(label):
+    if not _LABEL.match(label):
         raise InvalidError(
             f"web label {label!r} may only use lowercase letters, digits and '-', and may not "
             "start or end with '-'"

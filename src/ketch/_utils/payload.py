@@ -6,9 +6,12 @@ import pickle
 import sys
 import traceback
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+
+if TYPE_CHECKING:
+    from ketch._utils.protocol.messages import ErrorPayload
 
 # Types that plain pickle writes exactly as cloudpickle would, much faster (cloudpickle's
 # pickler costs microseconds to set up, which adds up over a `.map` of millions of inputs).
@@ -47,7 +50,7 @@ def loads(data: bytes) -> Any:
 
 def exception_payload(
     exc: BaseException, by_value: types.ModuleType | None = None
-) -> dict[str, Any]:
+) -> ErrorPayload:
     """Pickle an exception so the caller gets its original type, with the traceback text.
 
     The class goes by reference (the caller's own class when it has the module, so that
@@ -113,3 +116,19 @@ def rebuild_exception(error: dict[str, Any]) -> BaseException:
     if tb:
         attach_remote_traceback(exc, tb)
     return exc
+
+
+# A class's parameters (S6): the SDK binding `Model(x=1)` and the gateway reading `?x=1`
+# must make the same bytes, since they name the pool; so there is one encoder, here.
+def encode_params(params: dict[str, Any]) -> bytes | None:
+    """A stable encoding: equal parameter sets give equal bytes, hence one pool."""
+    if not params:
+        return None
+    return pickle.dumps(tuple(sorted(params.items())), protocol=5)
+
+
+def decode_params(blob: bytes | None) -> dict[str, Any]:
+    """The parameter set `encode_params` made (its sorted pairs, back into a dict)."""
+    if not blob:
+        return {}
+    return dict(pickle.loads(blob))

@@ -1,9 +1,10 @@
 """Framed message channel used by the call protocol (SDK <-> server <-> containers).
 
 A frame is an 8-byte big-endian length followed by a msgpack array of messages: plain
-dicts whose "t" key names the type. Nothing on this channel is ever unpickled; user
-values (arguments, results, exceptions) travel as opaque bytes inside messages and only
-the SDK and the containers turn them back into objects.
+dicts whose "t" key names the kind (their types are in `ketch._utils.protocol.messages`).
+Nothing on this channel is ever unpickled; user values (arguments, results, exceptions)
+travel as opaque bytes inside messages and only the SDK and the containers turn them back
+into objects.
 
 Sends queued within one event-loop turn share a frame (up to `FRAME_TARGET` bytes), which
 is what batches `.map` traffic under load without extra latency when idle. A message
@@ -21,12 +22,14 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
 
+# A message as received, and as sent: any of the TypedDicts of the protocol is a Mapping.
 Message = dict[str, Any]
+Outgoing = Mapping[str, Any]
 
 log = logging.getLogger("ketch.wire")
 
@@ -49,7 +52,7 @@ _HIGH_WATER = 4 * 1024 * 1024
 
 # A message the channel could not send: (message, why). The callback fails the call or the
 # request the message belonged to, so that its caller gets an error instead of a hang.
-Refused = Callable[[Message, Exception], None]
+Refused = Callable[[Outgoing, Exception], None]
 
 
 class ChannelClosed(Exception):
@@ -84,7 +87,7 @@ def decode(body: bytes | bytearray) -> list[Message]:
     return batch
 
 
-def encode_frame(messages: list[Message]) -> bytes:
+def encode_frame(messages: Sequence[Outgoing]) -> bytes:
     """One frame (header included) holding `messages`; for tests and tools."""
     body: bytes = msgpack.packb(messages)
     return _HEADER.pack(len(body)) + body
@@ -102,7 +105,7 @@ class Channel:
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._outbox: list[Message] = []
+        self._outbox: list[Outgoing] = []
         self._flush_scheduled = False
         self._packer = msgpack.Packer()
         self.closed = False
@@ -118,7 +121,7 @@ class Channel:
     def peer(self) -> Any:
         return self._writer.get_extra_info("peername")
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Outgoing) -> None:
         """Queue a message; it goes out at the end of this loop turn with its neighbours."""
         if self.closed:
             return
@@ -127,10 +130,10 @@ class Channel:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def send_threadsafe(self, loop: asyncio.AbstractEventLoop, msg: Message) -> None:
+    def send_threadsafe(self, loop: asyncio.AbstractEventLoop, msg: Outgoing) -> None:
         loop.call_soon_threadsafe(self.send, msg)
 
-    async def send_and_drain(self, msg: Message) -> None:
+    async def send_and_drain(self, msg: Outgoing) -> None:
         """Send, then wait while the transport's buffer is above its high-water mark."""
         self.send(msg)
         self._flush()
@@ -174,7 +177,7 @@ class Channel:
         except (ConnectionError, RuntimeError):
             self.closed = True
 
-    def _refuse(self, msg: Message, exc: Exception) -> None:
+    def _refuse(self, msg: Outgoing, exc: Exception) -> None:
         if self.on_refused is not None:
             self.on_refused(msg, exc)
         else:

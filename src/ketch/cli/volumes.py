@@ -45,9 +45,9 @@ def create(name: str, environment: str | None) -> None:
     """
     from ketch._client.volume_api import call
     from ketch._utils.aio import run_sync
-    from ketch.volume import _check_name
+    from ketch._utils.labels import validate_name
 
-    _check_name(name)
+    validate_name("volume", name)
     run_sync(
         call("POST", "/v1/volumes", json={"name": name, "environment": _environment(environment)})
     )

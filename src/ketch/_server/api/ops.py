@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from ketch._server.api_auth import token_auth
+from ketch._server.api.auth import token_auth
 from ketch._server.api_models import (
     AppQuery,
     AppRef,
@@ -105,7 +105,7 @@ def build_ops_router(server: Server) -> APIRouter:
     ) -> dict[str, Any]:
         app_id = resolve_app_id(server, environment, name)
         server.records.flush()  # what the gateway served a moment ago is listed too
-        tags = _function_tags(server, app_id)
+        tags = function_tags(server, app_id)
         rows = [
             {
                 "call_id": r["call_id"],
@@ -122,7 +122,7 @@ def build_ops_router(server: Server) -> APIRouter:
                 "call_id": r["call_id"],
                 "kind": "web",
                 "function": r["function"],
-                "status": _web_status(r),
+                "status": web_status(r),
                 "http_status": r["http_status"],
                 "attempts": 1,
                 "created": r["created"],
@@ -138,7 +138,7 @@ def build_ops_router(server: Server) -> APIRouter:
         server.records.flush()
         row = server.store.get_call(call_id)
         if row is not None:
-            return _spawned_detail(server, row)
+            return spawned_detail(server, row)
         web = records.web_call(call_id)
         if web is not None:
             return {
@@ -146,7 +146,7 @@ def build_ops_router(server: Server) -> APIRouter:
                 "kind": "web",
                 "app_id": web["app_id"],
                 "function": web["function"],
-                "status": _web_status(web),
+                "status": web_status(web),
                 "http_status": web["http_status"],
                 "outcome": web["outcome"],
                 "attempts": 1,
@@ -199,7 +199,7 @@ def _logs(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-def _function_tags(server: Server, app_id: str) -> dict[str, str]:
+def function_tags(server: Server, app_id: str) -> dict[str, str]:
     tags: dict[str, str] = {}
     for _, stored in server.apps.stored_versions(app_id):
         for tag in stored["functions"]:
@@ -207,14 +207,14 @@ def _function_tags(server: Server, app_id: str) -> dict[str, str]:
     return tags
 
 
-def _web_status(row: dict[str, Any]) -> str:
+def web_status(row: dict[str, Any]) -> str:
     code = int(row["http_status"])
     if code == 0:
         return str(row["outcome"])  # no answer was sent: client_gone, cancelled...
     return "error" if code >= 500 else "ok"
 
 
-def _spawned_detail(server: Server, row: dict[str, Any]) -> dict[str, Any]:
+def spawned_detail(server: Server, row: dict[str, Any]) -> dict[str, Any]:
     result: str | None = None
     error: str | None = None
     if row["result"] is not None:
@@ -228,7 +228,7 @@ def _spawned_detail(server: Server, row: dict[str, Any]) -> dict[str, Any]:
             error = str(err.get("repr") or "error")
     elif row["status"] == "expired":
         error = "the result has expired"
-    tags = _function_tags(server, row["app_id"])
+    tags = function_tags(server, row["app_id"])
     finished = row["finished"]
     return {
         "call_id": row["call_id"],

@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ketch._server.api_auth import TokenGuard, token_auth
+from ketch._server.api.auth import TokenGuard, token_auth
+from ketch._server.api.ops import build_ops_router
 from ketch._server.api_models import (
     AppRef,
     DeployIn,
@@ -28,7 +29,6 @@ from ketch._server.api_models import (
     describe_errors,
     errors_text,
 )
-from ketch._server.ops_api import build_ops_router
 from ketch.exception import AlreadyExistsError, Error, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def build_api(server: Server) -> FastAPI:
 
         return Response(generate_latest(registry_for(server)), media_type=CONTENT_TYPE_LATEST)
 
-    from ketch._server.api_status import status_router
+    from ketch._server.api.status import status_router
 
     app.include_router(status_router(server))
 
@@ -326,7 +326,7 @@ def build_api(server: Server) -> FastAPI:
             raise NotFoundError(f"secret {name!r} not found in environment {environment!r}")
         return {"deleted": name}
 
-    from ketch._server.api_volumes import volume_router
+    from ketch._server.api.volumes import volume_router
 
     app.include_router(volume_router(server))
     from ketch._server.dashboard import dashboard_router

@@ -1,4 +1,4 @@
-"""The web side of the server: listeners, the route table, and the resolver that turns a
+"""The server's web glue: listeners, the route table, and the resolver that turns a
 request head into a container address (auth, rate limit, cold-start queueing)."""
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def _params_from_query(target: str, types: dict[str, str]) -> bytes | None:
     so that `?x=1` and `Model(x=1)` share a pool (S6)."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from ketch.cls import encode_params
+    from ketch._utils.payload import encode_params
 
     given = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
     params: dict[str, object] = {}

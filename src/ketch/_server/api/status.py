@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends
 
-from ketch._server.api_auth import token_auth
+from ketch._server.api.auth import token_auth
 from ketch._server.api_models import AppRef, EnvQuery
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def status_router(server: Server) -> APIRouter:
 
     @router.get("/v1/apps/{name}/status")
     async def app_status(name: AppRef, environment: EnvQuery = "main") -> dict[str, Any]:
-        from ketch._server.ops_api import resolve_app_id
+        from ketch._server.api.ops import resolve_app_id
 
         app_id = resolve_app_id(server, environment, name)
         live = server.apps.apps.get(app_id)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from ketch._server import volumes as vfs
-from ketch._server.api_auth import token_auth
+from ketch._server.api.auth import token_auth
 from ketch._server.api_models import (
     CopyIn,
     EnvironmentIn,

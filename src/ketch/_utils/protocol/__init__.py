@@ -1,0 +1,1 @@
+"""Typed contracts between the parts: the function spec and the call-protocol messages."""

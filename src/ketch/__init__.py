@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _typing
 
 from ketch import exception
 from ketch._partial import batched, concurrent
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name == "Stub":
         from ketch.exception import deprecation_warning
 

@@ -3,6 +3,7 @@ template, which hooks a forked container still runs, and the fork-safety check."
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from ketch._backends.base import ContainerSpec, ForkSpec
 from ketch._backends.forkserver import _key, plain_start_reason
 from ketch._runtime.loader import Preloaded, _hooks
+from ketch._utils.protocol.container import ContainerFunction
 
 
 def _spec(**kw: Any) -> ContainerSpec:
@@ -75,14 +77,14 @@ def test_a_forked_container_runs_only_the_hooks_its_template_did_not() -> None:
 
 def test_preloaded_code_is_used_only_for_the_function_it_is() -> None:
     class FakeTarget:
-        spec = {"module": "m", "tag": "f", "kind": "cls", "serialized": None}
+        spec = ContainerFunction("f", "cls", "m", None, max_inputs=1, batched=False, web=None)
 
     pre = Preloaded(target=FakeTarget(), params=b"p1", snapped=True)  # type: ignore[arg-type]
-    assert pre.serves(dict(FakeTarget.spec), b"p1")
-    assert not pre.serves(dict(FakeTarget.spec), b"p2")  # its instance has other parameters
-    assert not pre.serves({**FakeTarget.spec, "tag": "g"}, b"p1")
+    assert pre.serves(FakeTarget.spec, b"p1")
+    assert not pre.serves(FakeTarget.spec, b"p2")  # its instance has other parameters
+    assert not pre.serves(dataclasses.replace(FakeTarget.spec, tag="g"), b"p1")
     unsnapped = Preloaded(target=FakeTarget(), params=None, snapped=False)  # type: ignore[arg-type]
-    assert unsnapped.serves(dict(FakeTarget.spec), b"any")
+    assert unsnapped.serves(FakeTarget.spec, b"any")
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def _pool(sched: Scheduler, tag: str, options: Any) -> Container:
         tag=tag, module="m", options=options, image=ImageSpec(python_version="3.12")
     )
     fdef = FunctionDef(
-        f"fu-{tag}", "ap-1", "app", "main", 1, tag, spec, img, None, None, raw={"tag": tag}
+        f"fu-{tag}", "ap-1", "app", "main", 1, tag, spec, img, None, None
     )
     pool = Pool(key=f"fu-{tag}:1:-", function=fdef, params=None)
     c = Container(cid=f"ta-{tag}", pool=pool, state="ready")

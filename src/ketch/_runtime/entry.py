@@ -17,6 +17,7 @@ from typing import Any, ClassVar, cast
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload, tracecontext
 from ketch._utils.protocol import messages as m
+from ketch._utils.protocol.container import ContainerFunction, ContainerWeb
 from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
 
 
@@ -26,10 +27,10 @@ class Runtime:
         self.init = init
         # Code a fork-server template loaded before this process was forked from it.
         self.preloaded = preloaded
-        self.spec: dict[str, Any] = init["function"]
-        max_inputs = int(self.spec["options"].get("max_inputs") or 1)
+        # Decoded once, here: the rest of the runtime reads it as attributes.
+        self.spec = ContainerFunction.from_wire(init["function"])
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, max_inputs), thread_name_prefix="ketch-input"
+            max_workers=max(1, self.spec.max_inputs), thread_name_prefix="ketch-input"
         )
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.sync_running: set[str] = set()
@@ -43,7 +44,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         try:
             add_sys_path(self.init.get("sys_path", []))
-            if self.spec.get("web"):
+            if self.spec.web is not None:
                 # Before the user's module is imported: an endpoint's module may import
                 # fastapi or pydantic at its top, as Modal's web examples do.
                 self._add_web_runtime()
@@ -65,10 +66,10 @@ class Runtime:
                     await result
             self.target = target
             ready: m.Ready = {"t": m.READY}
-            if self.spec.get("web"):
-                ready["web_addr"] = await self._start_web(target, self.spec["web"])
+            if self.spec.web is not None:
+                ready["web_addr"] = await self._start_web(target, self.spec.web)
         except BaseException as exc:
-            module = sys.modules.get(self.spec.get("module") or "")
+            module = sys.modules.get(self.spec.module or "")
             failed: m.StartupFailed = {
                 "t": m.STARTUP_FAILED,
                 "error": payload.exception_payload(exc, module),
@@ -78,7 +79,7 @@ class Runtime:
         await self.ch.send_and_drain(ready)
         return True
 
-    async def _start_web(self, target: Target, web: dict[str, Any]) -> str:
+    async def _start_web(self, target: Target, web: ContainerWeb) -> str:
         """Serve the web function; returns the address the gateway forwards to."""
         from ketch import functions
 
@@ -87,20 +88,20 @@ class Runtime:
 
         loop = asyncio.get_running_loop()
         fn = target.resolve(self.init.get("web_method"))
-        if web["type"] == "web_server":
+        if web.type == "web_server":
             # The function may return once its server runs, or serve from it: traffic
             # flows once the port accepts, either way.
             started = loop.run_in_executor(self.pool, fn)
-            port = int(web["port"])
-            host = await webmod.wait_for_port(port, float(web["startup_timeout"]), started)
+            port = web.port
+            host = await webmod.wait_for_port(port, web.startup_timeout, started)
             # The port is in this container's network namespace: a unix socket, reachable
             # from the host's filesystem, brings the gateway's connections to it.
             self.web_server = await webmod.PortBridge.start(self.init["web_socket"], host, port)
             return f"unix:{self.init['web_socket']}"
-        max_inputs = int(self.spec["options"].get("max_inputs") or 1)
+        max_inputs = self.spec.max_inputs
         app = await loop.run_in_executor(self.pool, webmod.build_app, fn, web, max_inputs)
         path = self.init["web_socket"]
-        server = webmod.WebServer(app, path, lifespan=web["type"] == "asgi")
+        server = webmod.WebServer(app, path, lifespan=web.type == "asgi")
         await server.start()
         self.web_server = server
         return f"unix:{path}"

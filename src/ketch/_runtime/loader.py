@@ -13,28 +13,31 @@ from typing import Any
 
 import cloudpickle
 
+from ketch._utils.protocol.container import ContainerFunction
+
 
 class Target:
     """What a container runs: a plain function, or an instance of a user class."""
 
     def __init__(
-        self, spec: dict[str, Any], params: bytes | None, *, instantiate: bool = True
+        self, spec: ContainerFunction, params: bytes | None, *, instantiate: bool = True
     ) -> None:
         self.spec = spec
         self.module: types.ModuleType | None = None
         self.instance: Any = None
-        if spec.get("serialized"):
-            obj = cloudpickle.loads(base64.b64decode(spec["serialized"]))
+        if spec.serialized:
+            obj = cloudpickle.loads(base64.b64decode(spec.serialized))
         else:
-            self.module = importlib.import_module(spec["module"])
-            obj = _find(self.module, spec)
+            assert spec.module is not None  # the deploy endpoint requires one or the other
+            self.module = importlib.import_module(spec.module)
+            obj = _find(self.module, spec.tag)
         self.obj = obj
         if instantiate:
             self.instantiate(params)
 
     def instantiate(self, params: bytes | None) -> None:
         """Create the instance a class's methods run on (nothing to do for a function)."""
-        if self.spec.get("kind") == "cls" and self.instance is None:
+        if self.spec.kind == "cls" and self.instance is None:
             from ketch._utils.payload import decode_params
 
             self.instance = _instantiate(self.obj, decode_params(params))
@@ -59,10 +62,9 @@ class Target:
         return bound
 
 
-def _find(module: types.ModuleType, spec: dict[str, Any]) -> Any:
+def _find(module: types.ModuleType, tag: str) -> Any:
     from ketch.app import App
 
-    tag = spec["tag"]
     for app in App._instances():
         raw = app._raw_objects().get(tag)
         if raw is not None:
@@ -71,7 +73,7 @@ def _find(module: types.ModuleType, spec: dict[str, Any]) -> Any:
     for value in list(vars(module).values()):
         if isinstance(value, App) and tag in value._raw_objects():
             return value._raw_objects()[tag]
-    raise LookupError(f"{spec['module']} defines no function {tag!r} on a ketch App")
+    raise LookupError(f"{module.__name__} defines no function {tag!r} on a ketch App")
 
 
 def _instantiate(cls: Any, params: dict[str, Any]) -> Any:
@@ -114,11 +116,10 @@ class Preloaded:
     params: bytes | None
     snapped: bool
 
-    def serves(self, spec: dict[str, Any], params: bytes | None) -> bool:
+    def serves(self, spec: ContainerFunction, params: bytes | None) -> bool:
         """Whether the container the server describes runs this very code (else it
         loads its own, as a plain start would)."""
-        mine = self.target.spec
-        same = all(spec.get(k) == mine.get(k) for k in ("module", "tag", "kind", "serialized"))
+        same = self.target.spec.same_code(spec)
         return same and (not self.snapped or params == self.params)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import gc
 import inspect
 import json
@@ -38,6 +39,7 @@ import traceback
 from typing import Any, NoReturn
 
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
+from ketch._utils.protocol.container import ContainerFunction, ContainerWeb
 
 MAX_MESSAGE = 1 << 20
 
@@ -70,14 +72,14 @@ def fork_hazard() -> str | None:
     return None
 
 
-def _warm_web_stack(web: dict[str, Any]) -> None:
+def _warm_web_stack(web: ContainerWeb) -> None:
     """Import what serving the web function will import, so that the children need not:
     FastAPI and uvicorn, the protocol classes uvicorn picks when it loads its config, and
     the first app's lazy imports (pydantic models, Starlette middleware). Builds throwaway
     objects only; nothing listens and no loop runs."""
     from ketch._runtime import web as webmod
 
-    kind = web.get("type")
+    kind = web.type
     if kind == "web_server":
         return  # the user's own server: the runtime only pipes bytes to it
     import uvicorn  # noqa: F401
@@ -86,7 +88,7 @@ def _warm_web_stack(web: dict[str, Any]) -> None:
         return {"x": x}
 
     if kind == "fastapi":
-        webmod.build_app(probe, {"type": "fastapi", "method": web.get("method") or "GET"}, 1)
+        webmod.build_app(probe, dataclasses.replace(web, docs=False), 1)
         with contextlib.suppress(ImportError):
             import anyio._backends._asyncio  # sync handlers run through anyio
             import anyio.to_thread  # noqa: F401
@@ -99,10 +101,10 @@ def _warm_web_stack(web: dict[str, Any]) -> None:
 
 def load(msg: dict[str, Any]) -> Preloaded:
     """Everything a container does before it needs its own server connection."""
-    spec: dict[str, Any] = msg["function"]
+    spec = ContainerFunction.from_wire(msg["function"])
     add_sys_path(msg.get("sys_path") or [])
-    web = spec.get("web")
-    if web:
+    web = spec.web
+    if web is not None:
         extra = msg.get("web_runtime")
         if extra and extra not in sys.path:
             sys.path.append(extra)  # after the image's packages, as the runtime does
@@ -112,7 +114,7 @@ def load(msg: dict[str, Any]) -> Preloaded:
     install_modal_alias()
     import ketch._runtime.entry  # what every child runs
 
-    if spec.get("options", {}).get("batch_max_size"):
+    if spec.batched:
         with contextlib.suppress(ImportError):
             import ketch._runtime.batch  # noqa: F401
     snapshot = bool(msg.get("snapshot"))

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mutabl
 from typing import Any
 
 from ketch._utils import tracecontext
+from ketch._utils.protocol.container import ContainerWeb
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -52,18 +53,18 @@ def client_address_middleware(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
-def fastapi_app(fn: Callable[..., Any], web: dict[str, Any]) -> Any:
+def fastapi_app(fn: Callable[..., Any], web: ContainerWeb) -> Any:
     """One route at `/` for the configured method; FastAPI does validation (422) and 405."""
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
-    docs = bool(web.get("docs"))
+    docs = web.docs
     app = FastAPI(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    app.add_api_route("/", fn, methods=[web["method"]])
+    app.add_api_route("/", fn, methods=[web.method])
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
@@ -134,8 +135,8 @@ def wsgi_to_asgi(wsgi: Any, threads: int) -> Any:
     return WSGIMiddleware(wsgi, workers=max(1, threads))
 
 
-def build_app(fn: Callable[..., Any], web: dict[str, Any], max_inputs: int) -> Any:
-    kind = web["type"]
+def build_app(fn: Callable[..., Any], web: ContainerWeb, max_inputs: int) -> Any:
+    kind = web.type
     if kind == "fastapi":
         close_abandoned_streams()
         return fastapi_app(fn, web)

@@ -429,7 +429,6 @@ class AppManager:
                 source_dir=source_dir,
                 mount_dir=str(mount / "root") if mount and (mount / "root").exists() else None,
                 volumes=self.volumes.host_mounts(typed[tag].volumes),
-                raw=fspec,
             )
             self.scheduler.register(fdef)
             ids[tag] = fid

@@ -83,7 +83,7 @@ def fork_spec(fdef: FunctionDef, params: bytes | None, runtime_web: str) -> Fork
     return ForkSpec(
         group=fork_group(fdef),
         preload={
-            "function": fdef.raw,
+            "function": fdef.container_wire,
             "sys_path": sys_path(fdef),
             "web_runtime": runtime_web,
             "params": base64.b64encode(given).decode() if given else None,
@@ -105,7 +105,7 @@ def init_message(
     server adds)."""
     return {
         "t": m.INIT,
-        "function": fdef.raw,
+        "function": fdef.container_wire,
         "params": params,
         "sys_path": sys_path(fdef),
         "web_runtime": runtime_web,

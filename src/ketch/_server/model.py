@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,16 +31,15 @@ class FunctionDef:
     mount_dir: str | None
     # Mount path in the container -> the volume's directory on the host.
     volumes: dict[str, str] = field(default_factory=dict)
-    # The spec as JSON, as stored: what containers and fork-server templates are sent (they
-    # run without pydantic and read it themselves). Made from `spec` when not given.
-    raw: dict[str, Any] = field(default_factory=dict)
     # Cls.with_options(secrets=[...]) of a pool: inline values, and named secrets to resolve.
     override_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[NamedSecret, ...] = ()
 
-    def __post_init__(self) -> None:
-        if not self.raw:
-            self.raw = self.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    @functools.cached_property
+    def container_wire(self) -> dict[str, Any]:
+        """What containers and fork-server templates are told of the function (they run
+        without pydantic: `_utils.protocol.container`). Made once per version and pool."""
+        return self.spec.for_container().to_wire()
 
     @property
     def options(self) -> OptionsSpec:

@@ -75,7 +75,6 @@ def with_overrides(fdef: FunctionDef, overrides: dict[str, Any]) -> FunctionDef:
             value = list(value)  # (request, limit) pairs and GPU lists, as JSON has them
         typed[key] = value
     options = fdef.spec.options.model_copy(update=typed)
-    raw: dict[str, Any] = {**fdef.raw, "options": {**fdef.raw["options"], **given}}
     secrets = overrides.get("secrets") or []
     named = tuple(
         NamedSecret.model_construct(**s)  # as checked then: resolved (or refused) at start
@@ -86,14 +85,9 @@ def with_overrides(fdef: FunctionDef, overrides: dict[str, Any]) -> FunctionDef:
     for s in secrets:
         if isinstance(s, dict) and s.get("kind") == "inline":
             inline.update({str(k): str(v) for k, v in (s.get("values") or {}).items()})
-    if named:
-        raw["secrets"] = list(fdef.raw.get("secrets") or []) + [s.model_dump() for s in named]
-    if inline:
-        raw["override_env"] = inline
     return dataclasses.replace(
         fdef,
         spec=fdef.spec.model_copy(update={"options": options}),
-        raw=raw,
         override_env=inline or fdef.override_env,
         extra_secrets=fdef.extra_secrets + named,
     )

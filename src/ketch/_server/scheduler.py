@@ -536,7 +536,7 @@ def _missing(function_id: str) -> FunctionDef:
     from ketch._server.images import BuiltImage
 
     img = BuiltImage(hash="", python=Path(), env={}, workdir=None, root=Path())
-    return FunctionDef(function_id, "", "", "", 0, function_id, _MISSING, img, None, None, raw={})
+    return FunctionDef(function_id, "", "", "", 0, function_id, _MISSING, img, None, None)
 
 
 # The spec of a function that is not deployed: an input for it fails before anything reads it.

@@ -48,9 +48,7 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def exception_payload(
-    exc: BaseException, by_value: types.ModuleType | None = None
-) -> ErrorPayload:
+def exception_payload(exc: BaseException, by_value: types.ModuleType | None = None) -> ErrorPayload:
     """Pickle an exception so the caller gets its original type, with the traceback text.
 
     The class goes by reference (the caller's own class when it has the module, so that

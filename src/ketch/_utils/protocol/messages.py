@@ -136,7 +136,7 @@ class Init(TypedDict):
     """Everything a container needs to load its function (the first frame it gets)."""
 
     t: Literal["init"]
-    function: dict[str, Any]  # the function's spec, as deployed
+    function: dict[str, Any]  # ContainerFunction.to_wire(): what the runtime reads of the spec
     params: bytes | None
     sys_path: list[str]
     web_runtime: str | None

@@ -32,6 +32,7 @@ from ketch._utils.options import (
     MAX_GPU_COUNT,
     MAX_TIMEOUT,
 )
+from ketch._utils.protocol.container import ContainerFunction, ContainerWeb
 from ketch.retries import MAX_RETRIES, backoff_delay
 
 # Patterns are matched by pydantic's regex engine, which also refuses strings that are not
@@ -321,6 +322,28 @@ class FunctionBase(Contract):
         if self.module is None and self.serialized is None:
             raise ValueError("a function needs a module to import or serialized code")
         return self
+
+    def for_container(self) -> ContainerFunction:
+        """What a container running this function is told of it, every field filled."""
+        web = None
+        if self.web is not None:
+            w = self.web
+            web = ContainerWeb(
+                type=w.type,
+                method=w.method if isinstance(w, FastapiWeb) else "GET",
+                docs=w.docs if isinstance(w, FastapiWeb) else False,
+                port=w.port if isinstance(w, ServerWeb) else 0,
+                startup_timeout=w.startup_timeout if isinstance(w, ServerWeb) else 0.0,
+            )
+        return ContainerFunction(
+            tag=self.tag,
+            kind=self.kind,
+            module=self.module,
+            serialized=self.serialized,
+            max_inputs=self.options.max_inputs,
+            batched=self.options.batch_size > 0,
+            web=web,
+        )
 
 
 class FunctionSpec(FunctionBase):

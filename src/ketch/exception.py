@@ -171,6 +171,11 @@ def _stacklevel_outside_ketch() -> int:
     return level if frame is not None else 1
 
 
+def user_warning(message: str) -> None:
+    """Warn (UserWarning) at the first caller outside the ketch package."""
+    warnings.warn(message, UserWarning, stacklevel=_stacklevel_outside_ketch())
+
+
 def deprecation_warning(date: tuple[int, int, int], message: str) -> None:
     """Emit a :class:`KetchDeprecationWarning` whose text starts with ``date`` (``YYYY-MM-DD: ``).
 

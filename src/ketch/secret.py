@@ -7,83 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ketch._utils.env_values import check_key, check_values, read_dotenv
 from ketch._utils.labels import validate_name
 from ketch.exception import InvalidError
 
 __all__ = ["Secret"]
-
-
-def _check_key(key: object, where: str) -> str:
-    if not isinstance(key, str):
-        raise InvalidError(f"{where}: keys must be strings, got {key!r} ({type(key).__name__})")
-    # The container receives these as environment variables, which cannot hold these.
-    if not key or "=" in key or "\0" in key:
-        raise InvalidError(
-            f"{where}: {key!r} cannot be an environment variable name "
-            "(it must be non-empty and contain no '=' or NUL)"
-        )
-    return key
-
-
-def _check_values(env: Mapping[Any, Any], where: str) -> dict[str, str]:
-    if not isinstance(env, Mapping):
-        raise InvalidError(f"{where}: expected a dict of str to str, got {type(env).__name__}")
-    out: dict[str, str] = {}
-    for key, value in env.items():
-        name = _check_key(key, where)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            # The value is not echoed: it may be the secret itself.
-            raise InvalidError(
-                f"{where}: the value of {name!r} must be a string or None, "
-                f"got a {type(value).__name__}"
-            )
-        if "\0" in value:
-            raise InvalidError(f"{where}: the value of {name!r} contains a NUL character")
-        out[name] = value
-    return out
-
-
-def _parse_dotenv_fallback(text: str) -> dict[str, str | None]:
-    """Parse ``KEY=VALUE`` lines; used only when python-dotenv is not installed."""
-    out: dict[str, str | None] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        if "=" not in line:
-            out[line] = None
-            continue
-        key, _, rest = line.partition("=")
-        key, rest = key.strip(), rest.strip()
-        if rest[:1] in ("'", '"'):
-            quote = rest[0]
-            end = rest.find(quote, 1)
-            while quote == '"' and end > 0 and rest[end - 1] == "\\":
-                end = rest.find(quote, end + 1)
-            value = rest[1:end] if end > 0 else rest[1:]
-            if quote == '"':
-                value = (
-                    value.replace("\\n", "\n")
-                    .replace("\\t", "\t")
-                    .replace('\\"', '"')
-                    .replace("\\\\", "\\")
-                )
-        else:
-            value = rest.split(" #", 1)[0].rstrip()
-        out[key] = value
-    return out
-
-
-def _read_dotenv(path: Path) -> dict[str, str | None]:
-    try:
-        from dotenv import dotenv_values
-    except ImportError:
-        return _parse_dotenv_fallback(path.read_text(encoding="utf-8"))
-    return dict(dotenv_values(path))
 
 
 class Secret:
@@ -126,7 +54,7 @@ class Secret:
     def from_dict(cls, env_dict: Mapping[str, str | None] | None = None) -> Secret:
         """A secret holding ``env_dict``; keys whose value is ``None`` are left out."""
         obj = cls._new("dict")
-        obj._values = _check_values(env_dict if env_dict is not None else {}, "Secret.from_dict")
+        obj._values = check_values(env_dict if env_dict is not None else {}, "Secret.from_dict")
         return obj
 
     @classmethod
@@ -154,7 +82,7 @@ class Secret:
         obj = cls._new("named")
         obj._name = name
         obj._environment = environment_name
-        obj._required_keys = tuple(_check_key(k, "Secret.from_name") for k in required_keys)
+        obj._required_keys = tuple(check_key(k, "Secret.from_name") for k in required_keys)
         return obj
 
     @classmethod
@@ -188,7 +116,7 @@ class Secret:
                 f"Secret.from_local_environ: env_keys must be a list of names, got {env_keys!r}"
             )
         obj = cls._new("local_environ")
-        obj._env_keys = tuple(_check_key(k, "Secret.from_local_environ") for k in env_keys)
+        obj._env_keys = tuple(check_key(k, "Secret.from_local_environ") for k in env_keys)
         return obj
 
     def _dotenv_path(self) -> Path:
@@ -207,7 +135,7 @@ class Secret:
             return self._values
         if self._kind == "dotenv":
             path = self._dotenv_path()
-            values = _check_values(_read_dotenv(path), f"Secret.from_dotenv({str(path)!r})")
+            values = check_values(read_dotenv(path), f"Secret.from_dotenv({str(path)!r})")
         elif self._kind == "local_environ":
             missing = [k for k in self._env_keys if k not in os.environ]
             if missing:

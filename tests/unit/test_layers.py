@@ -81,13 +81,9 @@ ALLOWED_PARTS: dict[tuple[str, str], str] = {
 ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
     ("ketch.cls", "ketch._runtime.loader._hooks"): "H3, as above",
     ("ketch.cls", "ketch._runtime.loader._instantiate"): "H3, as above",
-    ("ketch._utils.options", "ketch.exception._stacklevel_outside_ketch"): "H3: options",
-    ("ketch._utils.options", "ketch.secret._check_values"): "H3: options",
-    ("ketch._server.messages", "ketch.secret._check_values"): "H2: the protocol's messages",
     ("ketch.cli.output", "ketch._client.deploy._json_or_raise"): "not yet assigned",
     ("ketch.cli.run", "ketch.app._RunContext"): "not yet assigned",
     ("ketch.cli.serve", "ketch.app._RunContext"): "not yet assigned",
-    ("ketch.cli.secrets", "ketch.secret._read_dotenv"): "not yet assigned",
 }
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ketch._utils.env_values import _parse_dotenv_fallback
 from ketch.exception import InvalidError
-from ketch.secret import Secret, _parse_dotenv_fallback
+from ketch.secret import Secret
 
 pytestmark = pytest.mark.spec("A10")
 

@@ -167,13 +167,13 @@ _ALLOWED = frozenset(_PLAIN) | {
 
 def check_overrides(options: dict[str, Any]) -> None:
     """InvalidError unless `options` is what a class handle's with_* methods send."""
+    from ketch._utils.env_values import check_values
     from ketch._utils.options import (
         validate_batched,
         validate_concurrent,
         validate_function_options,
     )
     from ketch.retries import Retries
-    from ketch.secret import _check_values
 
     unknown = sorted(set(options) - _ALLOWED)
     if unknown:
@@ -202,4 +202,4 @@ def check_overrides(options: dict[str, Any]) -> None:
             raise InvalidError(_summary("secrets", exc)) from None
         for secret in secrets:
             if secret["kind"] == "inline":
-                _check_values(secret["values"], "an inline secret")
+                check_values(secret["values"], "an inline secret")

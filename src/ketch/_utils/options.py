@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import re
 import threading
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from ketch.exception import InvalidError, _stacklevel_outside_ketch, deprecation_warning
+from ketch._utils.env_values import check_values
+from ketch.exception import InvalidError, deprecation_warning, user_warning
 from ketch.retries import Retries, retries_from
-from ketch.secret import Secret, _check_values
+from ketch.secret import Secret
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -142,7 +142,7 @@ def _warn_once_per_process(message: str) -> None:
         if message in _WARNED:
             return
         _WARNED.add(message)
-    warnings.warn(message, UserWarning, stacklevel=_stacklevel_outside_ketch())
+    user_warning(message)
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -473,7 +473,7 @@ def validate_function_options(
             raise InvalidError("@batched cannot be used on a generator function")
 
     env_raw = values.get("env")
-    env = None if env_raw is None else _check_values(env_raw, "env")
+    env = None if env_raw is None else check_values(env_raw, "env")
     include_raw = values.get("include_source")
     include_source = None if include_raw is None else _bool("include_source", include_raw)
 

@@ -36,10 +36,10 @@ def _from_json(path: str) -> dict[str, str]:
 
 
 def _from_dotenv(path: str) -> dict[str, str]:
-    from ketch.secret import _read_dotenv
+    from ketch._utils.env_values import read_dotenv
 
     try:
-        data = _read_dotenv(Path(path))
+        data = read_dotenv(Path(path))
     except OSError as exc:
         raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-dotenv") from None
     return {k: v for k, v in data.items() if v is not None}

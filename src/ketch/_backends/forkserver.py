@@ -25,10 +25,12 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ketch._backends.base import ContainerSpec, LogSink
+from ketch._utils.protocol import fork as fp
 
 # Variables that differ between containers of one template; a child gets them in its fork
 # request. Everything else in the environment is the template's own (a change of it, such
@@ -169,7 +171,7 @@ class Template:
     async def _run(self, spec: ContainerSpec, env: dict[str, str], theirs: socket.socket) -> None:
         assert spec.fork is not None
         fork = spec.fork
-        load = {"t": "load", **fork.preload, "snapshot": fork.snapshot}
+        load = {"t": fp.LOAD, **fork.preload, "snapshot": fork.snapshot}
         env = {k: v for k, v in env.items() if k not in PER_CONTAINER_ENV}
         # Code that asks whether it runs in a container (ketch's own App and Image among
         # them) must get the answer a container gets: yes. Each child gets its own id.
@@ -252,7 +254,7 @@ class Template:
             return
         self.state = "closed"
         with contextlib.suppress(OSError):
-            self.sock.send(b'{"t": "retire"}')
+            self.sock.send(fp.RETIRE_FRAME)
 
     def close(self) -> None:
         """Stop the template now. Its children are not touched: they are containers, and
@@ -287,7 +289,7 @@ class Template:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         fut: asyncio.Future[ForkedProcess | None] = asyncio.get_running_loop().create_future()
-        msg = {"t": "fork", "cid": spec.container_id, "env": env, "cwd": str(spec.cwd)}
+        msg: fp.Fork = {"t": fp.FORK, "cid": spec.container_id, "env": env, "cwd": str(spec.cwd)}
         try:
             socket.send_fds(self.sock, [json.dumps(msg).encode()], [out_w, err_w])
         except OSError as exc:  # e.g. an environment too large for one message
@@ -331,38 +333,52 @@ class Template:
                 return
 
     def _on_message(self, msg: dict[str, Any]) -> None:
-        t = msg["t"]
-        if t == "ready":
-            self.settle("ready")
-        elif t == "failed":
-            self.settle("failed", f"loading the function failed ({msg['error']})")
-        elif t == "unsafe":
-            self.settle("unsafe", f"it is not safe to fork after loading it: {msg['why']}")
-        elif t == "forked":
-            entry = self._pending.pop(msg["cid"], None)
-            proc = ForkedProcess(int(msg["pid"]), self)
-            self.children[proc.pid] = proc
-            if entry is None or entry[0].done():
-                return
+        self.HANDLERS[msg["t"]](self, msg)  # an unknown kind: KeyError, "makes no sense"
+
+    def _on_ready(self, msg: fp.Ready) -> None:
+        self.settle("ready")
+
+    def _on_failed(self, msg: fp.Failed) -> None:
+        self.settle("failed", f"loading the function failed ({msg['error']})")
+
+    def _on_unsafe(self, msg: fp.Unsafe) -> None:
+        self.settle("unsafe", f"it is not safe to fork after loading it: {msg['why']}")
+
+    def _on_forked(self, msg: fp.Forked) -> None:
+        entry = self._pending.pop(msg["cid"], None)
+        proc = ForkedProcess(int(msg["pid"]), self)
+        self.children[proc.pid] = proc
+        if entry is not None and not entry[0].done():
             entry[0].set_result(proc)
-        elif t == "refused":
-            # Something started a thread after loading: no more forks from this template.
-            self.state = "unsafe"
-            self.why = f"it is not safe to fork any more: {msg['why']}"
-            self.failed_at = time.monotonic()
-            with contextlib.suppress(OSError):
-                self.sock.send(b'{"t": "retire"}')  # it leaves once its children have
-            entry = self._pending.pop(msg["cid"], None)
-            if entry is not None:
-                os.close(entry[1])
-                os.close(entry[2])
-                if not entry[0].done():
-                    entry[0].set_result(None)
-        elif t == "exit":
-            child = self.children.pop(int(msg["pid"]), None)
-            if child is not None:
-                code = msg.get("code")
-                child.exited(int(code) if code is not None else None)
+
+    def _on_refused(self, msg: fp.Refused) -> None:
+        # Something started a thread after loading: no more forks from this template.
+        self.state = "unsafe"
+        self.why = f"it is not safe to fork any more: {msg['why']}"
+        self.failed_at = time.monotonic()
+        with contextlib.suppress(OSError):
+            self.sock.send(fp.RETIRE_FRAME)  # it leaves once its children have
+        entry = self._pending.pop(msg["cid"], None)
+        if entry is not None:
+            os.close(entry[1])
+            os.close(entry[2])
+            if not entry[0].done():
+                entry[0].set_result(None)
+
+    def _on_exit(self, msg: fp.Exit) -> None:
+        child = self.children.pop(int(msg["pid"]), None)
+        if child is not None:
+            code = msg.get("code")
+            child.exited(int(code) if code is not None else None)
+
+    HANDLERS: ClassVar[dict[str, Callable[[Template, Any], None]]] = {
+        fp.READY: _on_ready,
+        fp.FAILED: _on_failed,
+        fp.UNSAFE: _on_unsafe,
+        fp.FORKED: _on_forked,
+        fp.REFUSED: _on_refused,
+        fp.EXIT: _on_exit,
+    }
 
 
 class ForkServer:

@@ -36,15 +36,17 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
+from ketch._utils.protocol import fork as fp
 from ketch._utils.protocol.container import ContainerFunction, ContainerWeb
 
 MAX_MESSAGE = 1 << 20
 
 
-def send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+def send(sock: socket.socket, msg: Mapping[str, Any], fds: list[int] | None = None) -> None:
     data = json.dumps(msg).encode()
     if fds:
         socket.send_fds(sock, [data], fds)
@@ -99,13 +101,13 @@ def _warm_web_stack(web: ContainerWeb) -> None:
     server.server.config.load()
 
 
-def load(msg: dict[str, Any]) -> Preloaded:
+def load(msg: fp.Load) -> Preloaded:
     """Everything a container does before it needs its own server connection."""
     spec = ContainerFunction.from_wire(msg["function"])
-    add_sys_path(msg.get("sys_path") or [])
+    add_sys_path(msg["sys_path"])
     web = spec.web
     if web is not None:
-        extra = msg.get("web_runtime")
+        extra = msg["web_runtime"]
         if extra and extra not in sys.path:
             sys.path.append(extra)  # after the image's packages, as the runtime does
         _warm_web_stack(web)
@@ -117,8 +119,9 @@ def load(msg: dict[str, Any]) -> Preloaded:
     if spec.batched:
         with contextlib.suppress(ImportError):
             import ketch._runtime.batch  # noqa: F401
-    snapshot = bool(msg.get("snapshot"))
-    params = base64.b64decode(msg["params"]) if msg.get("params") else None
+    snapshot = msg["snapshot"]
+    given = msg["params"]
+    params = base64.b64decode(given) if given else None
     # Without a snapshot the class is instantiated in each container, with its parameters,
     # as in a plain start: one template then serves every parameter set.
     target = Target(spec, params, instantiate=snapshot)
@@ -181,12 +184,12 @@ class Template:
                 os.close(fd)
             return False
         msg = json.loads(data)
-        if msg["t"] == "fork":
+        if msg["t"] == fp.FORK:
             self._fork(msg, fds)
         else:
             for fd in fds:
                 os.close(fd)
-            if msg["t"] == "retire":
+            if msg["t"] == fp.RETIRE:
                 self.retiring = True
         return True
 
@@ -202,15 +205,17 @@ class Template:
             if done:
                 self.children.discard(pid)
                 with contextlib.suppress(OSError):
-                    send(self.sock, {"t": "exit", "pid": pid, "code": code})
+                    gone: fp.Exit = {"t": fp.EXIT, "pid": pid, "code": code}
+                    send(self.sock, gone)
 
-    def _fork(self, msg: dict[str, Any], fds: list[int]) -> None:
+    def _fork(self, msg: fp.Fork, fds: list[int]) -> None:
         why = "the fork request came without its output pipes" if len(fds) != 2 else None
         why = why or ("this template is retiring" if self.retiring else None) or fork_hazard()
         if why is not None:
             for fd in fds:
                 os.close(fd)
-            send(self.sock, {"t": "refused", "cid": msg["cid"], "why": why})
+            refused: fp.Refused = {"t": fp.REFUSED, "cid": msg["cid"], "why": why}
+            send(self.sock, refused)
             return
         sys.stdout.flush()
         sys.stderr.flush()
@@ -223,9 +228,10 @@ class Template:
         for fd in fds:
             os.close(fd)
         self.children.add(pid)
-        send(self.sock, {"t": "forked", "cid": msg["cid"], "pid": pid})
+        forked: fp.Forked = {"t": fp.FORKED, "cid": msg["cid"], "pid": pid}
+        send(self.sock, forked)
 
-    def _child(self, msg: dict[str, Any], fds: list[int]) -> NoReturn:
+    def _child(self, msg: fp.Fork, fds: list[int]) -> NoReturn:
         code = 1
         try:
             os.setpgid(0, 0)
@@ -279,12 +285,14 @@ def main() -> NoReturn:
         # A plain start of the same code fails the same way, and reports it properly (R5).
         traceback.print_exc()
         with contextlib.suppress(OSError):
-            send(sock, {"t": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            failed: fp.Failed = {"t": fp.FAILED, "error": f"{type(exc).__name__}: {exc}"}
+            send(sock, failed)
         os._exit(1)
     why = fork_hazard()
     if why is not None:
         with contextlib.suppress(OSError):
-            send(sock, {"t": "unsafe", "why": why})
+            unsafe: fp.Unsafe = {"t": fp.UNSAFE, "why": why}
+            send(sock, unsafe)
         os._exit(0)
     # Objects that exist now are shared with every child; keep the collector from touching
     # (and so copying) their pages.
@@ -292,7 +300,8 @@ def main() -> NoReturn:
     gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
-    send(sock, {"t": "ready", "pid": os.getpid()})
+    ready: fp.Ready = {"t": fp.READY, "pid": os.getpid()}
+    send(sock, ready)
     Template(sock, loaded).serve()
 
 

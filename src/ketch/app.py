@@ -64,11 +64,11 @@ class App:
         self._volumes = dict(volumes or {})
         self._include_source = include_source
         self._tags = dict(tags or {})
-        self._functions: dict[str, Function] = {}
+        self._functions: dict[str, Function[..., Any]] = {}
         self._classes: dict[str, Cls] = {}
         self._raw: dict[str, Any] = {}
         self._entrypoints: dict[str, LocalEntrypoint] = {}
-        self._web_methods: dict[str, Function] = {}  # "<Cls>.<method>" -> endpoint handle
+        self._web_methods: dict[str, Function[..., Any]] = {}  # "<Cls>.<method>" -> endpoint handle
         self._app_id: str | None = None
         self._function_ids: dict[str, str] = {}
         _APPS.add(self)
@@ -83,7 +83,7 @@ class App:
         return self._app_id
 
     @property
-    def registered_functions(self) -> dict[str, Function]:
+    def registered_functions(self) -> dict[str, Function[..., Any]]:
         return dict(self._functions)
 
     @property
@@ -101,7 +101,7 @@ class App:
     def _raw_objects(self) -> dict[str, Any]:
         return self._raw
 
-    def _handles(self) -> dict[str, Function | Cls]:
+    def _handles(self) -> dict[str, Function[..., Any] | Cls]:
         return {**self._functions, **self._classes, **self._web_methods}
 
     def _in_container(self) -> bool:
@@ -126,7 +126,7 @@ class App:
     # -- decorators ---------------------------------------------------------------------
     def function(
         self, _warn_parentheses_missing: Any = None, **kwargs: Any
-    ) -> Callable[[Any], Function]:
+    ) -> Callable[[Any], Function[..., Any]]:
         """Register a function to run in containers: `@app.function(timeout=60)`."""
         if _warn_parentheses_missing is not None:
             raise InvalidError(
@@ -134,7 +134,7 @@ class App:
                 "write @app.function() rather than @app.function"
             )
 
-        def deco(f: Any) -> Function:
+        def deco(f: Any) -> Function[..., Any]:
             flags: dict[str, Any] = {}
             if isinstance(f, PartialFunction):
                 flags, f = f.flags, f.raw_f
@@ -157,7 +157,7 @@ class App:
             _check_global(f, opts)
             tag = opts.name or f.__name__
             self._check_tag(tag)
-            fn = Function(tag=tag, raw_f=f, options=opts, app=self)
+            fn: Function[..., Any] = Function(tag=tag, raw_f=f, options=opts, app=self)
             fn._web = flags.get("web")
             self._functions[tag] = fn
             self._raw[tag] = f
@@ -198,7 +198,7 @@ class App:
                 # Each web method is an endpoint of its own, served by containers of the
                 # class (one pool per parameter set, parameters from the query string).
                 method_tag = f"{tag}.{name}"
-                endpoint = Function(
+                endpoint: Function[..., Any] = Function(
                     tag=method_tag,
                     raw_f=None,
                     app=self,

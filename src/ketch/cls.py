@@ -184,7 +184,9 @@ class Cls:
         self._methods = class_methods(user_cls) if user_cls is not None else {}
         self._params = declared_parameters(user_cls) if user_cls is not None else {}
         self._types = _parameter_types(user_cls) if user_cls is not None else {}
-        self._function = Function(tag=tag, raw_f=None, options=options, app=app, lookup=lookup)
+        self._function: Function[..., Any] = Function(
+            tag=tag, raw_f=None, options=options, app=app, lookup=lookup
+        )
         self._overrides: dict[str, Any] = {}
 
     @property
@@ -353,7 +355,7 @@ class Obj:
             self._local = obj
         return self._local
 
-    def __getattr__(self, name: str) -> Function:
+    def __getattr__(self, name: str) -> Function[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
         cls = self._cls

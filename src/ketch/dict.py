@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ketch._client.objects import Ephemeral, ObjectHandle, ObjectManager
 from ketch._utils import payload
-from ketch._utils.aio import Aio, AioIter
+from ketch._utils.aio import aio_iter_method, aio_method
 
 _MISSING = object()
 # Entries fetched per round trip by keys(), values() and items().
@@ -31,30 +31,6 @@ class Dict(ObjectHandle):
     _kind: ClassVar[str] = "dict"
     _title: ClassVar[str] = "Dict"
     objects: ClassVar[ObjectManager[Dict]]
-
-    get: Aio[Any]
-    put: Aio[bool]
-    pop: Aio[Any]
-    update: Aio[None]
-    contains: Aio[bool]
-    len: Aio[int]
-    clear: Aio[None]
-    keys: AioIter[Any]
-    values: AioIter[Any]
-    items: AioIter[tuple[Any, Any]]
-
-    def _setup(self) -> None:
-        super()._setup()
-        self.get = Aio(self._get, "get")
-        self.put = Aio(self._put, "put")
-        self.pop = Aio(self._pop, "pop")
-        self.update = Aio(self._update, "update")
-        self.contains = Aio(self._contains, "contains")
-        self.len = Aio(self._len, "len")
-        self.clear = Aio(self._clear, "clear")
-        self.keys = AioIter(self._keys, "keys")
-        self.values = AioIter(self._values, "values")
-        self.items = AioIter(self._items, "items")
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
@@ -181,6 +157,18 @@ class Dict(ObjectHandle):
     def __bool__(self) -> bool:
         # A handle is always truthy: `if d:` must not cost a round trip or depend on size.
         return True
+
+    # The blocking methods and their `.aio` forms (ketch._utils.aio).
+    get = aio_method(_get)
+    put = aio_method(_put)
+    pop = aio_method(_pop)
+    update = aio_method(_update)
+    contains = aio_method(_contains)
+    len = aio_method(_len)
+    clear = aio_method(_clear)
+    keys = aio_iter_method(_keys)
+    values = aio_iter_method(_values)
+    items = aio_iter_method(_items)
 
 
 Dict.objects = ObjectManager(Dict)

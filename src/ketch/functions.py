@@ -6,18 +6,33 @@ import asyncio
 import collections
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from ketch._client.client import Client, result_of
+from ketch._function_call import FunctionCall
 from ketch._utils import payload
-from ketch._utils.aio import Aio, AioIter, in_running_loop, iter_async, iter_sync
+from ketch._utils.aio import (
+    Aio,
+    AioIter,
+    aio_iter_method,
+    aio_method,
+    in_running_loop,
+    iter_async,
+    iter_sync,
+)
 from ketch._utils.ids import new_id, stable_id
 from ketch._utils.options import FunctionOptions
+from ketch._utils.protocol import messages as m
 from ketch._utils.tracecontext import current_traceparent
 from ketch.exception import ExecutionError, InvalidError, NotFoundError
 
 if TYPE_CHECKING:
     from ketch.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["Function", "FunctionCall"]
 
 # How many `.map` inputs may be in flight (sent, result not yet consumed) at once: this is
 # what keeps a map over a huge generator in bounded memory.
@@ -29,7 +44,34 @@ CONTAINER_WEB_URLS: dict[str, str] = {}
 SPAWN_WINDOW = 64
 
 
-class Function:
+class _MapAio(Generic[R]):
+    """`.map(...)` for plain loops, `.map.aio(...)` for async ones."""
+
+    def __init__(self, batches_fn: Callable[..., AsyncIterator[list[Any]]], name: str) -> None:
+        self._batches_fn = batches_fn
+        self.__name__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[R]:
+        if in_running_loop():
+            raise InvalidError(
+                f"a plain `for x in f.{self.__name__}(...)` would block the running event loop; "
+                f"use `async for x in f.{self.__name__}.aio(...)` inside async code"
+            )
+        return _flatten_sync(iter_sync(self._batches_fn(*args, **kwargs)))
+
+    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[R]:
+        return _flatten_async(iter_async(self._batches_fn(*_on_caller_loop(args), **kwargs)))
+
+
+class _InputsAio(Aio[..., None]):
+    """`for_each` / `spawn_map`: blocking, or `.aio` with async inputs kept on the caller's
+    loop."""
+
+    async def aio(self, *args: Any, **kwargs: Any) -> None:
+        return await super().aio(*_on_caller_loop(args), **kwargs)
+
+
+class Function(Generic[P, R]):
     """A handle on a ketch function: call it remotely, locally, in bulk, or in background."""
 
     def __init__(
@@ -52,20 +94,13 @@ class Function:
         self._params = params
         self._local_target = local_target
         self._lookup = lookup
-        self._parent: Function | None = None
+        self._parent: Function[..., Any] | None = None
         self._function_id: str | None = None
         self._info: dict[str, Any] = {}
         self._web_url: str | None = None
         self._web: dict[str, Any] | None = None  # the web decorator's settings, if any
         # Options a class handle overrides (Cls.with_options): its calls get a pool of their own.
         self._overrides: dict[str, Any] | None = None
-        self.remote = Aio(self._remote, "remote")
-        self.remote_gen = AioIter(self._remote_gen, "remote_gen")
-        self.spawn = Aio(self._spawn, "spawn")
-        self.map = _MapAio(self._map, "map")
-        self.starmap = _MapAio(self._starmap, "starmap")
-        self.for_each = _InputsAio(self._for_each, "for_each")
-        self.spawn_map = _InputsAio(self._spawn_map, "spawn_map")
         self.__doc__ = getattr(raw_f, "__doc__", None)
 
     # -- identity -----------------------------------------------------------------------
@@ -99,7 +134,7 @@ class Function:
             self.hydrate()  # a handle from from_name learns its URL on first use
         return self._web_url
 
-    async def _hydrate(self) -> Function:
+    async def _hydrate(self) -> Function[..., Any]:
         """Resolve a looked-up handle against the server (NotFoundError if it is not there)."""
         if self._lookup is None or self._function_id is not None:
             return self
@@ -112,7 +147,7 @@ class Function:
             client = await Client.current()
             reply = await client.request(
                 {
-                    "t": "lookup",
+                    "t": m.LOOKUP,
                     "app": app_name,
                     "name": tag,
                     "environment": env or client.config.environment,
@@ -134,7 +169,7 @@ class Function:
         self._function_id = info["function_id"]
         return self
 
-    def hydrate(self) -> Function:
+    def hydrate(self) -> Function[..., Any]:
         """Resolve now rather than on first use."""
         return Aio(self._hydrate)()
 
@@ -153,8 +188,8 @@ class Function:
         method: str,
         params: bytes | None,
         local_target: Callable[[], Callable[..., Any]] | None,
-    ) -> Function:
-        twin = Function(
+    ) -> Function[..., Any]:
+        twin: Function[..., Any] = Function(
             tag=self._tag,
             raw_f=self._raw_f,
             options=self._options,
@@ -215,10 +250,11 @@ class Function:
             )
 
     # -- calls --------------------------------------------------------------------------
-    def local(self, *args: Any, **kwargs: Any) -> Any:
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function in this process."""
         target = self._local_target() if self._local_target else self.get_raw_f()
-        return target(*args, **kwargs)
+        result: R = target(*args, **kwargs)
+        return result
 
     async def _remote(self, *args: Any, **kwargs: Any) -> Any:
         fid = await self._resolve()
@@ -237,13 +273,13 @@ class Function:
         async for item in client.call_gen(fid, self._request(args, kwargs)):
             yield item
 
-    async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+    async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall[Any]:
         fid = await self._resolve()
         self._refuse("spawn")
         client = await Client.current()
         call_id = new_id("fc")
         await client.request(
-            {"t": "spawn", "fid": fid, "iid": call_id, "req": self._request(args, kwargs)}
+            {"t": m.SPAWN, "fid": fid, "iid": call_id, "req": self._request(args, kwargs)}
         )
         return FunctionCall(call_id)
 
@@ -300,7 +336,7 @@ class Function:
             raise InvalidError(f"{self._label}.spawn_map() needs at least one iterable of inputs")
         inputs = _zip_inputs(iterables)
         # Spawns go out SPAWN_WINDOW at a time rather than one round trip after another.
-        flying: set[asyncio.Future[FunctionCall]] = set()
+        flying: set[asyncio.Future[FunctionCall[Any]]] = set()
         try:
             while True:
                 try:
@@ -381,6 +417,33 @@ class Function:
         finally:
             for iid in index_of:
                 client.pending.pop(iid, None)
+
+    # The blocking methods and their `.aio` forms (ketch._utils.aio); a type checker sees
+    # them with the user's own parameters and return type.
+    if TYPE_CHECKING:
+
+        @property
+        def remote(self) -> Aio[P, R]: ...
+        @property
+        def remote_gen(self) -> AioIter[P, Any]: ...
+        @property
+        def spawn(self) -> Aio[P, FunctionCall[R]]: ...
+        @property
+        def map(self) -> _MapAio[R]: ...
+        @property
+        def starmap(self) -> _MapAio[R]: ...
+        @property
+        def for_each(self) -> _InputsAio: ...
+        @property
+        def spawn_map(self) -> _InputsAio: ...
+    else:
+        remote = aio_method(_remote)
+        remote_gen = aio_iter_method(_remote_gen)
+        spawn = aio_method(_spawn)
+        map = aio_method(_map, via=_MapAio)
+        starmap = aio_method(_starmap, via=_MapAio)
+        for_each = aio_method(_for_each, via=_InputsAio)
+        spawn_map = aio_method(_spawn_map, via=_InputsAio)
 
 
 class _Raise:
@@ -511,80 +574,9 @@ async def _flatten_async(batches: AsyncIterator[list[Any]]) -> AsyncIterator[Any
             await aclose()
 
 
-class _MapAio:
-    """`.map(...)` for plain loops, `.map.aio(...)` for async ones."""
-
-    def __init__(self, batches_fn: Callable[..., AsyncIterator[list[Any]]], name: str) -> None:
-        self._batches_fn = batches_fn
-        self.__name__ = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        if in_running_loop():
-            raise InvalidError(
-                f"a plain `for x in f.{self.__name__}(...)` would block the running event loop; "
-                f"use `async for x in f.{self.__name__}.aio(...)` inside async code"
-            )
-        return _flatten_sync(iter_sync(self._batches_fn(*args, **kwargs)))
-
-    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        return _flatten_async(iter_async(self._batches_fn(*_on_caller_loop(args), **kwargs)))
-
-
-class _InputsAio(Aio[None]):
-    """`for_each` / `spawn_map`: blocking, or `.aio` with async inputs kept on the caller's
-    loop."""
-
-    async def aio(self, *args: Any, **kwargs: Any) -> None:
-        return await super().aio(*_on_caller_loop(args), **kwargs)
-
-
-class FunctionCall:
-    """A spawned call: poll or wait for its result from any process, or cancel it."""
-
-    def __init__(self, call_id: str) -> None:
-        if not isinstance(call_id, str) or not call_id.startswith("fc-"):
-            raise InvalidError(f"{call_id!r} is not a function call id (they start with 'fc-')")
-        self.object_id = call_id
-        self.get = Aio(self._get, "get")
-        self.cancel = Aio(self._cancel, "cancel")
-
-    def __repr__(self) -> str:
-        return f"FunctionCall({self.object_id!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FunctionCall, (self.object_id,))
-
-    @staticmethod
-    def from_id(function_call_id: str) -> FunctionCall:
-        return FunctionCall(function_call_id)
-
-    async def _get(self, timeout: float | None = None) -> Any:
-        client = await Client.current()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
-        while True:
-            # Wait in slices, so that a server restart only costs one slice.
-            left = 50.0 if deadline is None else max(0.0, min(50.0, deadline - loop.time()))
-            reply = await client.request({"t": "get", "call_id": self.object_id, "timeout": left})
-            if not reply.get("pending"):
-                return result_of(reply["result"])
-            if deadline is not None and loop.time() >= deadline:
-                raise TimeoutError(f"{self.object_id} has not finished yet")
-
-    async def _cancel(self, terminate_containers: bool = False) -> None:
-        client = await Client.current()
-        await client.request({"t": "cancel", "call_id": self.object_id})
-
-    @staticmethod
-    async def _gather(*calls: FunctionCall) -> list[Any]:
-        return list(await asyncio.gather(*(c._get() for c in calls)))
-
-    gather = Aio(_gather, "gather")
-
-
 def function_from_name(
     app_name: str, name: str, *, environment_name: str | None = None
-) -> Function:
+) -> Function[..., Any]:
     """A lazy handle on a deployed function; resolved (and checked) on first use."""
     if not isinstance(app_name, str) or not isinstance(name, str):
         raise InvalidError("Function.from_name(app_name, name) takes two strings")
@@ -604,7 +596,7 @@ def function_from_name(
 
 def _deprecated_lookup(
     app_name: str, name: str, *, environment_name: str | None = None
-) -> Function:
+) -> Function[..., Any]:
     from ketch.exception import deprecation_warning
 
     deprecation_warning((2025, 1, 27), "Function.lookup is deprecated; use Function.from_name")

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from ketch._client.objects import Ephemeral, ObjectHandle, ObjectManager
 from ketch._utils import payload
-from ketch._utils.aio import Aio, AioIter
+from ketch._utils.aio import aio_iter_method, aio_method
 from ketch.exception import InvalidError
 
 DEFAULT_PARTITION_TTL = 24 * 3600
@@ -34,24 +34,6 @@ class Queue(ObjectHandle):
     _kind: ClassVar[str] = "queue"
     _title: ClassVar[str] = "Queue"
     objects: ClassVar[ObjectManager[Queue]]
-
-    put: Aio[None]
-    put_many: Aio[None]
-    get: Aio[Any]
-    get_many: Aio[list[Any]]
-    len: Aio[int]
-    clear: Aio[None]
-    iterate: AioIter[Any]
-
-    def _setup(self) -> None:
-        super()._setup()
-        self.put = Aio(self._put, "put")
-        self.put_many = Aio(self._put_many, "put_many")
-        self.get = Aio(self._get, "get")
-        self.get_many = Aio(self._get_many, "get_many")
-        self.len = Aio(self._len, "len")
-        self.clear = Aio(self._clear, "clear")
-        self.iterate = AioIter(self._iterate, "iterate")
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
@@ -194,6 +176,15 @@ class Queue(ObjectHandle):
 
     def __bool__(self) -> bool:
         return True
+
+    # The blocking methods and their `.aio` forms (ketch._utils.aio).
+    put = aio_method(_put)
+    put_many = aio_method(_put_many)
+    get = aio_method(_get)
+    get_many = aio_method(_get_many)
+    len = aio_method(_len)
+    clear = aio_method(_clear)
+    iterate = aio_iter_method(_iterate)
 
 
 def _check_partition(partition: str | None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, TypeVar
 
 from ketch._client import volume_api
-from ketch._utils.aio import Aio, AioIter, run_async, run_sync
+from ketch._utils.aio import Aio, aio_iter_method, aio_method, run_async, run_sync
 from ketch._utils.labels import validate_name
 from ketch._utils.volume_paths import check_mount_path, check_mount_set
 from ketch.exception import InvalidError
@@ -110,15 +110,6 @@ class Volume:
         return obj
 
     def _bind(self) -> None:
-        self.hydrate = Aio(self._hydrate, "hydrate")
-        self.commit = Aio(self._commit, "commit")
-        self.reload = Aio(self._reload, "reload")
-        self.listdir = Aio(self._listdir, "listdir")
-        self.iterdir = AioIter(self._iterdir, "iterdir")
-        self.read_file = AioIter(self._read_file, "read_file")
-        self.read_file_into_fileobj = Aio(self._read_into, "read_file_into_fileobj")
-        self.remove_file = Aio(self._remove_file, "remove_file")
-        self.copy_files = Aio(self._copy_files, "copy_files")
         self.batch_upload = _Both(self._batch_upload)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -151,7 +142,7 @@ class Volume:
     # `with Volume.ephemeral() as vol:` / `async with Volume.ephemeral.aio() as vol:`
     ephemeral: _Both  # set below the class
     # `Volume.delete(name, environment_name=None)`, and `.aio`
-    delete: Aio[None]
+    delete: Aio[..., None]
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -266,6 +257,17 @@ class Volume:
 
     def _batch_upload(self, force: bool = False) -> UploadBatch:
         return UploadBatch(self, force=force)
+
+    # The blocking methods and their `.aio` forms (ketch._utils.aio).
+    hydrate = aio_method(_hydrate)
+    commit = aio_method(_commit)
+    reload = aio_method(_reload)
+    listdir = aio_method(_listdir)
+    iterdir = aio_iter_method(_iterdir)
+    read_file = aio_iter_method(_read_file)
+    read_file_into_fileobj = aio_method(_read_into)
+    remove_file = aio_method(_remove_file)
+    copy_files = aio_method(_copy_files)
 
 
 def _ephemeral(environment_name: str | None = None) -> _Ephemeral:

@@ -38,6 +38,7 @@ PARTS: dict[str, str] = {
     "ketch": "sdk",
     "ketch.app": "sdk",
     "ketch.functions": "sdk",
+    "ketch._function_call": "sdk",
     "ketch.cls": "sdk",
     "ketch._partial": "sdk",
     "ketch.dict": "sdk",

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from ketch._client.client import Client
 from ketch._utils import payload
-from ketch._utils.aio import Aio, run_async, run_sync
+from ketch._utils.aio import aio_method, run_async, run_sync
 from ketch._utils.ids import new_id
 from ketch._utils.protocol import messages as m
 from ketch.exception import InvalidError, RequestSizeError
@@ -52,10 +52,6 @@ class ObjectHandle:
         self._create = create_if_missing
         self._object_id = object_id
         self._limits = limits
-        self._setup()
-
-    def _setup(self) -> None:
-        self.hydrate = Aio(self._hydrate, "hydrate")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -170,6 +166,9 @@ class ObjectHandle:
     @classmethod
     def _ephemeral(cls: type[H], environment_name: str | None = None) -> Ephemeral[H]:
         return Ephemeral(cls, environment_name)
+
+    # The blocking methods and their `.aio` forms (ketch._utils.aio).
+    hydrate: aio_method[ObjectHandle, [], ObjectHandle] = aio_method(_hydrate)
 
 
 def _rebuild(
@@ -298,9 +297,6 @@ class ObjectManager(Generic[H]):
 
     def __init__(self, cls: type[H]) -> None:
         self._cls = cls
-        self.list = Aio(self._list, "list")
-        self.delete = Aio(self._delete, "delete")
-        self.create = Aio(self._create, "create")
 
     async def _list(self, *, environment_name: str | None = None) -> list[H]:
         rows = await self._info(environment_name=environment_name)
@@ -342,3 +338,8 @@ class ObjectManager(Generic[H]):
         await self._request(
             "open", environment_name, name=name, create=True, exclusive=not allow_existing
         )
+
+    # The blocking methods and their `.aio` forms (ketch._utils.aio).
+    list = aio_method(_list)
+    delete = aio_method(_delete)
+    create = aio_method(_create)

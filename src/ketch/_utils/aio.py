@@ -11,9 +11,11 @@ import atexit
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 T = TypeVar("T")
+S = TypeVar("S")
+P = ParamSpec("P")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -151,32 +153,90 @@ async def _anext(agen: AsyncIterator[T]) -> tuple[bool, Any]:
         return True, None
 
 
-class Aio(Generic[T]):
-    """A blocking callable with an `.aio` twin, both built from one coroutine function."""
+class Aio(Generic[P, T]):
+    """A blocking callable with an `.aio` twin, both built from one coroutine function and
+    both keeping its signature for type checkers."""
 
-    def __init__(self, afn: Callable[..., Awaitable[T]], name: str = "") -> None:
+    def __init__(self, afn: Callable[P, Awaitable[T]], name: str = "") -> None:
         self._afn = afn
         self.__name__ = name or getattr(afn, "__name__", "call")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> T:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return run_sync(_as_coro(self._afn(*args, **kwargs)))
 
-    async def aio(self, *args: Any, **kwargs: Any) -> T:
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return await run_async(_as_coro(self._afn(*args, **kwargs)))
 
 
-class AioIter(Generic[T]):
+class AioIter(Generic[P, T]):
     """A blocking iterator factory with an `.aio` twin, from one async-generator function."""
 
-    def __init__(self, agen_fn: Callable[..., AsyncIterator[T]], name: str = "") -> None:
+    def __init__(self, agen_fn: Callable[P, AsyncIterator[T]], name: str = "") -> None:
         self._agen_fn = agen_fn
         self.__name__ = name or getattr(agen_fn, "__name__", "iter")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[T]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
         return iter_sync(self._agen_fn(*args, **kwargs))
 
-    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[T]:
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
         return iter_async(self._agen_fn(*args, **kwargs))
+
+
+class aio_method(Generic[S, P, T]):
+    """The sync/`.aio` pair of an SDK method, written once: in a class body,
+    `get = aio_method(_get)` (or `@aio_method` on the coroutine) makes `obj.get(...)` block
+    and `await obj.get.aio(...)` not, both with `_get`'s signature. The pair is built on an
+    instance's first use and kept in its `__dict__`, so later calls cost what a plain
+    attribute does (the descriptor has no `__set__`, so the instance's entry wins)."""
+
+    def __init__(
+        self,
+        afn: Callable[Concatenate[S, P], Awaitable[T]],
+        *,
+        via: Callable[[Callable[..., Any], str], Any] = Aio,
+    ) -> None:
+        self._afn = afn
+        self._name = getattr(afn, "__name__", "call").lstrip("_")
+        # What pairs the two forms: `Aio`, or a variant that shapes them (`.map`'s).
+        self._via = via
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> aio_method[S, P, T]: ...
+    @overload
+    def __get__(self, obj: S, owner: type | None = None) -> Aio[P, T]: ...
+    def __get__(self, obj: S | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        # By name, so that a subclass's override of the coroutine is the one called.
+        bound: Aio[P, T] = self._via(getattr(obj, self._afn.__name__), self._name)
+        obj.__dict__[self._name] = bound
+        return bound
+
+
+class aio_iter_method(Generic[S, P, T]):
+    """`aio_method` for an async-generator function: `obj.keys()` iterates blocking,
+    `obj.keys.aio()` is an async iterator."""
+
+    def __init__(self, agen_fn: Callable[Concatenate[S, P], AsyncIterator[T]]) -> None:
+        self._agen_fn = agen_fn
+        self._name = getattr(agen_fn, "__name__", "iter").lstrip("_")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> aio_iter_method[S, P, T]: ...
+    @overload
+    def __get__(self, obj: S, owner: type | None = None) -> AioIter[P, T]: ...
+    def __get__(self, obj: S | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        bound: AioIter[P, T] = AioIter(getattr(obj, self._agen_fn.__name__), self._name)
+        obj.__dict__[self._name] = bound
+        return bound
 
 
 async def _await(aw: Awaitable[T]) -> T:

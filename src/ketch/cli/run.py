@@ -62,7 +62,7 @@ def _option_type(ann: Any, where: str, name: str) -> Any:
     )
 
 
-def _entry_command(entry: LocalEntrypoint | Function, prog: str) -> click.Command:
+def _entry_command(entry: LocalEntrypoint | Function[..., Any], prog: str) -> click.Command:
     """A click command whose options are the entrypoint's parameters (`--kebab-case`)."""
     raw = entry.raw_f if isinstance(entry, LocalEntrypoint) else entry.get_raw_f()
     try:

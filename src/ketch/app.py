@@ -9,8 +9,8 @@ import os
 import re
 import sys
 import weakref
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ketch._partial import PartialFunction
 from ketch._utils.aio import Aio
@@ -20,6 +20,26 @@ from ketch.exception import InvalidError
 from ketch.functions import Function
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ketch._utils.decorator_kwargs import FunctionKwargs
+
+
+class FunctionDecorator(Protocol):
+    """What `@app.function(...)` returns: it turns the user's function into a
+    `Function` with the same parameters; an `async def`'s `.remote` returns what the
+    coroutine returns."""
+
+    @overload
+    def __call__(self, f: Callable[P, Coroutine[Any, Any, R]], /) -> Function[P, R]: ...
+    @overload
+    def __call__(self, f: Callable[P, R], /) -> Function[P, R]: ...
+
 
 _APPS: weakref.WeakSet[App] = weakref.WeakSet()
 
@@ -65,7 +85,7 @@ class App:
         self._include_source = include_source
         self._tags = dict(tags or {})
         self._functions: dict[str, Function[..., Any]] = {}
-        self._classes: dict[str, Cls] = {}
+        self._classes: dict[str, Cls[Any]] = {}
         self._raw: dict[str, Any] = {}
         self._entrypoints: dict[str, LocalEntrypoint] = {}
         self._web_methods: dict[str, Function[..., Any]] = {}  # "<Cls>.<method>" -> endpoint handle
@@ -87,7 +107,7 @@ class App:
         return dict(self._functions)
 
     @property
-    def registered_classes(self) -> dict[str, Cls]:
+    def registered_classes(self) -> dict[str, Cls[Any]]:
         return dict(self._classes)
 
     @property
@@ -101,7 +121,7 @@ class App:
     def _raw_objects(self) -> dict[str, Any]:
         return self._raw
 
-    def _handles(self) -> dict[str, Function[..., Any] | Cls]:
+    def _handles(self) -> dict[str, Function[..., Any] | Cls[Any]]:
         return {**self._functions, **self._classes, **self._web_methods}
 
     def _in_container(self) -> bool:
@@ -125,8 +145,8 @@ class App:
 
     # -- decorators ---------------------------------------------------------------------
     def function(
-        self, _warn_parentheses_missing: Any = None, **kwargs: Any
-    ) -> Callable[[Any], Function[..., Any]]:
+        self, _warn_parentheses_missing: Any = None, **kwargs: Unpack[FunctionKwargs]
+    ) -> FunctionDecorator:
         """Register a function to run in containers: `@app.function(timeout=60)`."""
         if _warn_parentheses_missing is not None:
             raise InvalidError(
@@ -134,7 +154,7 @@ class App:
                 "write @app.function() rather than @app.function"
             )
 
-        def deco(f: Any) -> Function[..., Any]:
+        def deco(f: Any) -> Any:
             flags: dict[str, Any] = {}
             if isinstance(f, PartialFunction):
                 flags, f = f.flags, f.raw_f
@@ -163,14 +183,16 @@ class App:
             self._raw[tag] = f
             return fn
 
-        return deco
+        return cast("FunctionDecorator", deco)
 
-    def cls(self, _warn_parentheses_missing: Any = None, **kwargs: Any) -> Callable[[Any], Cls]:
+    def cls(
+        self, _warn_parentheses_missing: Any = None, **kwargs: Unpack[FunctionKwargs]
+    ) -> Callable[[type[T]], Cls[T]]:
         """Register a class whose `@method()`s run in containers: `@app.cls()`."""
         if _warn_parentheses_missing is not None:
             raise InvalidError("did you forget parentheses? write @app.cls() rather than @app.cls")
 
-        def deco(user_cls: Any) -> Cls:
+        def deco(user_cls: Any) -> Cls[Any]:
             flags: dict[str, Any] = {}
             if isinstance(user_cls, PartialFunction):
                 flags, user_cls = user_cls.flags, user_cls.raw_f
@@ -189,7 +211,7 @@ class App:
             _check_global(user_cls, opts)
             tag = opts.name or user_cls.__name__
             self._check_tag(tag)
-            handle = Cls(tag=tag, user_cls=user_cls, options=opts, app=self)
+            handle: Cls[Any] = Cls(tag=tag, user_cls=user_cls, options=opts, app=self)
             self._classes[tag] = handle
             self._raw[tag] = user_cls
             from ketch.cls import class_web_methods

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from ketch._utils.aio import Aio
 from ketch._utils.options import FunctionOptions
@@ -15,6 +25,10 @@ from ketch.functions import Function
 
 if TYPE_CHECKING:
     from ketch.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 _EMPTY = inspect.Parameter.empty
 _PARAM_TYPES = (str, int, bool, bytes)
@@ -88,13 +102,30 @@ def exit(_warn_parentheses_missing: Any = None) -> Callable[[Any], Any]:
     return _mark("_ketch_exit", {}, "exit")
 
 
+class MethodHandle(Protocol[P, R]):
+    """What a type checker sees of an `@method()` on an instance of an `@app.cls` class:
+    a `Function` with the method's parameters (less `self`) and return type. At run time
+    the method stays the plain function; `Cls` instances build the handle."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Function[P, R]: ...
+
+
+class MethodDecorator(Protocol):
+    @overload
+    def __call__(
+        self, f: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> MethodHandle[P, R]: ...
+    @overload
+    def __call__(self, f: Callable[Concatenate[Any, P], R], /) -> MethodHandle[P, R]: ...
+
+
 def method(
     _warn_parentheses_missing: Any = None, *, is_generator: bool | None = None
-) -> Callable[[Any], Any]:
+) -> MethodDecorator:
     """Expose this method for remote calls: `Model().predict.remote(...)`."""
     if _warn_parentheses_missing is not None:
         raise InvalidError("did you forget parentheses? write @method()")
-    return _mark("_ketch_method", {"is_generator": is_generator}, "method")
+    return cast("MethodDecorator", _mark("_ketch_method", {"is_generator": is_generator}, "method"))
 
 
 def class_methods(user_cls: type) -> dict[str, dict[str, Any]]:
@@ -164,8 +195,11 @@ def parameter_types(user_cls: type) -> dict[str, str]:
     return out
 
 
-class Cls:
-    """A handle on a class registered with `@app.cls`; call it to bind parameters."""
+class Cls(Generic[T]):
+    """A handle on a class registered with `@app.cls`; call it to bind parameters.
+
+    To a type checker, calling it gives an instance of the user's class `T`, whose
+    `@method()`s are `Function` handles (`MethodHandle`); at run time it gives an `Obj`."""
 
     def __init__(
         self,
@@ -194,8 +228,8 @@ class Cls:
         return self._tag
 
     # -- per-handle options (A6): each distinct set of overrides is a container pool -----
-    def _derive(self, overrides: dict[str, Any]) -> Cls:
-        twin = Cls(
+    def _derive(self, overrides: dict[str, Any]) -> Cls[T]:
+        twin: Cls[T] = Cls(
             tag=self._tag,
             user_cls=self._user_cls,
             options=self._options,
@@ -220,7 +254,7 @@ class Cls:
         max_containers: int | None = None,
         buffer_containers: int | None = None,
         scaledown_window: int | None = None,
-    ) -> Cls:
+    ) -> Cls[T]:
         """This class with other resources, limits or scaling; its calls run in containers
         of their own (one pool per distinct set of options and parameters)."""
         import dataclasses as dc
@@ -268,7 +302,7 @@ class Cls:
             out[key] = value
         return self._derive(out)
 
-    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls:
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls[T]:
         """This class with containers that take up to `max_inputs` inputs at once."""
         from ketch._utils.options import validate_concurrent
 
@@ -280,7 +314,7 @@ class Cls:
             )
         return self._derive({"max_inputs": n, "target_inputs": target})
 
-    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls:
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls[T]:
         """This class with its inputs grouped into lists of up to `max_batch_size`."""
         from ketch._utils.options import validate_batched
 
@@ -292,7 +326,7 @@ class Cls:
     def __repr__(self) -> str:
         return f"Cls({self._tag!r})"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Obj:
+    def __call__(self, *args: Any, **kwargs: Any) -> T:
         if args:
             raise InvalidError(f"{self._tag}(...) takes its parameters by keyword only")
         if self._user_cls is not None:
@@ -320,23 +354,23 @@ class Cls:
                     raise InvalidError(
                         f"parameter {name}={value!r}: parameters may be str, int, bool or bytes"
                     )
-        return Obj(self, kwargs)
+        return cast("T", Obj(self, kwargs))
 
-    async def _hydrate(self) -> Cls:
+    async def _hydrate(self) -> Cls[T]:
         await self._function._hydrate()
         info = self._function._info
         if info:
             self._methods = info.get("methods", {})
         return self
 
-    def hydrate(self) -> Cls:
+    def hydrate(self) -> Cls[T]:
         return Aio(self._hydrate)()
 
 
 class Obj:
     """An instance of a registered class with its parameters bound."""
 
-    def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
+    def __init__(self, cls: Cls[Any], params: dict[str, Any]) -> None:
         self._cls = cls
         self._params = params
         self._blob = encode_params(params)
@@ -378,7 +412,7 @@ class Obj:
         return fn
 
 
-def cls_from_name(app_name: str, name: str, *, environment_name: str | None = None) -> Cls:
+def cls_from_name(app_name: str, name: str, *, environment_name: str | None = None) -> Cls[Any]:
     if not isinstance(app_name, str) or not isinstance(name, str):
         raise InvalidError("Cls.from_name(app_name, name) takes two strings")
     return Cls(

@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from ketch._client.client import Client, result_of
+from ketch._client.client import Client
 from ketch._function_call import FunctionCall
+from ketch._map import (
+    InputsAio,
+    MapAio,
+    Raise,
+    next_input,
+    outcome,
+    star_inputs,
+    zip_inputs,
+)
 from ketch._utils import payload
 from ketch._utils.aio import (
     Aio,
     AioIter,
     aio_iter_method,
     aio_method,
-    in_running_loop,
-    iter_async,
-    iter_sync,
 )
 from ketch._utils.ids import new_id, stable_id
 from ketch._utils.options import FunctionOptions
@@ -42,33 +48,6 @@ MAP_WINDOW = 1000
 CONTAINER_WEB_URLS: dict[str, str] = {}
 # How many `.spawn_map` spawns may wait for the server's acknowledgement at once.
 SPAWN_WINDOW = 64
-
-
-class _MapAio(Generic[R]):
-    """`.map(...)` for plain loops, `.map.aio(...)` for async ones."""
-
-    def __init__(self, batches_fn: Callable[..., AsyncIterator[list[Any]]], name: str) -> None:
-        self._batches_fn = batches_fn
-        self.__name__ = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[R]:
-        if in_running_loop():
-            raise InvalidError(
-                f"a plain `for x in f.{self.__name__}(...)` would block the running event loop; "
-                f"use `async for x in f.{self.__name__}.aio(...)` inside async code"
-            )
-        return _flatten_sync(iter_sync(self._batches_fn(*args, **kwargs)))
-
-    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[R]:
-        return _flatten_async(iter_async(self._batches_fn(*_on_caller_loop(args), **kwargs)))
-
-
-class _InputsAio(Aio[..., None]):
-    """`for_each` / `spawn_map`: blocking, or `.aio` with async inputs kept on the caller's
-    loop."""
-
-    async def aio(self, *args: Any, **kwargs: Any) -> None:
-        return await super().aio(*_on_caller_loop(args), **kwargs)
 
 
 class Function(Generic[P, R]):
@@ -295,7 +274,7 @@ class Function(Generic[P, R]):
         self._refuse("map")
         if not iterables:
             raise InvalidError(f"{self._label}.map() needs at least one iterable of inputs")
-        inputs = _zip_inputs(iterables)
+        inputs = zip_inputs(iterables)
         async for batch in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
             yield batch
 
@@ -310,7 +289,7 @@ class Function(Generic[P, R]):
     ) -> AsyncIterator[list[Any]]:
         await self._resolve()
         self._refuse("starmap")
-        inputs = _star_inputs(input_iterator)
+        inputs = star_inputs(input_iterator)
         async for batch in self._run_many(inputs, kwargs or {}, order_outputs, return_exceptions):
             yield batch
 
@@ -324,7 +303,7 @@ class Function(Generic[P, R]):
             *iterables, kwargs=kwargs, order_outputs=False, return_exceptions=ignore_exceptions
         ):
             for item in batch:
-                if type(item) is _Raise:
+                if type(item) is Raise:
                     raise item.exc
 
     async def _spawn_map(
@@ -334,13 +313,13 @@ class Function(Generic[P, R]):
         self._refuse("spawn_map")
         if not iterables:
             raise InvalidError(f"{self._label}.spawn_map() needs at least one iterable of inputs")
-        inputs = _zip_inputs(iterables)
+        inputs = zip_inputs(iterables)
         # Spawns go out SPAWN_WINDOW at a time rather than one round trip after another.
         flying: set[asyncio.Future[FunctionCall[Any]]] = set()
         try:
             while True:
                 try:
-                    args = await _next_input(inputs)
+                    args = await next_input(inputs)
                 except StopAsyncIteration:
                     break
                 flying.add(asyncio.ensure_future(self._spawn(*args, **(kwargs or {}))))
@@ -387,7 +366,7 @@ class Function(Generic[P, R]):
             while True:
                 while not exhausted and sent - next_out < MAP_WINDOW:
                     try:
-                        args = await _next_input(inputs)
+                        args = await next_input(inputs)
                     except StopAsyncIteration:
                         exhausted = True
                         break
@@ -407,10 +386,10 @@ class Function(Generic[P, R]):
                     if ordered:
                         buffered[index] = msg
                         while next_out in buffered:
-                            batch.append(_outcome(buffered.pop(next_out), return_exceptions))
+                            batch.append(outcome(buffered.pop(next_out), return_exceptions))
                             next_out += 1
                     else:
-                        batch.append(_outcome(msg, return_exceptions))
+                        batch.append(outcome(msg, return_exceptions))
                         next_out += 1
                 if batch:
                     yield batch
@@ -429,149 +408,21 @@ class Function(Generic[P, R]):
         @property
         def spawn(self) -> Aio[P, FunctionCall[R]]: ...
         @property
-        def map(self) -> _MapAio[R]: ...
+        def map(self) -> MapAio[R]: ...
         @property
-        def starmap(self) -> _MapAio[R]: ...
+        def starmap(self) -> MapAio[R]: ...
         @property
-        def for_each(self) -> _InputsAio: ...
+        def for_each(self) -> InputsAio: ...
         @property
-        def spawn_map(self) -> _InputsAio: ...
+        def spawn_map(self) -> InputsAio: ...
     else:
         remote = aio_method(_remote)
         remote_gen = aio_iter_method(_remote_gen)
         spawn = aio_method(_spawn)
-        map = aio_method(_map, via=_MapAio)
-        starmap = aio_method(_starmap, via=_MapAio)
-        for_each = aio_method(_for_each, via=_InputsAio)
-        spawn_map = aio_method(_spawn_map, via=_InputsAio)
-
-
-class _Raise:
-    """A failure in a batch of map outcomes: raised where the caller reaches it."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _outcome(msg: dict[str, Any], return_exceptions: bool) -> Any:
-    try:
-        return result_of(msg)
-    except Exception as exc:
-        return exc if return_exceptions else _Raise(exc)
-    except BaseException as exc:  # InputCancellation and friends are never "returned"
-        return _Raise(exc)
-
-
-def _zip_inputs(
-    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
-) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
-    if any(hasattr(it, "__aiter__") for it in iterables):
-        return _azip(*iterables)
-    return zip(*iterables, strict=False)
-
-
-def _star_inputs(
-    input_iterator: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
-) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
-    if hasattr(input_iterator, "__aiter__"):
-
-        async def star() -> AsyncIterator[tuple[Any, ...]]:
-            async for args in input_iterator:
-                yield tuple(args)
-
-        return star()
-    return (tuple(args) for args in input_iterator)
-
-
-async def _azip(*iterables: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[Any, ...]]:
-    """zip() over iterables of which some are async; stops at the shortest."""
-    its: list[Iterator[Any] | AsyncIterator[Any]] = [
-        it.__aiter__() if hasattr(it, "__aiter__") else iter(it) for it in iterables
-    ]
-    while True:
-        row = []
-        for it in its:
-            try:
-                row.append(await _next_input(it))
-            except StopAsyncIteration:
-                return
-        yield tuple(row)
-
-
-class _CallerLoopIter:
-    """An async iterable of the caller's, stepped on the caller's own loop.
-
-    `.aio` calls run on the SDK's loop; the caller's async generator may await objects
-    bound to its own loop (queues, locks, connections), so each step goes back there.
-    """
-
-    def __init__(self, iterable: AsyncIterable[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self._it = iterable.__aiter__()
-        self._loop = loop
-
-    def __aiter__(self) -> _CallerLoopIter:
-        return self
-
-    async def _step(self) -> tuple[bool, Any]:
-        try:
-            return False, await self._it.__anext__()
-        except StopAsyncIteration:
-            return True, None
-
-    async def __anext__(self) -> Any:
-        if asyncio.get_running_loop() is self._loop:
-            return await self._it.__anext__()
-        done, item = await asyncio.wrap_future(
-            asyncio.run_coroutine_threadsafe(self._step(), self._loop)
-        )
-        if done:
-            raise StopAsyncIteration
-        return item
-
-
-def _on_caller_loop(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Bind the async iterables among `values` to the running (caller's) loop."""
-    if not any(hasattr(v, "__aiter__") for v in values):
-        return values
-    loop = asyncio.get_running_loop()
-    return tuple(_CallerLoopIter(v, loop) if hasattr(v, "__aiter__") else v for v in values)
-
-
-async def _next_input(inputs: Iterator[Any] | AsyncIterator[Any]) -> Any:
-    if isinstance(inputs, Iterator):
-        try:
-            return next(inputs)
-        except StopIteration:
-            raise StopAsyncIteration from None
-    return await inputs.__anext__()
-
-
-def _flatten_sync(batches: Iterator[list[Any]]) -> Iterator[Any]:
-    try:
-        for batch in batches:
-            for item in batch:
-                if type(item) is _Raise:
-                    raise item.exc
-                yield item
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-
-
-async def _flatten_async(batches: AsyncIterator[list[Any]]) -> AsyncIterator[Any]:
-    try:
-        async for batch in batches:
-            for item in batch:
-                if type(item) is _Raise:
-                    raise item.exc
-                yield item
-    finally:
-        aclose = getattr(batches, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        map = aio_method(_map, via=MapAio)
+        starmap = aio_method(_starmap, via=MapAio)
+        for_each = aio_method(_for_each, via=InputsAio)
+        spawn_map = aio_method(_spawn_map, via=InputsAio)
 
 
 def function_from_name(

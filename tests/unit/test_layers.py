@@ -39,6 +39,7 @@ PARTS: dict[str, str] = {
     "ketch.app": "sdk",
     "ketch.functions": "sdk",
     "ketch._function_call": "sdk",
+    "ketch._map": "sdk",
     "ketch.cls": "sdk",
     "ketch._partial": "sdk",
     "ketch.dict": "sdk",

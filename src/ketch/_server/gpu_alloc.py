@@ -10,8 +10,9 @@ class GpuAllocator:
     """The host's GPUs and their holders. The inventory is discovered on first need, so a
     server whose functions ask for no GPU never probes for one."""
 
-    def __init__(self) -> None:
-        self._inventory: gpus.Inventory | None = None
+    def __init__(self, inventory: gpus.Inventory | None = None) -> None:
+        # Given: a unit test's fake host; None: discovered on first need.
+        self._inventory = inventory
         self.owner: dict[int, str] = {}  # GPU index -> id of the container holding it
 
     def inventory(self) -> gpus.Inventory:

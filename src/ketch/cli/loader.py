@@ -22,7 +22,7 @@ from ketch.functions import Function
 class Target:
     module: ModuleType
     app: App
-    entry: LocalEntrypoint | Function[..., Any] | Cls | None
+    entry: LocalEntrypoint | Function[..., Any] | Cls[Any] | None
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

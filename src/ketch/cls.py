@@ -195,6 +195,41 @@ def parameter_types(user_cls: type) -> dict[str, str]:
     return out
 
 
+def instantiate(cls: Any, params: dict[str, Any]) -> Any:
+    """An instance of the user's class with its parameters set, as a container makes it
+    (and `.local()` on a method, here)."""
+    obj = cls.__new__(cls)
+    for name, default in declared_parameters(cls).items():
+        if name in params:
+            setattr(obj, name, params[name])
+        elif default is not inspect.Parameter.empty:
+            setattr(obj, name, default)
+    init = cls.__dict__.get("__init__")
+    if init is not None:
+        init(obj)
+    return obj
+
+
+def lifecycle_hooks(
+    instance: Any, marker: str, snap: bool | None = None
+) -> list[Callable[[], Any]]:
+    """The `@enter` (marker `_ketch_enter`) or `@exit` hooks of an instance, bound, in
+    definition order, snap=True ones first; only those with that `snap` when given."""
+    found = []
+    for klass in reversed(type(instance).__mro__):
+        for name, value in vars(klass).items():
+            info = getattr(value, marker, None)
+            if info is not None and (snap is None or bool(info.get("snap")) == snap):
+                found.append((0 if info.get("snap") else 1, name))
+    seen: set[str] = set()
+    hooks = []
+    for _, name in sorted(found, key=lambda x: x[0]):
+        if name not in seen:
+            seen.add(name)
+            hooks.append(getattr(instance, name))
+    return hooks
+
+
 class Cls(Generic[T]):
     """A handle on a class registered with `@app.cls`; call it to bind parameters.
 
@@ -378,13 +413,11 @@ class Obj:
 
     def _local_instance(self) -> Any:
         if self._local is None:
-            from ketch._runtime.loader import _hooks, _instantiate
-
             user_cls = self._cls._user_cls
             if user_cls is None:
                 raise InvalidError(f"{self._cls.tag} was looked up by name; its code is not here")
-            obj = _instantiate(user_cls, self._params)
-            for hook in _hooks(obj, "_ketch_enter"):
+            obj = instantiate(user_cls, self._params)
+            for hook in lifecycle_hooks(obj, "_ketch_enter"):
                 hook()
             self._local = obj
         return self._local

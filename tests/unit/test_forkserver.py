@@ -13,8 +13,9 @@ import pytest
 
 from ketch._backends.base import ContainerSpec, ForkSpec
 from ketch._backends.forkserver import _key, plain_start_reason
-from ketch._runtime.loader import Preloaded, _hooks
+from ketch._runtime.loader import Preloaded
 from ketch._utils.protocol.container import ContainerFunction
+from ketch.cls import lifecycle_hooks
 
 
 def _spec(**kw: Any) -> ContainerSpec:
@@ -70,9 +71,9 @@ class _Model:
 
 def test_a_forked_container_runs_only_the_hooks_its_template_did_not() -> None:
     model = _Model()
-    assert [h.__name__ for h in _hooks(model, "_ketch_enter")] == ["snapped", "plain"]
-    assert [h.__name__ for h in _hooks(model, "_ketch_enter", False)] == ["plain"]
-    assert [h.__name__ for h in _hooks(model, "_ketch_enter", True)] == ["snapped"]
+    assert [h.__name__ for h in lifecycle_hooks(model, "_ketch_enter")] == ["snapped", "plain"]
+    assert [h.__name__ for h in lifecycle_hooks(model, "_ketch_enter", False)] == ["plain"]
+    assert [h.__name__ for h in lifecycle_hooks(model, "_ketch_enter", True)] == ["snapped"]
 
 
 def test_preloaded_code_is_used_only_for_the_function_it_is() -> None:

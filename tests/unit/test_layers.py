@@ -70,8 +70,6 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 
 # (importer, imported module) pairs that break MAY_IMPORT today, each to be removed.
 ALLOWED_PARTS: dict[tuple[str, str], str] = {
-    # H3 (issue 12): the SDK stops reaching into the container runtime.
-    ("ketch.cls", "ketch._runtime.loader"): "cls.py uses the loader's hooks/instantiation",
     # H1/H3 (issue 12): the deploy reads the App's functions and classes to build the spec;
     # once the SDK hands the client a built spec, these go.
     ("ketch._client.deploy", "ketch.app"): "deploy builds the spec from an App",
@@ -81,8 +79,6 @@ ALLOWED_PARTS: dict[tuple[str, str], str] = {
 
 # (importer, "module.name") for private names imported from another part.
 ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    ("ketch.cls", "ketch._runtime.loader._hooks"): "H3, as above",
-    ("ketch.cls", "ketch._runtime.loader._instantiate"): "H3, as above",
     ("ketch.cli.output", "ketch._client.deploy._json_or_raise"): "not yet assigned",
     ("ketch.cli.run", "ketch.app._RunContext"): "not yet assigned",
     ("ketch.cli.serve", "ketch.app._RunContext"): "not yet assigned",

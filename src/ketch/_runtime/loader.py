@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import importlib
-import inspect
 import sys
 import types
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 import cloudpickle
 
 from ketch._utils.protocol.container import ContainerFunction
+from ketch.cls import instantiate, lifecycle_hooks
 
 
 class Target:
@@ -40,17 +40,17 @@ class Target:
         if self.spec.kind == "cls" and self.instance is None:
             from ketch._utils.payload import decode_params
 
-            self.instance = _instantiate(self.obj, decode_params(params))
+            self.instance = instantiate(self.obj, decode_params(params))
 
     def enter(self, *, snap: bool | None = None) -> list[Callable[[], Any]]:
         """The @enter hooks of a class, in definition order (snap=True ones first); only
         those with that `snap` flag when it is given."""
         if self.instance is None:
             return []
-        return _hooks(self.instance, "_ketch_enter", snap)
+        return lifecycle_hooks(self.instance, "_ketch_enter", snap)
 
     def exit_hooks(self) -> list[Callable[[], Any]]:
-        return _hooks(self.instance, "_ketch_exit") if self.instance is not None else []
+        return lifecycle_hooks(self.instance, "_ketch_exit") if self.instance is not None else []
 
     def resolve(self, method: str | None) -> Callable[..., Any]:
         if self.instance is None:
@@ -74,37 +74,6 @@ def _find(module: types.ModuleType, tag: str) -> Any:
         if isinstance(value, App) and tag in value._raw_objects():
             return value._raw_objects()[tag]
     raise LookupError(f"{module.__name__} defines no function {tag!r} on a ketch App")
-
-
-def _instantiate(cls: Any, params: dict[str, Any]) -> Any:
-    from ketch.cls import declared_parameters
-
-    obj = cls.__new__(cls)
-    for name, default in declared_parameters(cls).items():
-        if name in params:
-            setattr(obj, name, params[name])
-        elif default is not inspect.Parameter.empty:
-            setattr(obj, name, default)
-    init = cls.__dict__.get("__init__")
-    if init is not None:
-        init(obj)
-    return obj
-
-
-def _hooks(instance: Any, marker: str, snap: bool | None = None) -> list[Callable[[], Any]]:
-    found = []
-    for klass in reversed(type(instance).__mro__):
-        for name, value in vars(klass).items():
-            info = getattr(value, marker, None)
-            if info is not None and (snap is None or bool(info.get("snap")) == snap):
-                found.append((0 if info.get("snap") else 1, name))
-    seen: set[str] = set()
-    hooks = []
-    for _, name in sorted(found, key=lambda x: x[0]):
-        if name not in seen:
-            seen.add(name)
-            hooks.append(getattr(instance, name))
-    return hooks
 
 
 @dataclass

@@ -265,9 +265,9 @@ class App:
         detach: bool = False,
         environment_name: str | None = None,
         show_logs: bool = True,
-    ) -> _RunContext:
+    ) -> RunContext:
         """Run the app ephemerally for the duration of a `with` (or `async with`) block."""
-        return _RunContext(self, environment_name, show_logs)
+        return RunContext(self, environment_name, show_logs)
 
     def deploy(self, *, name: str | None = None, environment_name: str | None = None) -> App:
         """Deploy the app persistently; returns the app, now bound to its deployment."""
@@ -280,7 +280,7 @@ class App:
         environment_name: str | None = None,
         log: Callable[[str], None] | None = None,
     ) -> App:
-        from ketch._client.deploy import deploy_app
+        from ketch._app_spec import deploy_app
         from ketch.config import Config
 
         cfg = Config.load()
@@ -317,7 +317,7 @@ def print_log(entry: dict[str, Any]) -> None:
     print(f"[{entry['function']} {entry['container']}] {entry['line']}", file=stream, flush=True)
 
 
-class _RunContext:
+class RunContext:
     def __init__(
         self,
         app: App,
@@ -357,8 +357,8 @@ class _RunContext:
         return "app"
 
     async def _start(self, log: Callable[[str], None] | None = None) -> App:
+        from ketch._app_spec import deploy_app
         from ketch._client.client import Client
-        from ketch._client.deploy import deploy_app
 
         client = await Client.current()
         result = await deploy_app(

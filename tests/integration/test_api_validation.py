@@ -27,7 +27,7 @@ def _api(server: ServerHandle) -> tuple[str, dict[str, str]]:
 def _deploy_body(name: str) -> dict[str, Any]:
     """A deploy body exactly as the SDK makes it, for a small real app."""
     import supports.basic as basic
-    from ketch._client.deploy import app_spec
+    from ketch._app_spec import app_spec
 
     spec = app_spec(basic.app, name=name, environment="main", ephemeral=False)
     return json.loads(json.dumps(spec))

@@ -40,6 +40,7 @@ PARTS: dict[str, str] = {
     "ketch.functions": "sdk",
     "ketch._function_call": "sdk",
     "ketch._map": "sdk",
+    "ketch._app_spec": "sdk",
     "ketch.cls": "sdk",
     "ketch._partial": "sdk",
     "ketch.dict": "sdk",
@@ -69,20 +70,10 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 
 # (importer, imported module) pairs that break MAY_IMPORT today, each to be removed.
-ALLOWED_PARTS: dict[tuple[str, str], str] = {
-    # H1/H3 (issue 12): the deploy reads the App's functions and classes to build the spec;
-    # once the SDK hands the client a built spec, these go.
-    ("ketch._client.deploy", "ketch.app"): "deploy builds the spec from an App",
-    ("ketch._client.deploy", "ketch.cls"): "deploy builds the spec from an App",
-    ("ketch._client.deploy", "ketch.volume"): "deploy builds the spec from an App",
-}
+ALLOWED_PARTS: dict[tuple[str, str], str] = {}
 
 # (importer, "module.name") for private names imported from another part.
-ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    ("ketch.cli.output", "ketch._client.deploy._json_or_raise"): "not yet assigned",
-    ("ketch.cli.run", "ketch.app._RunContext"): "not yet assigned",
-    ("ketch.cli.serve", "ketch.app._RunContext"): "not yet assigned",
-}
+ALLOWED_PRIVATE: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Every body is checked against these models before anything is read from it or written
 (issue 11): a wrong type, a value out of range or an unknown key is a 422 that names the
 field. A function's spec is its own contract (`ketch._utils.protocol.spec`); here are the
-bodies built from it: a deploy as `ketch._client.deploy.app_spec` sends it, and an app
+bodies built from it: a deploy as `ketch._app_spec.app_spec` sends it, and an app
 version as the server writes it (checked again when a version is read back on start).
 """
 

@@ -112,7 +112,7 @@ def api(method: str, path: str, **kwargs: Any) -> Any:
 
 def follow(path: str, params: dict[str, Any], on_item: Callable[[dict[str, Any]], None]) -> None:
     """Read an NDJSON stream of the management API until the server ends it (or Ctrl-C)."""
-    from ketch._client.deploy import ApiClient, _json_or_raise
+    from ketch._client.deploy import ApiClient, json_or_raise
     from ketch._utils.aio import run_sync
 
     async def go() -> None:
@@ -122,7 +122,7 @@ def follow(path: str, params: dict[str, Any], on_item: Callable[[dict[str, Any]]
         ):
             if resp.status_code != 200:
                 await resp.aread()
-                _json_or_raise(resp)
+                json_or_raise(resp)
             async for line in resp.aiter_lines():
                 if line.strip():
                     on_item(json.loads(line))

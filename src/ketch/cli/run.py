@@ -161,10 +161,10 @@ def run(
             click.echo(cmd.get_help(sub))
         return
     kwargs = cmd.main(args=ctx.args, prog_name=cmd.name, standalone_mode=False)
-    from ketch.app import _RunContext
+    from ketch.app import RunContext
 
     hint = target.module.__name__.rpartition(".")[2]
-    with _RunContext(
+    with RunContext(
         target.app, environment, not quiet, name_hint=hint, name=name, detach=detach
     ) as running:
         app_id = running.app_id

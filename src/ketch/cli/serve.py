@@ -62,9 +62,9 @@ def serve(
       ketch serve examples/web.py
       curl "$URL?x=42"
     """
-    from ketch._client.deploy import deploy_app
+    from ketch._app_spec import deploy_app
     from ketch._utils.aio import run_sync
-    from ketch.app import _RunContext, print_log
+    from ketch.app import RunContext, print_log
     from ketch.cli.run import print_functions
 
     path, member = parse_ref(ref)
@@ -72,7 +72,7 @@ def serve(
     target = find_target(import_target(path, is_module=module), member, need_entry=False)
     hint = target.module.__name__.rpartition(".")[2]
     # Logs are subscribed below, by this command: platform notes are shown even with --quiet.
-    ctx = _RunContext(target.app, environment, False, name_hint=hint, name=name)
+    ctx = RunContext(target.app, environment, False, name_hint=hint, name=name)
     app_name = ctx._ephemeral_name()
     noted = threading.Event()
 

@@ -1,9 +1,11 @@
-"""The autoscaling policy is a pure function: checked here without processes or clocks."""
+"""The autoscaling policy is a pure function, checked here without processes or clocks;
+then the real scheduler follows it, driven by a fake clock and backend."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from scheduling.fakes import Sim, run
 
 from ketch._server.autoscaling import PoolView, containers_to_retire, desired_containers
 
@@ -61,52 +63,63 @@ def test_retire_only_idle_past_window_and_never_below_desired() -> None:
     assert containers_to_retire(idle, live=3, desired=3, now=200.0, scaledown_window=60) == []
 
 
-class _FakePool:
-    """A pool driven by the policy under a fake clock: the scheduler's scale-up and
-    scale-down steps, without processes (containers start at once and are idle unless
-    inputs keep them busy)."""
-
-    def __init__(self, **limits: int | None) -> None:
-        self.limits = limits
-        self.now = 0.0
-        self.idle_since: dict[str, float] = {}
-        self.busy = 0
-        self._n = 0
-
-    def step(self, demand: int, window: float = 60.0) -> int:
-        view = PoolView(queued=demand, running=0, **self.limits)  # type: ignore[arg-type]
-        want = desired_containers(view)
-        for _ in range(want - len(self.idle_since)):
-            self._n += 1
-            self.idle_since[f"c{self._n}"] = self.now
-        if demand:
-            for cid in self.idle_since:
-                self.idle_since[cid] = self.now  # in use: not idle
-        for cid in containers_to_retire(
-            dict(self.idle_since), len(self.idle_since), want, self.now, window
-        ):
-            del self.idle_since[cid]
-        return len(self.idle_since)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+async def _finish_all(sim: Sim) -> None:
+    """Every container answers every input it holds."""
+    await sim.settle()
+    for c in sim.backend.live():
+        for iid in c.inputs():
+            c.out(iid)
+    await sim.settle()
 
 
 def test_fake_clock_scale_up_then_down_after_the_window_never_below_min() -> None:
-    pool = _FakePool(min_containers=1, max_containers=5, buffer_containers=1, max_inputs=10)
-    assert pool.step(0) == 1  # min keeps one warm with no traffic
-    assert pool.step(25) == 4  # 3 for 25 inputs at 10 each, plus one spare
-    assert pool.step(200) == 5  # capped by max_containers
-    pool.advance(30)
-    assert pool.step(0) == 5  # idle, but inside the 60 s window
-    pool.advance(31)
-    assert pool.step(0) == 1  # past the window: down to min, never below
-    pool.advance(600)
-    assert pool.step(0) == 1
+    async def body() -> None:
+        sim = Sim()
+        f = sim.deploy(
+            min_containers=1,
+            max_containers=5,
+            buffer_containers=1,
+            max_inputs=10,
+            scaledown_window=60,
+        )
+        await sim.start_ready()
+        assert len(sim.backend.live()) == 1  # min keeps one warm with no traffic
+        for i in range(25):
+            sim.submit(f, f"a-{i}")
+        await sim.start_ready()
+        assert len(sim.backend.live()) == 4  # 3 for 25 inputs at 10 each, plus one spare
+        for i in range(175):
+            sim.submit(f, f"b-{i}")
+        await sim.start_ready()
+        assert len(sim.backend.live()) == 5  # capped by max_containers
+        while len(sim.results()) < 200:
+            await _finish_all(sim)
+        await sim.advance(30)
+        await sim.tick()
+        assert len(sim.backend.live()) == 5  # idle, but inside the 60 s window
+        await sim.advance(30)
+        await sim.tick()
+        assert len(sim.backend.live()) == 1  # past the window: down to min, never below
+        await sim.advance(600)
+        await sim.tick()
+        assert len(sim.backend.live()) == 1
+        assert len(sim.backend.containers) == 5  # and none was replaced on the way
+
+    run(body())
 
 
 def test_fake_clock_scale_to_zero_and_target_inputs() -> None:
-    pool = _FakePool(max_inputs=10, target_inputs=4)
-    assert pool.step(8) == 2  # aims at 4 per container, not the hard cap of 10
-    pool.advance(2)
-    assert pool.step(0, window=2) == 0  # 2 s window: back to zero
+    async def body() -> None:
+        sim = Sim()
+        f = sim.deploy(max_inputs=10, target_inputs=4, scaledown_window=2)
+        for i in range(8):
+            sim.submit(f, f"in-{i}")
+        await sim.start_ready()
+        assert len(sim.backend.live()) == 2  # aims at 4 per container, not the hard cap of 10
+        await _finish_all(sim)
+        await sim.advance(2)
+        await sim.tick()
+        assert sim.backend.live() == []  # 2 s window: back to zero
+        assert sim.sched.containers == {}
+
+    run(body())

@@ -2,61 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
-from pathlib import Path
-from typing import Any
 
 import pytest
+from scheduling.fakes import Sim, run
 
-from ketch._server.images import BuiltImage
-from ketch._server.model import Container, FunctionDef, Pool
-from ketch._server.scheduler import Scheduler
-from ketch._utils.protocol.spec import ImageSpec, OptionsSpec, StoredFunction
-
-
-class _Backend:
-    def retire(self, group: str) -> None:
-        pass
-
-
-def _pool(sched: Scheduler, tag: str, options: Any) -> Container:
-    img = BuiltImage(hash="", python=Path(), env={}, workdir=None, root=Path())
-    # Built unchecked: the point is a spec that slipped past every check.
-    spec = StoredFunction.model_construct(
-        tag=tag, module="m", options=options, image=ImageSpec(python_version="3.12")
-    )
-    fdef = FunctionDef(
-        f"fu-{tag}", "ap-1", "app", "main", 1, tag, spec, img, None, None
-    )
-    pool = Pool(key=f"fu-{tag}:1:-", function=fdef, params=None)
-    c = Container(cid=f"ta-{tag}", pool=pool, state="ready")
-    c.idle_since = time.monotonic() - 3600  # idle far past any scale-down window
-    pool.containers[c.cid] = c
-    sched.pools[pool.key] = pool
-    sched.containers[c.cid] = c
-    return c
+from ketch._server.model import Container, Pool
+from ketch._utils.protocol.spec import StoredFunction
 
 
 def test_one_failing_pool_does_not_stop_the_others_scaling_down(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sched = Scheduler(
-        backend=_Backend(),
-        store=None,
-        logs=None,  # type: ignore[arg-type]
-        call_addr="",
-        token="",
-        result_ttl=1.0,
-        secret_env=lambda f: {},
-        sockets_dir=tmp_path,
-    )
-    broken = _pool(sched, "broken", "x")  # options that slipped past every check
-    healthy = _pool(sched, "healthy", OptionsSpec(scaledown_window=1))
-    with caplog.at_level(logging.ERROR, logger="ketch.scheduler"):
-        sched.tick()
-        sched.tick()
-    assert healthy.state == "draining" and healthy.stop_reason == "scaledown"
-    assert broken.state == "ready"
-    failures = [r for r in caplog.records if "periodic work" in r.getMessage()]
-    assert len(failures) == 1 and "broken" in failures[0].getMessage()
+    async def body() -> None:
+        sim = Sim()
+        # Options that slipped past every check: built unchecked, as no deploy could.
+        good = sim.deploy("broken")
+        spec = StoredFunction.model_construct(**{**dict(good.spec), "options": "x"})
+        fdef = dataclasses.replace(good, spec=spec)
+        pool = sim.sched.pools[f"{fdef.function_id}:1:-"] = Pool(
+            key=f"{fdef.function_id}:1:-", function=fdef, params=None
+        )
+        stuck = pool.containers["ta-broken"] = Container(
+            cid="ta-broken", pool=pool, state="ready", idle_since=sim.clock.monotonic()
+        )
+        sim.sched.containers[stuck.cid] = stuck
+        # After the broken one, so that the periodic pass meets the failure first.
+        healthy = sim.deploy("healthy", scaledown_window=1)
+        sim.submit(healthy, "in-1")
+        (c,) = await sim.start_ready()
+        c.out("in-1")
+        await sim.advance(3600)
+        with caplog.at_level(logging.ERROR, logger="ketch.scheduler"):
+            await sim.tick()
+            await sim.tick()
+        record = sim.sched.containers.get(c.cid)
+        assert record is None and c.stopped  # the healthy pool scaled down
+        assert stuck.state == "ready"
+        assert pool.waiting_reason is not None and "cannot scale" in pool.waiting_reason
+        failures = [r for r in caplog.records if "periodic work" in r.getMessage()]
+        assert len(failures) == 1 and "broken" in failures[0].getMessage()
+
+    run(body())

@@ -201,7 +201,8 @@ class Lifecycle:
             if not deliberate:
                 s.counters["crashes"] += 1
                 pool.crash_times.append(s.clock.monotonic())
-            for work in list(c.inflight.values()):
+            # Last first: each goes back to the front, so they keep the order they ran in.
+            for work in reversed(list(c.inflight.values())):
                 c.inflight.pop(work.iid)
                 work.deadline = None
                 work.container = None

@@ -118,7 +118,11 @@ class Scheduler:
         """Make `fdef` the live version of its function; older pools drain and go."""
         self.functions[fdef.function_id] = fdef
         for pool in list(self.pools.values()):
-            if pool.function.function_id == fdef.function_id and pool.function is not fdef:
+            # By version, not identity: a pool with per-handle overrides holds a copy.
+            if (
+                pool.function.function_id == fdef.function_id
+                and pool.function.version != fdef.version
+            ):
                 self._retire_pool(pool)
         if fdef.options.min_containers > 0:
             # Warm containers are wanted before any traffic, so the pool must exist now.
@@ -152,6 +156,8 @@ class Scheduler:
         for c in list(pool.containers.values()):
             if not c.inflight:
                 self.lifecycle.stop(c, "retired")
+        if not pool.containers and not pool.queue:
+            self.pools.pop(pool.key, None)  # nothing left of it (else `forget` removes it)
 
     def pool_for(
         self, fdef: FunctionDef, params: bytes | None, overrides: dict[str, Any] | None = None
@@ -355,6 +361,8 @@ class Scheduler:
         ):
             self.lifecycle.stop(c, "retired after its inputs")
             self.dispatch(c.pool)
+        elif c.state == "ready" and c.pool.retired and not c.inflight:
+            self.lifecycle.stop(c, "retired")  # an old version's container, done with its last
         elif c.state == "ready":
             self.dispatch(c.pool)
         elif c.state == "draining" and not c.inflight:

@@ -61,7 +61,9 @@ class WebRequests:
         c.inflight.pop(req.iid, None)
         if not c.inflight:
             c.idle_since = s.clock.monotonic()
-        if c.state == "ready":
+        if c.state == "ready" and c.pool.retired and not c.inflight:
+            s.lifecycle.stop(c, "retired")  # an old version's container, done with its last
+        elif c.state == "ready":
             s.dispatch(c.pool)
         elif c.state == "draining" and not c.inflight:
             s.lifecycle.stop(c, c.stop_reason or "drained")

@@ -391,6 +391,11 @@ class Cls(Generic[T]):
                     )
         return cast("T", Obj(self, kwargs))
 
+    @staticmethod
+    def from_name(app_name: str, name: str, *, environment_name: str | None = None) -> Cls[Any]:
+        """A lazy handle on a deployed class; resolved on first use."""
+        return cls_from_name(app_name, name, environment_name=environment_name)
+
     async def _hydrate(self) -> Cls[T]:
         await self._function._hydrate()
         info = self._function._info
@@ -455,6 +460,3 @@ def cls_from_name(app_name: str, name: str, *, environment_name: str | None = No
         app=None,
         lookup=(app_name, name, environment_name),
     )
-
-
-Cls.from_name = staticmethod(cls_from_name)  # type: ignore[attr-defined]

@@ -397,6 +397,20 @@ class Function(Generic[P, R]):
             for iid in index_of:
                 client.pending.pop(iid, None)
 
+    @staticmethod
+    def from_name(
+        app_name: str, name: str, *, environment_name: str | None = None
+    ) -> Function[..., Any]:
+        """A lazy handle on a deployed function; resolved (and checked) on first use."""
+        return function_from_name(app_name, name, environment_name=environment_name)
+
+    @staticmethod
+    def lookup(
+        app_name: str, name: str, *, environment_name: str | None = None
+    ) -> Function[..., Any]:
+        """Deprecated: `from_name`, resolved at once."""
+        return _deprecated_lookup(app_name, name, environment_name=environment_name)
+
     # The blocking methods and their `.aio` forms (ketch._utils.aio); a type checker sees
     # them with the user's own parameters and return type.
     if TYPE_CHECKING:
@@ -454,7 +468,3 @@ def _deprecated_lookup(
     fn = function_from_name(app_name, name, environment_name=environment_name)
     fn.hydrate()
     return fn
-
-
-Function.from_name = staticmethod(function_from_name)  # type: ignore[attr-defined]
-Function.lookup = staticmethod(_deprecated_lookup)  # type: ignore[attr-defined]

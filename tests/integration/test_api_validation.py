@@ -129,7 +129,13 @@ def test_a_malformed_secret_is_refused_and_stores_nothing(server, body) -> None:
 def test_malformed_volume_requests_are_refused(server) -> None:
     base, headers = _api(server)
     before = httpx.get(f"{base}/v1/volumes", headers=headers).json()
-    for body in ({"name": 5}, {"name": "a/b"}, {"name": "ok", "create_if_missing": "yes"}, []):
+    bodies: list[Any] = [
+        {"name": 5},
+        {"name": "a/b"},
+        {"name": "ok", "create_if_missing": "yes"},
+        [],
+    ]
+    for body in bodies:
         resp = httpx.post(f"{base}/v1/volumes", headers=headers, json=body)
         assert resp.status_code == 422, resp.text
     vol = httpx.post(f"{base}/v1/volumes/ephemeral", headers=headers, json={}).json()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -360,7 +361,7 @@ def test_redeploy_under_load_fails_nothing(server: Any, tmp_path: Path) -> None:
                 assert deploy(version) == url
                 deployed.append(version)
             wait_for(
-                lambda v=version: each_saw(v, 5),
+                functools.partial(each_saw, version, 5),
                 timeout=120,
                 what=f"every loader to get v{version} answers",
             )

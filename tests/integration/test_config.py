@@ -4,6 +4,7 @@ environment; KETCH_* variables win; a bad setting stops the command with its nam
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from cli_support import assert_clean_error, ketch, ok, write
@@ -25,7 +26,7 @@ def test_profile_file_and_environment_variables(server, tmp_path) -> None:
         home = "{tmp_path / "unused-home"}"
     """,
     )
-    env = {"KETCH_CONFIG_FILE": str(config), "KETCH_HOME": ""}
+    env: dict[str, Any] = {"KETCH_CONFIG_FILE": str(config), "KETCH_HOME": ""}
     # The profile names the session server's home: status finds that server.
     out = ok(ketch(server.home, "server", "status", **env))
     assert f"pid {server.pid()}" in out and str(server.home) in out

@@ -175,8 +175,13 @@ def page(browser: Any, dash: Dash) -> Iterator[Any]:
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=dash.api)
     context.on("response", lambda r: _record(dash, r))
     pg = context.new_page()
+
     # A script error or a policy violation (CSP) shows on the console, not on the page.
-    pg.on("console", lambda m: m.type == "error" and dash.console_errors.append(m.text))
+    def on_console(m: Any) -> None:
+        if m.type == "error":
+            dash.console_errors.append(m.text)
+
+    pg.on("console", on_console)
     pg.on("pageerror", lambda e: dash.console_errors.append(str(e)))
     pg.goto(login_url(dash.home))
     pg.wait_for_url("**/dashboard/apps")

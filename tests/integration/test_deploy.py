@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import (
@@ -103,7 +104,7 @@ def test_server_start_daemon_status_stop(tmp_path) -> None:
     fake_home = tmp_path / "user-home"
     fake_home.mkdir()
     # HOME elsewhere: nothing may land in ~/.ketch; uv keeps its usual download cache.
-    env = {
+    env: dict[str, Any] = {
         "HOME": str(fake_home),
         "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache/uv"),
     }

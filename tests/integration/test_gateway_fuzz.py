@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from supports import gateway_guarded as g
@@ -104,7 +104,7 @@ def test_gateway_fuzz(site: Site, fresh_server: Any) -> None:
         database=None,
         derandomize=False,
         suppress_health_check=list(HealthCheck),
-        phases=["generate"],
+        phases=[Phase.generate],
     )
     @given(st.data())
     def hypothesis_inputs(data: st.DataObject) -> None:

@@ -1,6 +1,7 @@
 """Two functions sharing one volume, for tests/integration/test_volume.py."""
 
 import os
+from typing import Any
 
 import ketch
 
@@ -27,7 +28,7 @@ def write(name: str, text: str) -> dict[str, object]:
 
 
 @app.function(volumes={MOUNT: vol})
-def read(name: str) -> dict[str, object]:
+def read(name: str) -> dict[str, Any]:
     vol.reload()
     with open(os.path.join(MOUNT, name)) as fh:
         text = fh.read()

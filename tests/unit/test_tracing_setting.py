@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_the_endpoint_must_be_an_http_url(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_a_call_may_carry_a_valid_traceparent_only() -> None:
-    call = {
+    call: dict[str, Any] = {
         "t": "call",
         "fid": "fn-1",
         "iid": "in-1",

@@ -50,7 +50,7 @@ def test_messages_sent_in_one_turn_share_a_frame() -> None:
         a.send({"t": "y"})
         await asyncio.sleep(0)
         a.send({"t": "z"})
-        got = []
+        got: list[Any] = []
         while len(got) < 2:
             got.extend(m["t"] for m in await b.recv())
         assert got == ["y", "z"]

@@ -8,11 +8,11 @@ import contextlib
 import io
 import pickle
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from ketch._client.client import Client
 from ketch._utils import payload
-from ketch._utils.aio import aio_method, run_async, run_sync
+from ketch._utils.aio import Aio, aio_method, run_async, run_sync
 from ketch._utils.ids import new_id
 from ketch._utils.protocol import messages as m
 from ketch.exception import InvalidError, RequestSizeError
@@ -168,7 +168,12 @@ class ObjectHandle:
         return Ephemeral(cls, environment_name)
 
     # The blocking methods and their `.aio` forms (ketch._utils.aio).
-    hydrate: aio_method[ObjectHandle, [], ObjectHandle] = aio_method(_hydrate)
+    if TYPE_CHECKING:
+
+        @property
+        def hydrate(self) -> Aio[[], Self]: ...
+    else:
+        hydrate = aio_method(_hydrate)
 
 
 def _rebuild(

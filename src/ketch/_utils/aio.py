@@ -10,7 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
-def iter_sync(agen: AsyncIterator[T]) -> Iterator[T]:
+def iter_sync(agen: AsyncIterator[T]) -> Generator[T, None, None]:
     """Drive an async iterator living on the SDK loop from blocking code."""
     loop = background_loop()
     try:
@@ -175,7 +175,7 @@ class AioIter(Generic[P, T]):
         self._agen_fn = agen_fn
         self.__name__ = name or getattr(agen_fn, "__name__", "iter")
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
         return iter_sync(self._agen_fn(*args, **kwargs))
 
     def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:

@@ -39,7 +39,7 @@ def fastapi_endpoint(
     docs: bool = False,
     custom_domains: list[str] | None = None,
     requires_proxy_auth: bool = False,
-) -> Callable[[Any], PartialFunction]:
+) -> Callable[[Any], PartialFunction[..., Any]]:
     """Serve the function as a one-route FastAPI app at `/` for `method`."""
     _no_parens(_warn_parentheses_missing, "fastapi_endpoint")
     if not isinstance(method, str) or method.upper() not in _METHODS:
@@ -51,7 +51,7 @@ def fastapi_endpoint(
         **_common(label, custom_domains, requires_proxy_auth),
     }
 
-    def deco(f: Any) -> PartialFunction:
+    def deco(f: Any) -> PartialFunction[..., Any]:
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
             raise InvalidError(
@@ -64,14 +64,16 @@ def fastapi_endpoint(
 
 def web_endpoint(
     _warn_parentheses_missing: Any = None, **kwargs: Any
-) -> Callable[[Any], PartialFunction]:
+) -> Callable[[Any], PartialFunction[..., Any]]:
     """Old name of `fastapi_endpoint`."""
     deprecation_warning((2025, 3, 5), "web_endpoint is deprecated; use fastapi_endpoint")
     return fastapi_endpoint(_warn_parentheses_missing, **kwargs)
 
 
-def _app_factory(kind: str, name: str, extra: dict[str, Any]) -> Callable[[Any], PartialFunction]:
-    def deco(f: Any) -> PartialFunction:
+def _app_factory(
+    kind: str, name: str, extra: dict[str, Any]
+) -> Callable[[Any], PartialFunction[..., Any]]:
+    def deco(f: Any) -> PartialFunction[..., Any]:
         raw = f.raw_f if isinstance(f, PartialFunction) else f
         if inspect.iscoroutinefunction(raw):
             raise InvalidError(f"@{name} takes a plain (non-async) function that returns the app")
@@ -95,7 +97,7 @@ def asgi_app(
     label: str | None = None,
     custom_domains: list[str] | None = None,
     requires_proxy_auth: bool = False,
-) -> Callable[[Any], PartialFunction]:
+) -> Callable[[Any], PartialFunction[..., Any]]:
     """Serve the ASGI app that the decorated function returns."""
     _no_parens(_warn_parentheses_missing, "asgi_app")
     return _app_factory("asgi", "asgi_app", _common(label, custom_domains, requires_proxy_auth))
@@ -107,7 +109,7 @@ def wsgi_app(
     label: str | None = None,
     custom_domains: list[str] | None = None,
     requires_proxy_auth: bool = False,
-) -> Callable[[Any], PartialFunction]:
+) -> Callable[[Any], PartialFunction[..., Any]]:
     """Serve the WSGI app (Flask, Django) that the decorated function returns, on threads."""
     _no_parens(_warn_parentheses_missing, "wsgi_app")
     return _app_factory("wsgi", "wsgi_app", _common(label, custom_domains, requires_proxy_auth))
@@ -120,7 +122,7 @@ def web_server(
     label: str | None = None,
     custom_domains: list[str] | None = None,
     requires_proxy_auth: bool = False,
-) -> Callable[[Any], PartialFunction]:
+) -> Callable[[Any], PartialFunction[..., Any]]:
     """Serve whatever HTTP server the decorated function starts on `port`."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidError(f"web_server(port) takes a port number 1-65535, got {port!r}")

@@ -57,3 +57,14 @@ async def async_uses() -> None:
     b: float = await call.get.aio()
     words: list[str] = await Model().predict.remote.aio("p")
     print(a, b, words)
+
+
+@app.function()
+@ketch.concurrent(max_inputs=4)
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+def concurrent_uses() -> None:
+    body: bytes = fetch.remote("http://127.0.0.1/")
+    print(body)

@@ -33,3 +33,13 @@ def wrong() -> None:
 
 async def wrong_async() -> None:
     await square.remote.aio("three")  # error: .aio keeps the signature
+
+
+@app.function()
+@ketch.concurrent(max_inputs=4)
+def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+def wrong_concurrent() -> None:
+    fetch.remote(3)  # error: @concurrent below keeps the signature

@@ -403,3 +403,12 @@ def test_batched_reaches_the_options_and_refuses_bad_company() -> None:
 def test_options_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         _opts().timeout = 5  # type: ignore[misc]
+
+
+def test_the_typed_decorator_keywords_are_the_ones_the_validator_knows() -> None:
+    # `Unpack[FunctionKwargs]` is what a type checker sees of @app.function/@app.cls: a
+    # name missing there would be flagged in correct code, an extra one would pass a typo.
+    from ketch._utils import options
+    from ketch._utils.decorator_kwargs import FunctionKwargs
+
+    assert set(FunctionKwargs.__annotations__) == set(options._KNOWN)

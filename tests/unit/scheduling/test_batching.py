@@ -3,9 +3,13 @@ batch_wait_ms from its oldest input."""
 
 from __future__ import annotations
 
+import pytest
+
 from ketch._utils.protocol import messages as m
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("S5")]
 
 
 def test_a_full_batch_goes_at_once_as_one_message() -> None:

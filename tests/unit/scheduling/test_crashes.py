@@ -3,10 +3,14 @@ limit; stops that are ketch's own doing are not charged."""
 
 from __future__ import annotations
 
+import pytest
+
 from ketch._server.lifecycle import MAX_CRASH_RERUNS
 from ketch.exception import ExecutionError
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("R6")]
 
 
 def test_a_crash_requeues_the_inputs_in_flight_to_a_new_container() -> None:

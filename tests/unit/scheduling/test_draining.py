@@ -3,9 +3,13 @@ busy ones finish first, and inputs still queued move to the new version."""
 
 from __future__ import annotations
 
+import pytest
+
 from ketch._utils.protocol import messages as m
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("W7")]
 
 
 def test_idle_containers_of_the_old_version_stop_at_once() -> None:

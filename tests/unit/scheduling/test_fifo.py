@@ -3,7 +3,11 @@ parameters, option overrides) queue apart, each in its own order, none behind an
 
 from __future__ import annotations
 
+import pytest
+
 from .fakes import FakeContainer, Sim, run
+
+pytestmark = [pytest.mark.spec("S4"), pytest.mark.spec("S6")]
 
 
 async def _drain(sim: Sim, c: FakeContainer, n: int) -> None:

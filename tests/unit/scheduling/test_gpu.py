@@ -3,10 +3,14 @@ saying why, and start when one frees."""
 
 from __future__ import annotations
 
+import pytest
+
 from ketch._backends.gpu import Gpu, Inventory
 from ketch._server.gpu_alloc import GpuAllocator
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("S7")]
 
 
 def _sim(*names: str) -> Sim:

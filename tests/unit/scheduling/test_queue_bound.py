@@ -3,9 +3,13 @@ ResourceExhaustedError; what was accepted still runs."""
 
 from __future__ import annotations
 
+import pytest
+
 from ketch.exception import ResourceExhaustedError
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("S3")]
 
 
 def test_the_submit_past_the_bound_is_refused_and_nothing_is_lost() -> None:

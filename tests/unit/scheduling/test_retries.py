@@ -8,6 +8,8 @@ from ketch.retries import Retries
 
 from .fakes import Sim, run
 
+pytestmark = [pytest.mark.spec("R1"), pytest.mark.spec("R2")]
+
 # Binary fractions, so that "just before the delay" lands exactly on the fake clock.
 _EARLY = 0.125
 

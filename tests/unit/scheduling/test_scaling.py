@@ -9,6 +9,8 @@ from ketch._utils.protocol import messages as m
 
 from .fakes import Sim, run
 
+pytestmark = [pytest.mark.spec("S1"), pytest.mark.spec("S3")]
+
 _EARLY = 0.125
 
 

@@ -3,10 +3,14 @@ kept warm is not restarted before the backoff is over; the start-up time limit."
 
 from __future__ import annotations
 
+import pytest
+
 from ketch._server.lifecycle import STARTUP_BACKOFF
 from ketch.exception import ExecutionError
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("R5"), pytest.mark.spec("T2")]
 
 _EARLY = 0.125
 

@@ -3,10 +3,14 @@ error; a container stuck in code that ignores cancellation is killed, its other 
 
 from __future__ import annotations
 
+import pytest
+
 from ketch._utils.protocol import messages as m
 from ketch.exception import FunctionTimeoutError
 
 from .fakes import Sim, run
+
+pytestmark = [pytest.mark.spec("T1"), pytest.mark.spec("T3")]
 
 _EARLY = 0.125
 

@@ -9,6 +9,11 @@ app = ketch.App("typed-errors")
 
 
 @app.function(timout=5)  # error: a typo in an option
+def typo() -> None:
+    pass
+
+
+@app.function(timeout=5)
 def square(x: int) -> float:
     return float(x * x)
 

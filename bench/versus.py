@@ -152,7 +152,7 @@ print(json.dumps({"median": out[len(out) // 2]}))
 """
 
 
-def _env(tree: Path, home: str) -> dict[str, str]:
+def _env(tree: Path, home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(tree / "src")
     env["KETCH_HOME"] = home
@@ -161,6 +161,7 @@ def _env(tree: Path, home: str) -> dict[str, str]:
     # web: measure the path, not the per-workspace rate limit (200 req/s by default)
     env["KETCH_RATE_LIMIT"] = "1e9"
     env["KETCH_RATE_BURST"] = str(10**9)
+    env.update(extra or {})
     return env
 
 
@@ -174,9 +175,9 @@ def _stop(home: str, env: dict[str, str]) -> None:
     )
 
 
-def remote_round(tree: Path, calls: int) -> dict[str, float]:
+def remote_round(tree: Path, calls: int, extra: dict[str, str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="kv-", dir="/tmp") as home:
-        env = _env(tree, home)
+        env = _env(tree, home, extra)
         try:
             out = subprocess.run(
                 [sys.executable, "-c", _REMOTE, str(calls)],
@@ -192,9 +193,9 @@ def remote_round(tree: Path, calls: int) -> dict[str, float]:
     return result
 
 
-def _child(tree: Path, script: str, *argv: str) -> dict[str, float]:
+def _child(tree: Path, extra: dict[str, str], script: str, *argv: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="kv-", dir="/tmp") as home:
-        env = _env(tree, home)
+        env = _env(tree, home, extra)
         try:
             out = subprocess.run(
                 [sys.executable, "-c", script, *argv],
@@ -212,8 +213,8 @@ def _child(tree: Path, script: str, *argv: str) -> dict[str, float]:
     return result
 
 
-def gateway_round(tree: Path, duration: float) -> float:
-    env = _env(tree, tempfile.gettempdir())
+def gateway_round(tree: Path, duration: float, extra: dict[str, str]) -> float:
+    env = _env(tree, tempfile.gettempdir(), extra)
     out = subprocess.run(
         [
             sys.executable,
@@ -246,8 +247,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="map: inputs per map")
     ap.add_argument("--samples", type=int, default=5, help="cold: cold starts per round")
     ap.add_argument("--concurrency", default="1,32", help="web: load levels")
+    ap.add_argument("--env", action="append", default=[], metavar="K=V", help="for both sides")
+    ap.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="for the baseline only (e.g. --baseline . --baseline-env KETCH_SANDBOX=off)",
+    )
     args = ap.parse_args()
     sides = {"this": ROOT, "baseline": args.baseline.resolve()}
+    both = dict(kv.split("=", 1) for kv in args.env)
+    args.extra = {
+        "this": both,
+        "baseline": {**both, **dict(kv.split("=", 1) for kv in args.baseline_env)},
+    }
     if args.what in ("map", "web", "cold"):
         _children(args, sides)
         return
@@ -255,7 +269,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, tree in sides.items():
             if args.what == "remote":
-                res = remote_round(tree, args.calls)
+                res = remote_round(tree, args.calls, args.extra[name])
                 got[name].append(res["p50"])
                 print(
                     f"round {r + 1} {name:8} p50 {res['p50'] * 1e6:7.0f} us  "
@@ -263,7 +277,7 @@ def main() -> None:
                     flush=True,
                 )
             else:
-                rps = gateway_round(tree, args.duration)
+                rps = gateway_round(tree, args.duration, args.extra[name])
                 got[name].append(rps)
                 print(f"round {r + 1} {name:8} {rps:9.0f} req/s", flush=True)
     this, base = statistics.median(got["this"]), statistics.median(got["baseline"])
@@ -291,7 +305,7 @@ def _children(args: argparse.Namespace, sides: dict[str, Path]) -> None:
     got: dict[str, dict[str, list[float]]] = {name: {} for name in sides}
     for r in range(args.rounds):
         for name, tree in sides.items():
-            res = _child(tree, script, *argv)
+            res = _child(tree, args.extra[name], script, *argv)
             for key, value in res.items():
                 got[name].setdefault(key, []).append(value)
             shown = "  ".join(f"{k}: {v:,.4g} {unit}" for k, v in res.items())

@@ -133,8 +133,30 @@ def _use_home(home: Path) -> None:
     Client.reset()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_share(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests hand containers marker files under their tmp_path: the session's temporary
+    directory is shared with every sandboxed container (KETCH_SANDBOX_SHARE), as an
+    operator shares a data directory. State directories inside it stay hidden."""
+    os.environ.setdefault("KETCH_SANDBOX_SHARE", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rootfs_cache() -> Path:
+    """One root-filesystem cache for every test run on this machine: the Debian base takes
+    half a minute to make, and its layers are keyed by content, so it is left for the next
+    run. Set before any server starts, so servers use it too."""
+    path = Path(
+        os.environ.setdefault("KETCH_ROOTFS_CACHE", f"/tmp/ketch-rootfs-cache-{os.getuid()}")
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
-def ketch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+def ketch_server(
+    tmp_path_factory: pytest.TempPathFactory, rootfs_cache: Path
+) -> Iterator[ServerHandle]:
     home = tmp_path_factory.mktemp("ketch-home")
     previous = os.environ.get("KETCH_HOME")
     _use_home(home)

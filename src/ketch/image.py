@@ -31,7 +31,9 @@ _SPEC_FORMAT = 1
 
 # Steps that change the built environment. They cannot come after a copy=False file,
 # because such files are only mounted when a container starts, after the build is over.
-_BUILD_STEP_KINDS = frozenset({"pip_install", "uv_pip_install", "run_commands", "apt_install"})
+_BUILD_STEP_KINDS = frozenset(
+    {"pip_install", "uv_pip_install", "run_commands", "apt_install", "dockerfile_commands"}
+)
 
 _PYTHON_VERSION_RE = re.compile(r"3\.\d+")
 _ALWAYS_SKIPPED_DIRS = frozenset({"__pycache__"})
@@ -224,7 +226,12 @@ class Image:
 
     @classmethod
     def debian_slim(cls, python_version: str | None = None) -> Image:
-        """Start an image from a slim base with the given Python ("3.X"; default: the local one)."""
+        """Start an image from a slim base with the given Python ("3.X"; default: the local one).
+
+        With only Python steps the image is a venv on the server's Python; apt_install,
+        run_commands or Dockerfile steps make it a Debian root filesystem, whose Python is
+        Debian's (3.11 on bookworm, 3.13 on trixie).
+        """
         if python_version is None:
             python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
         if not isinstance(python_version, str) or not _PYTHON_VERSION_RE.fullmatch(python_version):
@@ -350,18 +357,81 @@ class Image:
         return self._with_step("workdir", {"path": path})
 
     def run_commands(self, *commands: StrArgs) -> Image:
-        """Run shell commands at build time (refused by the local builder for now)."""
+        """Run shell commands at build time, as root with network, one layer each."""
         cmds = _flatten_strings(commands, "Image.run_commands")
         if not cmds:
             return self
         return self._with_step("run_commands", {"commands": cmds})
 
     def apt_install(self, *packages: StrArgs) -> Image:
-        """Install Debian packages at build time (refused by the local builder for now)."""
+        """Install Debian packages at build time (`apt-get install --no-install-recommends`)."""
         pkgs = _flatten_strings(packages, "Image.apt_install")
         if not pkgs:
             return self
         return self._with_step("apt_install", {"packages": pkgs})
+
+    def dockerfile_commands(
+        self,
+        *dockerfile_commands: StrArgs,
+        context_dir: str | os.PathLike[str] | None = None,
+        build_args: dict[str, str] | None = None,
+    ) -> Image:
+        """Extend the image with Dockerfile instructions (RUN, COPY, ADD, ENV, WORKDIR, ARG,
+        USER, SHELL, ENTRYPOINT, CMD). COPY/ADD read local files from `context_dir` (default:
+        the current directory); their content is part of the image's hash."""
+        cmds = _flatten_strings(dockerfile_commands, "Image.dockerfile_commands")
+        if not cmds:
+            return self
+        context = Path(context_dir or ".").expanduser().resolve()
+        return self._with_dockerfile(cmds, context, build_args, None)
+
+    @staticmethod
+    def from_dockerfile(
+        path: str | os.PathLike[str],
+        context_dir: str | os.PathLike[str] | None = None,
+        *,
+        build_args: dict[str, str] | None = None,
+    ) -> Image:
+        """Build an image from a Dockerfile; COPY/ADD sources come from `context_dir`
+        (default: the Dockerfile's directory). `FROM debian:bookworm` (or trixie) is the
+        Debian base; other images come with Image.from_registry."""
+        from ketch._images.steps import DEBIAN_PYTHON, debian_suite
+
+        dockerfile = Path(path).expanduser().resolve()
+        context = Path(context_dir).expanduser().resolve() if context_dir else dockerfile.parent
+        if _in_container():
+            return Image.debian_slim()  # built already; the Dockerfile is not here
+        try:
+            text = dockerfile.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidError(f"Image.from_dockerfile: cannot read {str(path)!r}: {exc}") from exc
+        from_ref = re.search(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", text, re.MULTILINE | re.IGNORECASE)
+        suite = debian_suite(from_ref.group(1)) if from_ref else None
+        image = Image.debian_slim(DEBIAN_PYTHON[suite] if suite else None)
+        return image._with_dockerfile(text.splitlines(), context, build_args, str(dockerfile))
+
+    def _with_dockerfile(
+        self,
+        commands: list[str],
+        context: Path,
+        build_args: Mapping[str, str] | None,
+        dockerfile: str | None,
+    ) -> Image:
+        from ketch._images.steps import dockerfile_step
+
+        args = dict(build_args or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in args.items()):
+            raise InvalidError(f"build_args must map strings to strings, got {build_args!r}")
+        earlier = [layer.to_dict() for layer in self._layers if isinstance(layer, _Step)]
+        params = dockerfile_step(
+            commands,
+            context_dir=context,
+            build_args=args,
+            dockerfile=dockerfile,
+            earlier=earlier,
+            hash_context=not _in_container(),
+        )
+        return self._with_step("dockerfile_commands", params)
 
     def add_local_file(
         self, local_path: str | os.PathLike[str], remote_path: str, *, copy: bool = False

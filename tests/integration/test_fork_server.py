@@ -17,15 +17,29 @@ import pytest
 
 from ketch.exception import ExecutionError
 from supports import forking, forking_slow, forking_threads
+from supports.ident import ancestors, cmdline, host_pid, state
 from supports.web_helpers import app_log, app_running, runtime_pids, wait_for, web_url
 
 
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
 def _is_template(pid: int) -> bool:
-    return "ketch._runtime.template" in _cmdline(pid)
+    """Whether the host process `pid` is a fork-server template."""
+    return "ketch._runtime.template" in cmdline(pid)
+
+
+def _parent_is_template(who: dict[str, Any]) -> bool:
+    """Whether a container's parent within its pid namespace is a template (a forked one
+    shares its template's namespace, sandboxed or not). Read while the app runs."""
+    return _is_template(host_pid(who["ppid"]))
+
+
+def _assert_started_plain(who: dict[str, Any], server_pid: int | None) -> None:
+    """A plain start: the server started the container (through the sandbox, when there is
+    one), with no fork-server template on the way. Read while the app runs."""
+    assert server_pid is not None
+    chain = ancestors(host_pid(who["pid"]))
+    assert server_pid in chain, (chain, [cmdline(p) for p in chain])
+    between = chain[: chain.index(server_pid)]
+    assert not any(_is_template(p) for p in between), [cmdline(p) for p in between]
 
 
 @pytest.mark.spec("S2")
@@ -36,11 +50,13 @@ def test_forked_containers_are_processes_of_their_own(server: Any) -> None:
         b = forking.Who(n=2).me.remote()
         template = a["ppid"]
         # /proc is read while the app runs: a stopped app's template goes.
-        assert _is_template(template) and b["ppid"] == template
+        assert _parent_is_template(a) and b["ppid"] == template
+        hosts = {host_pid(a["pid"]), host_pid(b["pid"]), host_pid(template), server.pid()}
+    assert len(hosts) == 4
     # The module was imported once, in the template; the containers inherited it.
     assert a["imported_in"] == b["imported_in"] == template
     assert a["import_random"] == b["import_random"]
-    assert len({a["pid"], b["pid"], template, server.pid()}) == 4
+    assert len({a["pid"], b["pid"], template}) == 3
     # Each is its own process group, so that the backend kills all of it and nothing else.
     assert a["pgid"] == a["pid"] and b["pgid"] == b["pid"]
     assert a["container"] != b["container"]
@@ -57,7 +73,7 @@ def test_a_forked_web_endpoint_answers_http(server: Any) -> None:
         resp = httpx.get(url, timeout=60)
         assert resp.status_code == 200, resp.text
         body = resp.json()
-        assert _is_template(body["ppid"]) and body["pid"] != body["ppid"]
+        assert _parent_is_template(body) and body["pid"] != body["ppid"]
         assert body["imported_in"] == body["ppid"]
         assert httpx.get(url, timeout=60).json()["pid"] == body["pid"]  # the same warm one
 
@@ -66,7 +82,7 @@ def test_a_forked_web_endpoint_answers_http(server: Any) -> None:
 def test_a_forked_container_logs_under_its_own_id(server: Any) -> None:
     with app_running(forking.app) as app_id:
         me = forking.shout.remote("hello")
-        assert _is_template(me["ppid"])
+        assert _parent_is_template(me)
         line = f"shout: hello from {me['container']}"
         found = wait_for(lambda: [e for e in app_log(app_id) if e["line"] == line], 30)
     assert [e["container"] for e in found] == [me["container"]]
@@ -80,26 +96,27 @@ def test_killing_a_forked_container_is_a_crash_and_its_input_runs_again(
     marker = tmp_path / "first-run"
     with forking.app.run(show_logs=False), ThreadPoolExecutor(1) as pool:
         call = pool.submit(forking.killed_once.remote, str(marker))
-        first = int(wait_for(lambda: marker.exists() and marker.read_text(), 60))
-        assert _is_template(_parent(first))
-        os.kill(first, signal.SIGKILL)
+        first = wait_for(lambda: marker.exists() and marker.read_text(), 60)
+        victim = host_pid(first)
+        assert _is_template(_parent(victim))
+        os.kill(victim, signal.SIGKILL)
         result = call.result(timeout=120)
         # The input ran again, in another container, without any retries configured.
         assert result["pid"] != first
-        assert _is_template(result["ppid"])
+        assert _parent_is_template(result)
 
 
 def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    """The host pid of a host process's parent."""
+    return ancestors(pid)[0]
 
 
 @pytest.mark.spec("S2")
 def test_a_module_that_starts_threads_gets_plain_containers_and_says_why(server: Any) -> None:
     with app_running(forking_threads.app) as app_id:
         me = forking_threads.me.remote()
-        # A plain start: the server is the container's parent, not a template.
-        assert me["ppid"] == server.pid()
+        # A plain start: the server started the container, not a template.
+        _assert_started_plain(me, server.pid())
         lines = [e["line"] for e in app_log(app_id) if e["stream"] == "system"]
     why = [ln for ln in lines if "fork server not used" in ln]
     assert why and "thread" in why[0] and "import-ticker" in why[0], lines
@@ -129,7 +146,7 @@ def test_snap_enter_runs_once_in_the_template_and_plain_enter_per_container(
         calls = [snap.hold.spawn(3.0) for _ in range(3)]
         results = [c.get(timeout=120) for c in calls]
         template = {r["ppid"] for r in results}
-        assert len(template) == 1 and _is_template(next(iter(template)))
+        assert len(template) == 1 and _parent_is_template(results[0])
     pids = {r["pid"] for r in results}
     assert len(pids) == 3
     snap_runs = (tmp_path / "snap").read_text().split()
@@ -149,24 +166,21 @@ def no_fork_server(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_fork_server_can_be_turned_off(no_fork_server: None, fresh_server: Any) -> None:
     with forking.app.run(show_logs=False):
         me = forking.Who(n=1).me.remote()
-    assert me["ppid"] == fresh_server.pid()
+        _assert_started_plain(me, fresh_server.pid())
     assert me["imported_in"] == me["pid"]
 
 
 def test_no_template_outlives_its_server(fresh_server: Any) -> None:
     with forking.app.run(show_logs=False):
         me = forking.Who(n=1).me.remote()
-        template = me["ppid"]
-        assert _is_template(template)
+        assert _parent_is_template(me)
+        template, container = host_pid(me["ppid"]), host_pid(me["pid"])
     fresh_server.kill9()
     # The template sees its control socket close and leaves; the container sees its
     # connection to the server close and leaves too.
-    assert wait_for(lambda: not _alive(template) and not _alive(me["pid"]), 30)
+    assert wait_for(lambda: not _alive(template) and not _alive(container), 30)
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    """Whether the host process `pid` still runs (a zombie does not)."""
+    return state(pid) not in (None, "Z")

@@ -3,7 +3,8 @@
 Every run appends a `start` and an `end` line to a journal file. Each line is one
 `write(2)` on a descriptor opened with O_APPEND, so lines of concurrent runs and containers
 never interleave, and a line is on disk as soon as it is written, whatever kills the
-process afterwards.
+process afterwards. Processes are named by `supports.ident` (pid namespace and pid), which a
+sandboxed container's bare pid is not.
 """
 
 import asyncio
@@ -11,6 +12,7 @@ import os
 import time
 
 import ketch
+from supports import ident
 
 app = ketch.App("chaos")
 
@@ -28,16 +30,16 @@ def _note(journal: str, line: str) -> None:
 @ketch.concurrent(max_inputs=100)
 async def work(
     journal: str, gate: str, i: int, free_below: int = 0, seconds: float = 0.0
-) -> tuple[int, int]:
+) -> tuple[int, str]:
     """Inputs numbered below `free_below` finish after `seconds`; the others wait until the
-    file `gate` exists. Returns a value derived from `i`, and the pid that ran it."""
-    _note(journal, f"start {i} {os.getpid()}")
+    file `gate` exists. Returns a value derived from `i`, and the process that ran it."""
+    _note(journal, f"start {i} {ident.me()}")
     if i >= free_below:
         while not os.path.exists(gate):
             await asyncio.sleep(0.02)
     await asyncio.sleep(seconds)
-    _note(journal, f"end {i} {os.getpid()}")
-    return 3 * i, os.getpid()
+    _note(journal, f"end {i} {ident.me()}")
+    return 3 * i, ident.me()
 
 
 @app.cls(max_containers=1)
@@ -50,10 +52,10 @@ class SlowStart:
 
     @ketch.enter()
     def wait_for_gate(self) -> None:
-        _note(self.entered, f"entered 0 {os.getpid()}")
+        _note(self.entered, f"entered 0 {ident.me()}")
         while not os.path.exists(self.gate):
             time.sleep(0.02)
 
     @ketch.method()
-    def pid(self) -> int:
-        return os.getpid()
+    def pid(self) -> str:
+        return ident.me()

@@ -1,5 +1,8 @@
 """Functions whose containers are forked from a fork-server template (see
-tests/integration/test_fork_server.py). Each reports what makes its process its own."""
+tests/integration/test_fork_server.py). Each reports what makes its process its own.
+
+Processes are named by `supports.ident` (pid namespace and pid), not by bare pids: a
+sandboxed container's pids are its namespace's, and the test translates them to host pids."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("fork-server")
 
 # Taken once, where the module is imported: in the template when containers are forked.
-IMPORTED_IN = os.getpid()
+IMPORTED_IN = ident.me()
 IMPORT_RANDOM = random.random()
 
 
@@ -26,9 +30,9 @@ def _me() -> dict[str, Any]:
     except ImportError:
         np_value = None
     return {
-        "pid": os.getpid(),
-        "ppid": os.getppid(),
-        "pgid": os.getpgrp(),
+        "pid": ident.me(),
+        "ppid": ident.parent(),
+        "pgid": ident.of(os.getpgrp()),
         "imported_in": IMPORTED_IN,
         "import_random": IMPORT_RANDOM,
         "random": random.random(),
@@ -56,10 +60,11 @@ def shout(text: str) -> dict[str, Any]:
 
 @app.function(scaledown_window=60)
 def killed_once(marker: str) -> dict[str, Any]:
-    """The first run writes its pid and waits to be killed by the test; the re-run returns."""
+    """The first run writes its identity and waits to be killed by the test; the re-run
+    returns."""
     path = Path(marker)
     if not path.exists():
-        path.write_text(str(os.getpid()))
+        path.write_text(ident.me())
         time.sleep(60)
     return _me()
 
@@ -78,13 +83,13 @@ class Snap:
     def load(self) -> None:
         # Once per template: a memory snapshot's worth of work.
         with open(os.path.join(self.counters, "snap"), "a") as fh:
-            fh.write(f"{os.getpid()}\n")
-        self.loaded_in = os.getpid()
+            fh.write(f"{ident.me()}\n")
+        self.loaded_in = ident.me()
 
     @ketch.enter()
     def per_container(self) -> None:
         with open(os.path.join(self.counters, "enter"), "a") as fh:
-            fh.write(f"{os.getpid()}\n")
+            fh.write(f"{ident.me()}\n")
 
     @ketch.method()
     def hold(self, seconds: float) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("fork-server-threads")
 
@@ -18,4 +19,4 @@ _ticker.start()
 
 @app.function()
 def me() -> dict[str, Any]:
-    return {"pid": os.getpid(), "ppid": os.getppid()}
+    return {"pid": ident.me(), "ppid": ident.parent()}

@@ -27,6 +27,9 @@ PARTS: dict[str, str] = {
     "ketch.secret": "values",
     "ketch.image": "values",
     "ketch._utils": "_utils",
+    # Root-filesystem images: the Dockerfile language and build contexts (which the SDK
+    # checks and hashes where an image is defined) and the layered builder the server runs.
+    "ketch._images": "_images",
     "ketch._gateway": "_gateway",
     "ketch._backends": "_backends",
     "ketch._server": "_server",
@@ -54,12 +57,15 @@ _BASE = frozenset({"exception", "values", "_utils"})
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "exception": frozenset(),
     "config": frozenset({"exception"}),
-    "values": frozenset({"exception", "_utils"}),
+    # Image.from_dockerfile parses and hashes with the builder's own rules (_images).
+    "values": frozenset({"exception", "_utils", "_images"}),
     "_utils": frozenset({"exception", "values"}),  # FunctionOptions holds Retries and Secrets
+    "_images": frozenset({"exception", "values", "_utils"}),
     # A library that knows only its Resolver protocol.
     "_gateway": frozenset({"exception", "_utils"}),
-    "_backends": frozenset({"exception", "config", "_utils"}),
-    "_server": _BASE | {"config", "_gateway", "_backends"},
+    # A sandbox mounts a built root filesystem with the builder's own code (_images).
+    "_backends": frozenset({"exception", "config", "_utils", "_images"}),
+    "_server": _BASE | {"config", "_gateway", "_backends", "_images"},
     # A container imports the user's module, which is SDK code, and takes its settings from
     # the server's init message, never from the server's modules or the user's config.
     "_runtime": _BASE | {"sdk", "compat"},

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ketch._backends.sandbox import SandboxSpec
     from ketch.config import Config
 
 # A container's exit reasons, as the scheduler sees them.
@@ -39,6 +40,9 @@ class ContainerSpec:
     volumes: dict[str, str] = field(default_factory=dict)
     # What a fork server needs to load the function ahead of time; None: always a plain start.
     fork: ForkSpec | None = None
+    # What the container may see of the host when it runs sandboxed (the backend decides
+    # whether it does: KETCH_SANDBOX); None: the backend has nothing to hide.
+    sandbox: SandboxSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ starts), GPUs, a template whose import started threads or failed.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
@@ -24,11 +25,13 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ketch._backends import sandbox
 from ketch._backends.base import ContainerSpec, LogSink
 from ketch._utils.protocol import fork as fp
 
@@ -36,7 +39,7 @@ from ketch._utils.protocol import fork as fp
 # request. Everything else in the environment is the template's own (a change of it, such
 # as a rotated secret, makes a new template).
 PER_CONTAINER_ENV = frozenset(
-    {"KETCH_CONTAINER_ID", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+    {"KETCH_CONTAINER_ID", "KETCH_TOKEN", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
 )
 # A template that failed to load is tried again after this long (the failure may have been
 # passing: a file not there yet); meanwhile containers start as plain processes.
@@ -147,9 +150,20 @@ async def _stream(fd: int) -> asyncio.StreamReader:
 class Template:
     """One template process and its control socket."""
 
-    def __init__(self, key: str, spec: ContainerSpec, env: dict[str, str], log: LogSink) -> None:
+    def __init__(
+        self,
+        key: str,
+        spec: ContainerSpec,
+        env: dict[str, str],
+        log: LogSink,
+        bwrap: str | None = None,
+    ) -> None:
         assert spec.fork is not None
         self.key = key
+        # Sandboxed (bwrap): the template and its children live in a pid namespace of their
+        # own, so the pids it reports are translated to the host's (`_host_pid`).
+        self.bwrap = bwrap if spec.sandbox is not None else None
+        self.host_pid: int | None = None
         self.group = spec.fork.group
         self.state = "starting"  # starting | ready | failed | unsafe | closed
         self.why = ""
@@ -165,6 +179,8 @@ class Template:
         self.proc: asyncio.subprocess.Process | None = None
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.setblocking(False)
+        # Each message then carries its sender's pid as the host sees it (SCM_CREDENTIALS).
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._task = asyncio.ensure_future(self._run(spec, env, theirs))
 
     # -- life ---------------------------------------------------------------------------
@@ -177,11 +193,12 @@ class Template:
         # them) must get the answer a container gets: yes. Each child gets its own id.
         env["KETCH_CONTAINER_ID"] = "template-" + self.key.rpartition("|")[2]
         env["KETCH_TEMPLATE_FD"] = str(theirs.fileno())
+        argv = [str(spec.python), "-m", "ketch._runtime.template"]
+        if self.bwrap is not None and spec.sandbox is not None:
+            argv = sandbox.wrap(self.bwrap, spec.sandbox, argv, str(spec.cwd))
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                str(spec.python),
-                "-m",
-                "ketch._runtime.template",
+                *argv,
                 env=env,
                 cwd=spec.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -315,13 +332,15 @@ class Template:
     def _readable(self) -> None:
         while not self.closed:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_MESSAGE, 4)
+                data, fds, sender = _recv(self.sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data, fds = b"", []
+                data, fds, sender = b"", [], None
             for fd in fds:  # the template sends none; never leak what arrives
                 os.close(fd)
+            if sender is not None:
+                self.host_pid = sender
             if not data:
                 self.close()
                 return
@@ -346,8 +365,16 @@ class Template:
 
     def _on_forked(self, msg: fp.Forked) -> None:
         entry = self._pending.pop(msg["cid"], None)
-        proc = ForkedProcess(int(msg["pid"]), self)
-        self.children[proc.pid] = proc
+        pid = int(msg["pid"])
+        host = pid if self.bwrap is None else _host_pid(self.host_pid, pid)
+        if host is None:  # gone already, or not the template's child: start it plainly
+            if entry is not None and not entry[0].done():
+                os.close(entry[1])
+                os.close(entry[2])
+                entry[0].set_result(None)
+            return
+        proc = ForkedProcess(host, self)
+        self.children[pid] = proc  # by the template's pid for it: its exit reports use it
         if entry is not None and not entry[0].done():
             entry[0].set_result(proc)
 
@@ -385,8 +412,9 @@ class ForkServer:
     """The templates of one backend, by what they load; at most `max_templates` of them are
     kept (the least recently used goes first; it comes back on its function's next start)."""
 
-    def __init__(self, max_templates: int = 16) -> None:
+    def __init__(self, max_templates: int = 16, bwrap: str | None = None) -> None:
         self.max_templates = max(1, max_templates)
+        self.bwrap = bwrap  # templates of sandboxed containers run under it
         self.templates: collections.OrderedDict[str, Template] = collections.OrderedDict()
         self._told: set[tuple[str, str]] = set()
 
@@ -450,7 +478,7 @@ class ForkServer:
         while len(self.templates) >= self.max_templates:
             _, old = self.templates.popitem(last=False)
             old.retire()
-        tpl = self.templates[key] = Template(key, spec, env, log)
+        tpl = self.templates[key] = Template(key, spec, env, log, self.bwrap)
         return tpl
 
     def retire(self, group: str) -> None:
@@ -473,9 +501,59 @@ def _key(spec: ContainerSpec, env: dict[str, str]) -> str | None:
     shared = {k: v for k, v in env.items() if k not in PER_CONTAINER_ENV}
     try:
         text = json.dumps(
-            [fork.group, fork.preload, fork.snapshot, str(spec.python), str(spec.cwd), shared],
+            [
+                fork.group,
+                fork.preload,
+                fork.snapshot,
+                str(spec.python),
+                str(spec.cwd),
+                shared,
+                repr(spec.sandbox),
+            ],
             sort_keys=True,
         )
     except (TypeError, ValueError):
         return None
     return f"{fork.group}|{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _recv(sock: socket.socket) -> tuple[bytes, list[int], int | None]:
+    """One message from a template: its bytes, the descriptors that came with it, and the
+    sender's pid in the host's pid namespace (the kernel's translation of SCM_CREDENTIALS)."""
+    space = socket.CMSG_SPACE(4 * 4) + socket.CMSG_SPACE(_CREDS.size)
+    data, ancillary, _flags, _addr = sock.recvmsg(_MAX_MESSAGE, space)
+    fds: list[int] = []
+    sender = None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += list(array.array("i", payload[:usable]))
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            sender = _CREDS.unpack(payload[: _CREDS.size])[0]
+    return data, fds, sender
+
+
+def _host_pid(template: int | None, pid: int) -> int | None:
+    """The host's pid of the template's child that it knows as `pid` (its pid namespace's),
+    found among the template's children by the pids the kernel lists for each (NSpid)."""
+    if template is None:
+        return None
+    try:
+        with open(f"/proc/{template}/task/{template}/children") as fh:
+            children = fh.read().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            with open(f"/proc/{child}/status") as fh:
+                for line in fh:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == pid:
+                            return int(child)
+                        break
+        except (OSError, ValueError):
+            continue
+    return None

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from ketch._backends import limits as _limits
+from ketch._backends import sandbox
 from ketch._backends.base import (
     EXITED,
     KILLED,
@@ -337,7 +338,10 @@ class LocalBackend(Backend):
         self._private: Path | None = None  # a directory of this server's own (0700)
         config = config or Config()
         # Containers forked from a template that has loaded the function (fork server).
-        self.forks = ForkServer(config.fork_templates) if config.fork_server else None
+        # bubblewrap, when containers run sandboxed (KETCH_SANDBOX); checked once, here, so
+        # that `require` without it stops the server at its start, saying why.
+        self._bwrap = sandbox.bwrap_path()
+        self.forks = ForkServer(config.fork_templates, self._bwrap) if config.fork_server else None
 
     def _resolv_conf(self) -> Path | None:
         """The resolv.conf for isolated containers when the host's will not do (read each
@@ -376,7 +380,12 @@ class LocalBackend(Backend):
         env = dict(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         argv = [str(spec.python), "-m", "ketch._runtime"]
-        if spec.volumes:
+        bwrap = self._bwrap if spec.sandbox is not None else None
+        if bwrap is not None and spec.sandbox is not None:
+            # Volumes are among the sandbox's own mounts; the network wrappers stay outside,
+            # so that slirp4netns can join the namespace they make.
+            argv = sandbox.wrap(bwrap, spec.sandbox, argv, str(spec.cwd))
+        elif spec.volumes:
             from ketch._backends.mounts import volume_argv
 
             argv, volume_env = volume_argv(spec.volumes, argv)  # innermost: after the network

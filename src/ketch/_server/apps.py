@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import compileall
 import contextlib
 import hashlib
 import json
@@ -124,6 +125,10 @@ class AppManager:
             raise InvalidError(
                 f"source blob {sha[:12]} is not a usable source archive: {exc}"
             ) from None
+        # Compiled here (compiling runs none of it): containers see sources read-only, and
+        # would otherwise compile the app's modules again at every cold start. A file that
+        # does not compile is left for the import in the container to report.
+        compileall.compile_dir(tmp, quiet=2, workers=1)
         (tmp / ".ok").touch()
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
@@ -428,6 +433,7 @@ class AppManager:
                 image=built[tag],
                 source_dir=source_dir,
                 mount_dir=str(mount / "root") if mount and (mount / "root").exists() else None,
+                files_dir=str(mount) if mount and mount.is_dir() else None,
                 volumes=self.volumes.host_mounts(typed[tag].volumes),
             )
             self.scheduler.register(fdef)

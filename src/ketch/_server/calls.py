@@ -2,13 +2,17 @@
 scheduler operations.
 
 A peer first proves who it is: its first frame, at most `preauth_frame` bytes, must be a
-hello with the server token, within `hello_timeout` seconds. Until then nothing it sends is
-decoded beyond msgpack (never unpickled), a frame declared over the cap is refused unread,
-and at most `max_unauthenticated` such connections are open at once on each listener (the
-rest are closed as they arrive; the unix socket has a budget of its own, so that a flood of
-TCP connections cannot keep containers out). After the hello the peer's frames may be up
-to `max_message` bytes, and each message is checked (`messages.py`) before anything acts
-on it; then the handler of its kind (`CallServer.CLIENT_HANDLERS`) acts on it.
+hello with the server token or a container's credential (SPEC I4), within `hello_timeout`
+seconds. Until then nothing it sends is decoded beyond msgpack (never unpickled), a frame
+declared over the cap is refused unread, and at most `max_unauthenticated` such connections
+are open at once on each listener (the rest are closed as they arrive; the unix socket has a
+budget of its own, so that a flood of TCP connections cannot keep containers out). After the
+hello the peer's frames may be up to `max_message` bytes, and each message is checked
+(`messages.py`) before anything acts on it; then the handler of its kind
+(`CallServer.CLIENT_HANDLERS`) acts on it.
+
+A credential says hello as a container only for its own container; as a client it makes a
+*scoped* peer, held to its container's environment (`CallServer._refusal`).
 """
 
 from __future__ import annotations
@@ -18,19 +22,21 @@ import contextlib
 import hmac
 import logging
 import pickle
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ketch._server import messages
 from ketch._server.apps import AppManager
+from ketch._server.credentials import Scope
 from ketch._server.errors import error_payload
 from ketch._server.logs import LogHub
 from ketch._server.objects import ObjectServer
 from ketch._server.scheduler import Scheduler
 from ketch._utils.protocol import messages as m
 from ketch._utils.wire import Channel, ChannelClosed, server_channel
-from ketch.exception import Error, InvalidError, NotFoundError, OutputExpiredError
+from ketch.exception import AuthError, Error, InvalidError, NotFoundError, OutputExpiredError
 
 log = logging.getLogger("ketch.calls")
 
@@ -54,6 +60,8 @@ class Peer:
 
     ch: Channel
     client_id: str
+    # None for the server token; else the container whose credential it said hello with.
+    scope: Scope | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -97,6 +105,8 @@ class CallServer:
         self.unauthenticated: dict[str, int] = {"tcp": 0, "unix": 0}
         # Connections closed unheard because too many were waiting for their hello.
         self.refused = 0
+        # (container, message kind) of scoped peers' refusals already in the log.
+        self._refusals_logged: set[tuple[str, str]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         listener = "unix" if isinstance(writer.get_extra_info("sockname"), str) else "tcp"
@@ -116,24 +126,32 @@ class CallServer:
         self.unauthenticated[listener] += 1
         try:
             ch = server_channel(reader, writer, self.limits.preauth_frame)
-            hello = await self._hello(ch)
+            admitted = await self._hello(ch)
         finally:
             self.unauthenticated[listener] -= 1
-        if hello is None:
+        if admitted is None:
             return
+        hello, scope = admitted
         ch.max_frame = self.limits.max_message + _ENVELOPE
         try:
             if hello["role"] == "container":
                 await self._container(ch, hello["cid"])
-            else:
+            elif scope is None:
                 await self._client(Peer(ch, hello["client_id"]))
+            else:
+                # Its own namespace of client ids: a container cannot take over the results
+                # held for a client outside it by saying hello with that client's id.
+                await self._client(Peer(ch, f"{scope.container_id}/{hello['client_id']}", scope))
         except ChannelClosed:
             pass
         finally:
             ch.close()
 
-    async def _hello(self, ch: Channel) -> m.ClientHello | m.ContainerHello | None:
-        """The peer's checked hello, or None once the connection is closed."""
+    async def _hello(
+        self, ch: Channel
+    ) -> tuple[m.ClientHello | m.ContainerHello, Scope | None] | None:
+        """The peer's checked hello and the scope of its credential (None for the server
+        token), or None once the connection is closed."""
         try:
             batch = await asyncio.wait_for(ch.recv(), self.limits.hello_timeout)
         except (TimeoutError, ChannelClosed):
@@ -143,13 +161,23 @@ class CallServer:
         if hello is None:
             ch.close()
             return None
-        if not hmac.compare_digest(hello["token"].encode(), self.token.encode()):
-            denied: m.Denied = {"t": m.DENIED, "reason": "bad token"}
+        if hmac.compare_digest(hello["token"].encode(), self.token.encode()):
+            return hello, None
+        scope = self.scheduler.credentials.lookup(hello["token"])
+        reason = "bad token" if scope is None else None
+        if (
+            scope is not None
+            and hello["role"] == "container"
+            and hello["cid"] != scope.container_id
+        ):
+            reason = "the credential is another container's"
+        if reason is not None:
+            denied: m.Denied = {"t": m.DENIED, "reason": reason}
             ch.send(denied)
             await asyncio.sleep(0)
             ch.close()
             return None
-        return hello
+        return hello, scope
 
     async def _container(self, ch: Channel, cid: str) -> None:
         init = self.scheduler.container_hello(cid, ch)
@@ -200,6 +228,12 @@ class CallServer:
 
     def _client_frame(self, peer: Peer, batch: list[dict[str, Any]]) -> None:
         handlers = self.CLIENT_HANDLERS
+        scope = peer.scope
+        if scope is not None and not self.scheduler.credentials.live(scope):
+            # Its container is gone (the credential with it); something it left behind
+            # keeps nothing of its rights.
+            peer.ch.close()
+            raise ChannelClosed("the container's credential was revoked")
         for raw in batch:
             try:
                 msg = messages.check_client(raw)
@@ -207,10 +241,106 @@ class CallServer:
                 log.warning("client %s: %s", peer.client_id, exc)
                 _answer_bad(peer.ch, raw, exc)
                 continue
+            refused = None if scope is None else self._refusal(scope, msg)
+            if refused is not None:
+                self._refuse(peer, msg, refused)
+                continue
             try:
                 handlers[msg["t"]](self, peer, msg)
             except Exception:  # a bug here must not cut the client off
                 log.exception("client %s: a %r message failed", peer.client_id, msg["t"])
+
+    # -- what a scoped peer may send -------------------------------------------------------
+    # A container's SDK holds its container's credential, not the server token. It reaches
+    # its own environment and nothing else; each kind of client message, decided:
+    #   call, spawn  the function must be of its environment (and an input it re-attaches
+    #                to, a function's of its environment); with_options(secrets=...) may
+    #                name secrets of its environment only
+    #   get, cancel  the call must be of a function of its environment
+    #   lookup       in its environment only
+    #   obj          Dicts and Queues of its environment only
+    #   logs         of its own app only
+    #   lease        never: ephemeral apps belong to the command that made them
+    #   ping         always
+    def _refusal(self, scope: Scope, msg: Any) -> str | None:
+        """Why a scoped peer may not send `msg`, or None when it may."""
+        env, t = scope.environment, msg["t"]
+        if t in (m.CALL, m.SPAWN):
+            fdef = self.scheduler.functions.get(msg["fid"])
+            running = self.scheduler.inputs.get(msg["iid"])
+            if running is not None and running.function.environment != env:
+                return f"input {msg['iid']} is of another environment"
+            if fdef is not None and fdef.environment != env:
+                return f"function {fdef.tag!r} is in environment {fdef.environment!r}"
+            for secret in (msg["req"].get("options") or {}).get("secrets") or ():
+                named = secret.get("environment") if secret.get("kind") == "named" else None
+                if named is not None and named != env:
+                    return f"secret {secret.get('name')!r} is in environment {named!r}"
+        elif t in (m.GET, m.CANCEL):
+            other = self._call_environment(msg["call_id"])
+            if other is not None and other != env:
+                return f"call {msg['call_id']} is of environment {other!r}"
+        elif t == m.LOOKUP:
+            if msg["environment"] != env:
+                return f"a lookup in environment {msg['environment']!r}"
+        elif t == m.OBJ:
+            other = self.objects.environment_of(msg)
+            if other is not None and other != env:
+                return f"a Dict or Queue of environment {other!r}"
+        elif t == m.LOGS:
+            if msg["app_id"] != scope.app_id:
+                return f"the logs of app {msg['app_id']}, which is not its own"
+        elif t == m.LEASE:
+            return "holding an app (only the command that runs an app may)"
+        return None
+
+    def _call_environment(self, call_id: str) -> str | None:
+        """The environment of a call (running, or a spawned call's record); None when there
+        is no such call (answered as ever: not found, or nothing to cancel)."""
+        inp = self.scheduler.inputs.get(call_id)
+        if inp is not None:
+            return inp.function.environment
+        row = self.scheduler.store.get_call(call_id)
+        if row is None:
+            return None
+        app = self.apps.apps.get(row["app_id"])
+        if app is not None:
+            return str(app["environment"])
+        # An app no longer running: its record says; none at all refuses, not allows.
+        return self.scheduler.store.app_environment(row["app_id"]) or ""
+
+    def _refuse(self, peer: Peer, msg: Any, why: str) -> None:
+        """Tell a scoped peer what it may not do, where it waits for an answer."""
+        ch, scope = peer.ch, peer.scope
+        assert scope is not None
+        text = (
+            f"refused: {msg['t']} by container {scope.container_id}, whose credential reaches "
+            f"environment {scope.environment!r} only: {why}"
+        )
+        if (scope.container_id, msg["t"]) not in self._refusals_logged:
+            # Once per container and kind: a loop in user code must not flood the server log.
+            if len(self._refusals_logged) > 10_000:
+                self._refusals_logged.clear()
+            self._refusals_logged.add((scope.container_id, msg["t"]))
+            log.warning("%s", text)
+        error = error_payload(AuthError(text))
+        rid = msg.get("rid")
+        if rid is not None:
+            ch.send({"t": m.REPLY, "rid": rid, "ok": False, "error": error})
+        elif msg["t"] == m.CALL:
+            ch.send({"t": m.RES, "iid": msg["iid"], "ok": False, "payload": None, "error": error})
+        elif msg["t"] == m.LOGS:
+            # A subscription has no reply: the refusal comes as its one line.
+            line: m.Log = {
+                "t": m.LOG,
+                "app_id": msg["app_id"],
+                "function": "-",
+                "container": "-",
+                "stream": "system",
+                "line": text,
+                "ts": time.time(),
+            }
+            ch.send(line)
 
     # -- client messages, by kind ---------------------------------------------------------
     def _on_call(self, peer: Peer, msg: m.Call) -> None:

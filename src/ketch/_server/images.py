@@ -1,9 +1,9 @@
-"""The server's image builder: turns an image spec into a cached uv environment."""
+"""The server's image builder: turns an image spec into a cached uv environment, or (for
+steps that need one) a layered Debian root filesystem built by ketch._images."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import json
@@ -12,101 +12,47 @@ import shlex
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import uv
 
-from ketch.exception import Error, InvalidError
+from ketch._images import steps as rootfs_steps
+from ketch._images.process import TAIL_LINES, ImageBuildError, LogFn, run_streaming
+from ketch._images.rootfs import BaseSource, Op, RootfsBuilder, RootfsImage, rootfs_cache
+from ketch._images.steps import describe_call, describe_files, describe_step
+from ketch.exception import InvalidError
 from ketch.image import hash_build_spec, hash_file, hash_file_set, iter_local_files
 
 __all__ = ["BuiltImage", "ImageBuildError", "ImageBuilder", "mount_files"]
 
-_TAIL_LINES = 20
-_READ_CHUNK = 1 << 16
+_TAIL_LINES = TAIL_LINES
 _OK = ".ok"
 
-_UNSUPPORTED_STEPS = {
-    "run_commands": "Image.run_commands",
-    "apt_install": "Image.apt_install",
-}
+# A root-filesystem build needs these host tools; the Debian packages that have them.
+_ROOTFS_TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap", "unshare": "util-linux"}
 
-
-class ImageBuildError(Error):
-    """An image build step failed; names the step and carries the tail of its log."""
-
-    def __init__(self, step: str, log_tail: str, detail: str = "") -> None:
-        # All fields go through args so that the error survives pickling (cls(*args)).
-        super().__init__(step, log_tail, detail)
-        self.step = step
-        self.log_tail = log_tail
-        self.detail = detail
-
-    def __str__(self) -> str:
-        msg = f"image build failed at step {self.step}"
-        if self.detail:
-            msg += f": {self.detail}"
-        if self.log_tail:
-            msg += f"\n--- last lines of its log ---\n{self.log_tail}"
-        return msg
+_describe_call = describe_call
+_describe_step = describe_step
+_describe_files = describe_files
 
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """A ready image environment: its interpreter, env vars, workdir and root directory."""
+    """A ready image environment: its interpreter, env vars, workdir and root directory.
+
+    For a root-filesystem image `rootfs` holds its layers and configuration; `python` is
+    then the interpreter's path inside the image and `root` its top layer's directory.
+    """
 
     hash: str
     python: Path
     env: dict[str, str]
     workdir: str | None
     root: Path
-
-
-LogFn = Callable[[str], None]
-
-
-def _describe_call(name: str, args: Iterable[object], kwargs: Mapping[str, object]) -> str:
-    # json.dumps gives double-quoted strings, which read like the user's own source.
-    parts = [json.dumps(a) for a in args]
-    parts += [f"{k}={json.dumps(v)}" for k, v in kwargs.items()]
-    return f"{name}({', '.join(parts)})"
-
-
-def _describe_step(step: Mapping[str, Any]) -> str:
-    kind = str(step.get("type"))
-    if kind in ("pip_install", "uv_pip_install"):
-        kwargs: dict[str, object] = {}
-        if step.get("requirements"):
-            kwargs["requirements"] = [r["path"] for r in step["requirements"]]
-        for key in ("index_url", "extra_index_url", "find_links"):
-            if step.get(key):
-                kwargs[key] = step[key]
-        if step.get("pre"):
-            kwargs["pre"] = True
-        if step.get("extra_options"):
-            kwargs["extra_options"] = step["extra_options"]
-        return _describe_call(kind, step.get("packages", []), kwargs)
-    if kind == "run_commands":
-        return _describe_call(kind, step.get("commands", []), {})
-    if kind == "apt_install":
-        return _describe_call(kind, step.get("packages", []), {})
-    if kind == "env":
-        return _describe_call(kind, [step.get("vars", {})], {})
-    if kind == "workdir":
-        return _describe_call(kind, [step.get("path")], {})
-    return kind
-
-
-def _describe_files(entry: Mapping[str, Any]) -> str:
-    name = "add_local_dir" if entry["kind"] == "dir" else "add_local_file"
-    if entry.get("python_module"):
-        name = "add_local_python_source"
-        return _describe_call(name, [entry["python_module"]], {"copy": entry["copy"]})
-    return _describe_call(
-        name, [entry["local_path"], entry["remote_path"]], {"copy": entry["copy"]}
-    )
+    rootfs: RootfsImage | None = None
 
 
 def _dest_for(files_root: Path, remote_path: str) -> Path:
@@ -212,14 +158,25 @@ class _Broadcast:
 
 
 class ImageBuilder:
-    """Builds image specs into uv virtual environments cached under `cache_dir/<hash>`."""
+    """Builds image specs: as uv virtual environments cached under `cache_dir/<hash>`, or,
+    when a step needs a root filesystem (apt_install, run_commands, Dockerfile steps), as
+    Debian layers in the root-filesystem cache (see ketch._images.rootfs)."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        rootfs_dir: Path | None = None,
+        bases: Mapping[str, rootfs_steps.BaseFactory] | None = None,
+    ) -> None:
         # ketch's own runtime is not installed into images: containers get it on their
         # PYTHONPATH (see runtime_dist), so an image stays valid across ketch upgrades.
         self.cache_dir = Path(cache_dir)
         self._uv = str(uv.find_uv_bin())
         self._inflight: dict[str, tuple[asyncio.Task[BuiltImage], _Broadcast]] = {}
+        # The cache directory is <KETCH_HOME>/images, so its parent is the home.
+        self.rootfs = RootfsBuilder(rootfs_dir or rootfs_cache(self.cache_dir.parent), self._uv)
+        # Step type -> the base it starts from: the hook for images from a registry.
+        self.bases: dict[str, rootfs_steps.BaseFactory] = dict(bases or {})
 
     async def build(self, spec: Mapping[str, Any], log: LogFn) -> BuiltImage:
         """Return the built image for `spec`, building it first unless it is already cached.
@@ -229,14 +186,21 @@ class ImageBuilder:
         """
         self._check_supported(spec)
         image_hash = hash_build_spec(spec)
+        rootfs = rootfs_steps.needs_rootfs(spec)
         root = self.cache_dir / image_hash
-        if (root / _OK).is_file():
+        if not rootfs and (root / _OK).is_file():
             return self._built(image_hash, root, spec)
 
         inflight = self._inflight.get(image_hash)
         if inflight is None:
             broadcast = _Broadcast()
-            task = asyncio.create_task(self._build_once(image_hash, spec, broadcast))
+            if rootfs:
+                # Checked before any log line, so a refused image reports only its refusal.
+                base, ops = rootfs_steps.plan(spec, self.bases)
+                build = self._build_rootfs(image_hash, base, ops, broadcast)
+            else:
+                build = self._build_once(image_hash, spec, broadcast)
+            task = asyncio.create_task(build)
             inflight = (task, broadcast)
             self._inflight[image_hash] = inflight
             task.add_done_callback(lambda t: self._forget(image_hash, t))
@@ -249,6 +213,23 @@ class ImageBuilder:
             with contextlib.suppress(ValueError):
                 broadcast.listeners.remove(log)
 
+    async def _build_rootfs(
+        self,
+        image_hash: str,
+        base: BaseSource,
+        ops: list[Op],
+        log: LogFn,
+    ) -> BuiltImage:
+        image = await self.rootfs.build(base, ops, log)
+        return BuiltImage(
+            hash=image_hash,
+            python=Path(image.python),
+            env=image.env,
+            workdir=image.workdir,
+            root=image.layer_dirs[-1],
+            rootfs=image,
+        )
+
     def _forget(self, image_hash: str, task: asyncio.Task[BuiltImage]) -> None:
         current = self._inflight.get(image_hash)
         if current is not None and current[0] is task:
@@ -257,19 +238,28 @@ class ImageBuilder:
             # Marks the exception as retrieved when every waiter was cancelled.
             task.exception()
 
-    @staticmethod
-    def _check_supported(spec: Mapping[str, Any]) -> None:
+    def _check_supported(self, spec: Mapping[str, Any]) -> None:
+        known = {"pip_install", "uv_pip_install", "env", "workdir", *rootfs_steps.ROOTFS_STEPS}
         for step in spec.get("steps", []):
             kind = step.get("type")
-            if kind in _UNSUPPORTED_STEPS:
-                raise InvalidError(
-                    f"{_UNSUPPORTED_STEPS[kind]} is not supported by the local builder yet: it "
-                    "needs a root filesystem of its own, which this builder does not make. "
-                    f"Refusing step {_describe_step(step)} rather than skipping it; install "
-                    "Python packages with pip_install/uv_pip_install instead."
-                )
-            if kind not in ("pip_install", "uv_pip_install", "env", "workdir"):
+            if kind not in known:
                 raise InvalidError(f"unknown image step type {kind!r}")
+        if not rootfs_steps.needs_rootfs(spec):
+            return
+        step = next(s for s in spec["steps"] if s["type"] in rootfs_steps.ROOTFS_STEPS)
+        missing = [pkg for tool, pkg in _ROOTFS_TOOLS.items() if shutil.which(tool) is None]
+        if missing:
+            raise InvalidError(
+                f"{_describe_step(step)} needs a root filesystem, which this server builds "
+                f"with tools it lacks; install them (apt-get install {' '.join(missing)}) "
+                "and restart the server"
+            )
+        if os.geteuid() != 0:
+            raise InvalidError(
+                f"{_describe_step(step)} needs a root filesystem, which only a server "
+                "running as root can build (it mounts overlay layers); run the server as "
+                "root or use pip_install/uv_pip_install instead"
+            )
 
     def _built(self, image_hash: str, root: Path, spec: Mapping[str, Any]) -> BuiltImage:
         env: dict[str, str] = {}
@@ -292,6 +282,7 @@ class ImageBuilder:
         if (root / _OK).is_file():
             return self._built(image_hash, root, spec)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        log(f"==> venv image {image_hash[:12]}: a uv environment on this machine's Python")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{image_hash[:16]}-", dir=self.cache_dir))
         # mkdtemp makes the directory private; containers may run under another user.
         os.chmod(tmp, 0o755)
@@ -340,7 +331,9 @@ class ImageBuilder:
         shutil.rmtree(scratch, ignore_errors=True)
 
     def _pip_command(self, python: Path, step: Mapping[str, Any], scratch: Path) -> list[str]:
-        cmd = [self._uv, "pip", "install", "--python", str(python)]
+        # Bytecode now: sandboxed containers see the environment read-only and would
+        # otherwise compile what they import at every start.
+        cmd = [self._uv, "pip", "install", "--compile-bytecode", "--python", str(python)]
         if step.get("index_url"):
             cmd += ["--index-url", step["index_url"]]
         if step.get("extra_index_url"):
@@ -388,40 +381,4 @@ class ImageBuilder:
     async def _run(self, cmd: list[str], description: str, log: LogFn) -> None:
         """Run one build command, streaming its output lines to `log` as they come."""
         log(f"==> {description}")
-        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-
-        def emit(raw: bytes) -> None:
-            line = raw.decode("utf-8", errors="replace").rstrip("\r")
-            tail.append(line)
-            log(line)
-
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self._subprocess_env(),
-                cwd=self.cache_dir,
-            )
-        except OSError as exc:
-            raise ImageBuildError(description, "", f"cannot run {cmd[0]}: {exc}") from exc
-        assert proc.stdout is not None
-        try:
-            pending = b""
-            while chunk := await proc.stdout.read(_READ_CHUNK):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    emit(raw)
-            if pending:
-                emit(pending)
-            returncode = await proc.wait()
-        except BaseException:
-            # Cancelled or failed while streaming: do not leave the tool running.
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            raise
-        if returncode != 0:
-            raise ImageBuildError(description, "\n".join(tail), f"exit status {returncode}")
+        await run_streaming(cmd, description, log, env=self._subprocess_env(), cwd=self.cache_dir)

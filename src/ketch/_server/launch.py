@@ -6,11 +6,13 @@ tested without a scheduler."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ketch._backends.base import ContainerSpec, ForkSpec
+from ketch._backends.sandbox import SandboxSpec, gpu_devices
 from ketch._server.model import FunctionDef
 from ketch._utils.protocol import messages as m
 from ketch._utils.protocol.spec import ServerWeb
@@ -52,6 +54,7 @@ def container_spec(
     volumes: dict[str, str],
     params: bytes | None,
     runtime_web: str,
+    sandbox: SandboxSpec | None = None,
 ) -> ContainerSpec:
     """What the backend starts: the image's Python in the function's directory, with the
     function's limits, GPUs, network and volumes."""
@@ -71,7 +74,67 @@ def container_spec(
         isolate_network=isinstance(fdef.spec.web, ServerWeb),
         volumes=volumes,
         fork=fork_spec(fdef, params, runtime_web),
+        sandbox=sandbox,
     )
+
+
+def web_socket_dir(sockets_dir: Path, fdef: FunctionDef) -> Path:
+    """Where the containers of one function put their web servers' sockets: a directory of
+    their own, so that a sandbox shows a container its own function's sockets only."""
+    digest = hashlib.sha256(fork_group(fdef).encode()).hexdigest()[:10]
+    return sockets_dir / f"w-{digest}"  # short: a socket's path has at most 107 bytes
+
+
+def sandbox_spec(
+    fdef: FunctionDef,
+    *,
+    hide: Iterable[Path],
+    call_socket: Path | None,
+    runtime_paths: Iterable[str],
+    web_dir: Path,
+    volumes: Mapping[str, str],
+    gpus: tuple[int, ...],
+) -> SandboxSpec:
+    """What a container of `fdef` sees of the server's files (SPEC I3): its image, its app's
+    source and files, the ketch runtime, its volumes, its function's socket directory and
+    the server's call socket; nothing else of the state directory."""
+    shown = [str(fdef.image.root), *runtime_paths]
+    shown += [p for p in (fdef.source_dir, fdef.files_dir) if p]
+    read_only = [(p, p) for p in dict.fromkeys(shown) if Path(p).exists()]
+    # Files the image put at absolute paths (add_local_file(..., "/assets/x")), at them.
+    for top in (fdef.image.root / "files", _mount_root(fdef)):
+        if top is not None and top.is_dir():
+            read_only += _placed(top, Path("/"))
+    read_write = [(host, inside) for inside, host in volumes.items()]
+    read_write.append((str(web_dir), str(web_dir)))
+    if call_socket is not None:
+        read_write.append((str(call_socket), str(call_socket)))
+    return SandboxSpec(
+        hide=tuple(str(p) for p in hide),
+        read_only=tuple(read_only),
+        read_write=tuple(read_write),
+        devices=gpu_devices(tuple(str(i) for i in gpus)),
+    )
+
+
+def _mount_root(fdef: FunctionDef) -> Path | None:
+    return Path(fdef.files_dir) if fdef.files_dir else None
+
+
+def _placed(tree: Path, at: Path) -> list[tuple[str, str]]:
+    """Binds that put the files under `tree` at the same paths under `at`: a path the host
+    lacks is bound whole, a directory the host has is entered (its other entries stay the
+    host's), a file the host has is bound over."""
+    out: list[tuple[str, str]] = []
+    for entry in sorted(tree.iterdir()):
+        if entry.name.startswith("."):
+            continue  # the builder's own markers (.ok)
+        target = at / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir():
+            out += _placed(entry, target)
+        else:
+            out.append((str(entry), str(target)))
+    return out
 
 
 def fork_spec(fdef: FunctionDef, params: bytes | None, runtime_web: str) -> ForkSpec:

@@ -7,7 +7,9 @@ operator's stop, and the input deadlines whose passing cancels an input or kills
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ketch._server import launch, status_views
@@ -116,15 +118,32 @@ class Lifecycle:
             self.startup_failed(c, error_payload(exc))
             self.forget(c)
             return
+        # Its own credential, never the server token: user code runs in there (SPEC I4).
+        credential = s.credentials.issue(cid, fdef.app_id, fdef.environment)
         env.update(
             launch.runtime_env(
-                fdef, cid, call_addr=s.call_addr, token=s.token, runtime_core=s.runtime_core
+                fdef, cid, call_addr=s.call_addr, token=credential, runtime_core=s.runtime_core
             )
         )
         gpu_env, note = s.gpus.env(c.gpus)
         if note is not None:
             s.event(c, note)
         env.update(gpu_env)
+        web_dir = launch.web_socket_dir(s.sockets_dir, fdef)
+        # Unmade (a sockets directory gone), the container fails to start, saying where.
+        with contextlib.suppress(OSError):
+            web_dir.mkdir(mode=0o700, exist_ok=True)
+        call_socket = Path(s.call_addr[5:]) if s.call_addr.startswith("unix:") else None
+        sandbox = launch.sandbox_spec(
+            fdef,
+            # The state directory (the store's) and the sockets: nothing of them shows.
+            hide=tuple(p for p in (s.store and s.store.path.parent, s.sockets_dir) if p),
+            call_socket=call_socket,
+            runtime_paths=(s.runtime_core, s.runtime_web),
+            web_dir=web_dir,
+            volumes=volumes,
+            gpus=c.gpus,
+        )
         spec = launch.container_spec(
             fdef,
             cid,
@@ -133,6 +152,7 @@ class Lifecycle:
             volumes=volumes,
             params=c.pool.params,
             runtime_web=s.runtime_web,
+            sandbox=sandbox,
         )
 
         def sink(stream: str, line: str) -> None:
@@ -171,7 +191,7 @@ class Lifecycle:
             fdef,
             c.pool.params,
             runtime_web=s.runtime_web,
-            web_socket=str(s.sockets_dir / f"{cid}.sock"),
+            web_socket=str(launch.web_socket_dir(s.sockets_dir, fdef) / f"{cid}.sock"),
             web_urls=launch.app_web_urls(fdef, s.functions.values()),
         )
 
@@ -243,6 +263,7 @@ class Lifecycle:
         if c.web_addr is not None and s.on_container_gone is not None:
             s.on_container_gone(c.web_addr)
         c.state = "dead"
+        s.credentials.revoke(c.cid)
         c.pool.containers.pop(c.cid, None)
         s.containers.pop(c.cid, None)
         if c.gpus:

@@ -34,6 +34,9 @@ class FunctionDef:
     # Cls.with_options(secrets=[...]) of a pool: inline values, and named secrets to resolve.
     override_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[NamedSecret, ...] = ()
+    # Where the image's copy=False files are laid out by their remote paths (all of them;
+    # `mount_dir` is their /root part, which is importable).
+    files_dir: str | None = None
 
     @functools.cached_property
     def container_wire(self) -> dict[str, Any]:

@@ -180,6 +180,16 @@ class ObjectServer:
             raise InvalidError(f"{oid!r} is a {KINDS[o.kind][0]}, not a {KINDS[kind][0]}")
         return o
 
+    def environment_of(self, msg: Mapping[str, Any]) -> str | None:
+        """The environment a request reaches: its object's, or the one it names; None when
+        it reaches none (an unknown object, answered as ever; an abort)."""
+        oid = msg.get("object_id")
+        if oid:
+            o = self.live.get(str(oid))
+            return None if o is None else o.environment
+        env = msg.get("environment")
+        return None if env is None else str(env)
+
     def open(
         self,
         kind: str,

@@ -9,6 +9,7 @@ network, and the versions match the server's exactly.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import importlib.metadata as md
 import os
@@ -105,6 +106,9 @@ def install(home: Path) -> tuple[Path, Path]:
             shutil.copyfile(p, target)
         _copy_dists(core_dists, tmp / "core")
         _copy_dists(web_dists, tmp / "web")
+        # Compiled now: sandboxed containers see this directory read-only, so a module
+        # without its .pyc would be compiled again at every cold start.
+        compileall.compile_dir(tmp, quiet=1, workers=0)
         (tmp / ".ok").touch()
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from ketch._backends.base import Backend
 from ketch._server import launch, status_views
 from ketch._server.clock import Clock, SystemClock
+from ketch._server.credentials import CredentialStore
 from ketch._server.delivery import Delivery
 from ketch._server.errors import error_payload
 from ketch._server.gpu_alloc import GpuAllocator
@@ -78,6 +79,8 @@ class Scheduler:
         self.logs = logs
         self.call_addr = call_addr
         self.token = token
+        # Each container's own credential, in place of the token (SPEC I4).
+        self.credentials = CredentialStore()
         self.result_ttl = result_ttl
         self.secret_env = secret_env
         self.stop_grace = stop_grace

@@ -179,6 +179,13 @@ class Store:
         ).fetchone()
         return _app_row(row)
 
+    def app_environment(self, app_id: str) -> str | None:
+        """The environment of an app, in whatever state it is."""
+        row = self._db.execute(
+            "SELECT environment FROM apps WHERE app_id = ?", (app_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def save_app_version(
         self, app_id: str, name: str, environment: str, state: str, spec: dict[str, Any]
     ) -> int:

@@ -1,4 +1,7 @@
-"""The management API's access check: the server's token as a Bearer header."""
+"""The management API's access check: the server's token as a Bearer header.
+
+A container's credential (SPEC I4) is refused everywhere (403) but on the volume routes,
+which the SDK inside a container uses for the volumes of its own environment."""
 
 from __future__ import annotations
 
@@ -10,10 +13,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ketch._server.credentials import Scope
+
 if TYPE_CHECKING:
     from ketch._server.main import Server
 
 _DENIED = "missing or wrong server token"
+_CONTAINER_DENIED = "a container's credential cannot use this route: it needs the server token"
+# The routes a container's credential may use, each held to the credential's environment.
+CONTAINER_PREFIX = "/v1/volumes"
 # In the OpenAPI document as a security scheme, so that generated clients send it.
 _BEARER = HTTPBearer(
     auto_error=False,
@@ -27,14 +35,23 @@ def token_ok(server: Server, authorization: str | bytes) -> bool:
 
     Compared as bytes: the header may hold any octets (a str of them, decoded as latin-1),
     and `hmac.compare_digest` refuses non-ASCII text rather than saying no."""
+    # Constant time: the token is the only thing between a local user and the API.
+    return hmac.compare_digest(_bearer(authorization), server.token.encode())
+
+
+def credential_scope(server: Server, authorization: str | bytes) -> Scope | None:
+    """The scope of the container credential an Authorization header carries, if any."""
+    scheduler = getattr(server, "scheduler", None)  # None until the server runs
+    return None if scheduler is None else scheduler.credentials.lookup(_bearer(authorization))
+
+
+def _bearer(authorization: str | bytes) -> bytes:
     raw = (
         authorization
         if isinstance(authorization, bytes)
         else authorization.encode("latin-1", "replace")
     )
-    given = raw.strip().removeprefix(b"Bearer ").strip()
-    # Constant time: the token is the only thing between a local user and the API.
-    return hmac.compare_digest(given, server.token.encode())
+    return raw.strip().removeprefix(b"Bearer ").strip()
 
 
 class TokenAuth:
@@ -57,6 +74,36 @@ def token_auth(server: Server) -> TokenAuth:
     return TokenAuth(server)
 
 
+class CallerAuth:
+    """A FastAPI dependency for the routes a container may use too: None for the server
+    token, the scope of a live container credential, 401 for anything else. The route
+    then holds a scope to its environment (`check_environment`)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def __call__(
+        self, request: Request, _: HTTPAuthorizationCredentials | None = Depends(_BEARER)
+    ) -> Scope | None:
+        header = request.headers.get("authorization", "")
+        if token_ok(self.server, header):
+            return None
+        scope = credential_scope(self.server, header)
+        if scope is None:
+            raise HTTPException(401, _DENIED, headers={"WWW-Authenticate": "Bearer"})
+        return scope
+
+
+def check_environment(caller: Scope | None, environment: str) -> None:
+    """403 unless the caller (None: the server token) may reach `environment`."""
+    if caller is not None and caller.environment != environment:
+        message = (
+            f"container {caller.container_id}'s credential reaches environment "
+            f"{caller.environment!r} only, not {environment!r}"
+        )
+        raise HTTPException(403, {"type": "AuthError", "message": message})
+
+
 ASGIApp = Callable[..., Any]
 
 
@@ -76,18 +123,24 @@ class TokenGuard:
         if scope["type"] == "http" and self.protected(scope):
             value = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
             if not token_ok(self.server, value):
-                body = json.dumps({"detail": _DENIED}).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b"Bearer"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
+                container = credential_scope(self.server, value) is not None
+                if not (container and _container_route(scope.get("path", ""))):
+                    await _refuse(send, 403 if container else 401)
+                    return
         await self.app(scope, receive, send)
+
+
+def _container_route(path: str) -> bool:
+    return path == CONTAINER_PREFIX or path.startswith(CONTAINER_PREFIX + "/")
+
+
+async def _refuse(send: ASGIApp, status: int) -> None:
+    body = json.dumps({"detail": _DENIED if status == 401 else _CONTAINER_DENIED}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

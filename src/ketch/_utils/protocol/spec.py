@@ -193,8 +193,26 @@ class AptInstallStep(Contract):
     packages: list[NonEmptyText]
 
 
+class DockerfileCommandsStep(Contract):
+    """Dockerfile lines (Image.dockerfile_commands / from_dockerfile); COPY sources are read
+    from `context_dir` and hashed into `context_sha256` when the image is defined."""
+
+    type: Literal["dockerfile_commands"]
+    commands: list[Text]
+    context_dir: NonEmptyText | None = None
+    context_sha256: Sha256 | None = None
+    build_args: dict[Annotated[str, StringConstraints(pattern=_IDENT)], Text] = {}
+    dockerfile: NonEmptyText | None = None
+
+
 ImageStep = Annotated[
-    PipInstallStep | UvPipInstallStep | EnvStep | WorkdirStep | RunCommandsStep | AptInstallStep,
+    PipInstallStep
+    | UvPipInstallStep
+    | EnvStep
+    | WorkdirStep
+    | RunCommandsStep
+    | AptInstallStep
+    | DockerfileCommandsStep,
     Field(discriminator="type"),
 ]
 

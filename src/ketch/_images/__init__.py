@@ -1,0 +1,1 @@
+"""Root-filesystem images: the Dockerfile language, build contexts and the layered builder."""

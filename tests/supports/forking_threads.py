@@ -3,7 +3,6 @@ must start as plain processes (tests/integration/test_fork_server.py)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any

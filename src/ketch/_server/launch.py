@@ -89,7 +89,7 @@ def sandbox_spec(
     fdef: FunctionDef,
     *,
     hide: Iterable[Path],
-    call_socket: Path | None,
+    sockets: Iterable[Path],
     runtime_paths: Iterable[str],
     web_dir: Path,
     volumes: Mapping[str, str],
@@ -97,7 +97,7 @@ def sandbox_spec(
 ) -> SandboxSpec:
     """What a container of `fdef` sees of the server's files (SPEC I3): its image, its app's
     source and files, the ketch runtime, its volumes, its function's socket directory and
-    the server's call socket; nothing else of the state directory."""
+    the server's sockets; nothing else of the state directory."""
     shown = [str(fdef.image.root), *runtime_paths]
     shown += [p for p in (fdef.source_dir, fdef.files_dir) if p]
     read_only = [(p, p) for p in dict.fromkeys(shown) if Path(p).exists()]
@@ -107,8 +107,8 @@ def sandbox_spec(
             read_only += _placed(top, Path("/"))
     read_write = [(host, inside) for inside, host in volumes.items()]
     read_write.append((str(web_dir), str(web_dir)))
-    if call_socket is not None:
-        read_write.append((str(call_socket), str(call_socket)))
+    # The server's call socket, and its API socket (the SDK's volume calls go there).
+    read_write += [(str(p), str(p)) for p in sockets if p.exists()]
     return SandboxSpec(
         hide=tuple(str(p) for p in hide),
         read_only=tuple(read_only),

@@ -133,12 +133,13 @@ class Lifecycle:
         # Unmade (a sockets directory gone), the container fails to start, saying where.
         with contextlib.suppress(OSError):
             web_dir.mkdir(mode=0o700, exist_ok=True)
-        call_socket = Path(s.call_addr[5:]) if s.call_addr.startswith("unix:") else None
+        sockets = [Path(s.call_addr[5:])] if s.call_addr.startswith("unix:") else []
+        sockets.append(s.sockets_dir / "api.sock")
         sandbox = launch.sandbox_spec(
             fdef,
             # The state directory (the store's) and the sockets: nothing of them shows.
             hide=tuple(p for p in (s.store and s.store.path.parent, s.sockets_dir) if p),
-            call_socket=call_socket,
+            sockets=sockets,
             runtime_paths=(s.runtime_core, s.runtime_web),
             web_dir=web_dir,
             volumes=volumes,

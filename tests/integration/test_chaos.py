@@ -30,10 +30,11 @@ from cli_support import ketch, ok, write
 
 import ketch as ketch_sdk
 from ketch._client.client import Client
-from supports import chaos_app
+from supports import chaos_app, ident
 from supports.web_helpers import api, containers, wait_for
 
-Entry = tuple[str, int, int]  # ("start" | "end", input number, pid)
+# ("start" | "end", input number, the process that ran it: a `supports.ident` identity)
+Entry = tuple[str, int, str]
 
 
 def _journal(path: Path) -> list[Entry]:
@@ -41,8 +42,8 @@ def _journal(path: Path) -> list[Entry]:
         return []
     entries = []
     for line in path.read_text().splitlines():
-        word, i, pid = line.split()
-        entries.append((word, int(i), int(pid)))
+        word, i, who = line.split()
+        entries.append((word, int(i), who))
     return entries
 
 
@@ -50,13 +51,10 @@ def _count(entries: Iterable[Entry], word: str) -> collections.Counter[int]:
     return collections.Counter(i for w, i, _ in entries if w == word)
 
 
-def _gone(pid: int) -> bool:
-    """True once `pid` has exited (a zombie nobody has reaped yet counts as exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+def _gone(who: str) -> bool:
+    """True once the process `who` (an identity from the journal) has exited (a zombie
+    nobody has reaped yet counts as exited)."""
+    return not ident.alive(who)
 
 
 def _close_clients() -> None:
@@ -128,7 +126,10 @@ def test_kill9_with_1000_spawned_calls_in_flight(fresh_server: Any, tmp_path: Pa
     assert [value for value, _ in results] == [3 * i for i in range(N_CALLS)]
     # Each result is the one its call stored: from the first server's container for the
     # calls that had finished, from a new one for the others.
-    assert all((pid in pids) == (i in done_before) for i, (_, pid) in enumerate(results))
+    misplaced = [
+        (i, who) for i, (_, who) in enumerate(results) if (who in pids) != (i in done_before)
+    ]
+    assert not misplaced, (sorted(pids), misplaced[:10])
     # Asking again gives the same answer.
     assert ketch_sdk.FunctionCall.from_id(calls[-1].object_id).get(timeout=30) == results[-1]
 
@@ -221,8 +222,8 @@ def test_container_sigkill_with_inputs_in_flight(server: Any, tmp_path: Path) ->
             timeout=90,
             what="20 inputs to start",
         )
-        (victim,) = {pid for _, _, pid in started}  # all in the pool's one container
-        os.kill(victim, signal.SIGKILL)
+        (victim,) = {who for _, _, who in started}  # all in the pool's one container
+        os.kill(ident.host_pid(victim), signal.SIGKILL)
         wait_for(lambda: _gone(victim), timeout=30, what="the container to die")
         gate.touch()  # only now: the killed container could not have finished anything
         for t in callers:

@@ -56,12 +56,16 @@ def test_the_hosts_processes_are_out_of_sight(fresh_server: Any) -> None:
 
 
 def test_tmp_is_the_containers_own(fresh_server: Any) -> None:
-    with sandboxed.app.run(show_logs=False):
-        mine = sandboxed.write_tmp.remote("from-writer")
-        theirs = sandboxed.list_tmp.remote()
-    assert "from-writer" in mine
-    assert "from-writer" not in theirs
-    assert not Path("/tmp/from-writer").exists()
+    name = f"from-writer-{uuid.uuid4().hex[:8]}"
+    try:
+        with sandboxed.app.run(show_logs=False):
+            mine = sandboxed.write_tmp.remote(name)
+            theirs = sandboxed.list_tmp.remote()
+        assert name in mine
+        assert name not in theirs
+        assert not Path("/tmp", name).exists()
+    finally:
+        Path("/tmp", name).unlink(missing_ok=True)  # what an unsandboxed container would leave
 
 
 def test_the_image_cannot_be_changed(fresh_server: Any) -> None:

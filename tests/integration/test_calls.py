@@ -11,6 +11,7 @@ import pytest
 
 from ketch._client.client import Client
 from ketch.exception import InvalidError
+from supports import ident
 from supports.calls import (
     Point,
     app,
@@ -45,11 +46,11 @@ def test_remote_sync_and_async_with_cloudpickled_values(server: object, running:
     out = describe.remote(1, "two", [3.0], key={"nested": (4, None)})
     assert out["args"] == (1, "two", [3.0])
     assert out["kwargs"] == {"key": {"nested": (4, None)}}
-    assert out["pid"] != os.getpid()
+    assert out["pid"] != ident.me()
 
     aout = async_describe.remote(b"raw", flag=True)
     assert aout["args"] == (b"raw",) and aout["kwargs"] == {"flag": True}
-    assert aout["async"] is True and aout["pid"] != os.getpid()
+    assert aout["async"] is True and aout["pid"] != ident.me()
 
     # A lambda cannot be pickled by plain pickle: it only travels because of cloudpickle.
     offset = 17
@@ -87,7 +88,7 @@ def test_running_app_survives_a_client_reset(server: object) -> None:
 @pytest.mark.spec("B2")
 def test_local_runs_in_this_process() -> None:
     out = describe.local(5, k="v")
-    assert out == {"args": (5,), "kwargs": {"k": "v"}, "pid": os.getpid()}
+    assert out == {"args": (5,), "kwargs": {"k": "v"}, "pid": ident.me()}
     assert list(count_to.local(3)) == [0, 1, 2]
 
 

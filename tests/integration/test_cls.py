@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from ketch.exception import InvalidError
+from supports import ident
+from supports.ident import file_name
 from supports.models import Model, app
 
 
@@ -39,7 +40,7 @@ def test_parameters_enter_pools_and_exit(server: object, tmp_path: Path) -> None
         # Other parameters: a pool (so a container) of their own.
         assert b["pid"] != a1["pid"]
         assert b["enter_calls"] == 1 and b["served"] == 1
-        assert a1["pid"] != os.getpid()
+        assert a1["pid"] != ident.me()
 
         # Defaults fill in what the caller leaves out.
         d = Model().predict.remote(0)
@@ -52,11 +53,11 @@ def test_parameters_enter_pools_and_exit(server: object, tmp_path: Path) -> None
             Model(name="g").stream.remote(3)
 
         enters = sorted(p.name for p in tmp_path.glob("enter-*"))
-        assert enters == sorted([f"enter-{a1['pid']}", f"enter-{b['pid']}"])
+        assert enters == sorted([f"enter-{file_name(a1['pid'])}", f"enter-{file_name(b['pid'])}"])
         assert not list(tmp_path.glob("exit-*"))
 
     # Stopping the app stops its containers, and each runs its @exit hook on the way out.
-    exits = {f"exit-{a1['pid']}": "a:2", f"exit-{b['pid']}": "b:1"}
+    exits = {f"exit-{file_name(a1['pid'])}": "a:2", f"exit-{file_name(b['pid'])}": "b:1"}
     # Written, not just created: the hook may be between opening the file and writing it.
     assert _wait_for(
         lambda: all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in exits)
@@ -101,9 +102,9 @@ def test_local_method_runs_enter_first(tmp_path: Path) -> None:
     m = Model(name="here", size=3, outdir=str(tmp_path))
     first = m.predict.local(1)
     second = m.predict.local(2)
-    assert first["pid"] == os.getpid()
+    assert first["pid"] == ident.me()
     assert (first["name"], first["size"], first["enter_calls"]) == ("here", 3, 1)
     # @enter ran once, before the first call, for this instance.
     assert (second["enter_calls"], second["served"]) == (1, 2)
-    assert (tmp_path / f"enter-{os.getpid()}").read_text() == "here"
+    assert (tmp_path / f"enter-{file_name(ident.me())}").read_text() == "here"
     assert list(m.stream.local(2)) == ["here-0", "here-1"]

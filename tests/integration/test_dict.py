@@ -32,7 +32,7 @@ def test_eight_containers_compare_and_set_to_exactly_1600(shared_app: None) -> N
     gate = k.Queue.from_name(gate_name, create_if_missing=True).hydrate()
     calls = [increment.spawn(d.name, gate_name, 200) for _ in range(8)]
     # Open the gate only once all eight inputs are running: they count concurrently.
-    arrived: list[int] = []
+    arrived: list[str] = []  # the writers, by `supports.ident`
     while len(arrived) < 8:
         arrived += gate.get_many(8, timeout=90, partition="arrived")
     gate.put_many(["go"] * 8, partition="go")

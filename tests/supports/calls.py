@@ -3,12 +3,12 @@
 import asyncio
 import dataclasses
 import hashlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("ketch-calls")
 
@@ -23,13 +23,13 @@ class Point:
 
 @app.function(max_containers=1)
 def describe(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {"args": args, "kwargs": kwargs, "pid": os.getpid()}
+    return {"args": args, "kwargs": kwargs, "pid": ident.me()}
 
 
 @app.function(max_containers=1)
 async def async_describe(*args: Any, **kwargs: Any) -> dict[str, Any]:
     await asyncio.sleep(0)
-    return {"args": args, "kwargs": kwargs, "pid": os.getpid(), "async": True}
+    return {"args": args, "kwargs": kwargs, "pid": ident.me(), "async": True}
 
 
 @app.function(max_containers=1)

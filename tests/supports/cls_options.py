@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import ketch
+from supports import ident
 
 app = ketch.App("cls-options")
 
@@ -24,16 +25,16 @@ class Probe:
     @ketch.method()
     def info(self) -> dict[str, object]:
         return {
-            "pid": os.getpid(),
+            "pid": ident.me(),  # by `supports.ident`: a sandboxed pid is not unique
             "secret": os.environ.get("OPT_SECRET"),
             "memory_limit": _memory_limit(),
         }
 
     @ketch.method()
-    def span(self, seconds: float) -> tuple[int, float, float]:
+    def span(self, seconds: float) -> tuple[str, float, float]:
         start = time.time()
         time.sleep(seconds)
-        return os.getpid(), start, time.time()
+        return ident.me(), start, time.time()
 
 
 @app.cls()

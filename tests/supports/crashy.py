@@ -4,6 +4,7 @@ import os
 import signal
 
 import ketch
+from supports import ident
 
 app = ketch.App("crashy")
 
@@ -12,11 +13,11 @@ app = ketch.App("crashy")
 def die_once(marker: str, how: str) -> str:
     if not os.path.exists(marker):
         with open(marker, "w") as fh:
-            fh.write(str(os.getpid()))
+            fh.write(ident.me())  # which process died (a sandboxed pid is not unique)
         if how == "exit":
             os._exit(1)
         os.kill(os.getpid(), signal.SIGKILL)
-    return f"survived in {os.getpid()}"
+    return f"survived in {ident.me()}"
 
 
 @app.function()

@@ -1,11 +1,11 @@
 """An app the tests deploy, then reach by name from other processes."""
 
 import asyncio
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("ketch-deployed-calls")
 
@@ -35,7 +35,7 @@ class Greeter:
 
     @ketch.enter()
     def start(self) -> None:
-        self.pid = os.getpid()
+        self.pid = ident.me()  # by `supports.ident`: a sandboxed pid is not unique
 
     @ketch.method()
     def greet(self, who: str) -> dict[str, Any]:

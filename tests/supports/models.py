@@ -1,11 +1,12 @@
-"""A parametrized class: one container pool per parameter set, @enter once, @exit on stop."""
+"""A parametrized class: one container pool per parameter set, @enter once, @exit on stop.
+Containers are named by `supports.ident` (a sandboxed container's bare pid is not unique)."""
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("ketch-models")
 
@@ -23,13 +24,13 @@ class Model:
         self.enter_calls = getattr(self, "enter_calls", 0) + 1
         self.served = 0
         if self.outdir:
-            Path(self.outdir, f"enter-{os.getpid()}").write_text(self.name)
+            Path(self.outdir, f"enter-{ident.file_name(ident.me())}").write_text(self.name)
 
     @ketch.method()
     def predict(self, x: int) -> dict[str, Any]:
         self.served += 1
         return {
-            "pid": os.getpid(),
+            "pid": ident.me(),
             "x": x,
             "name": self.name,
             "size": self.size,
@@ -47,4 +48,5 @@ class Model:
     @ketch.exit()
     def close(self) -> None:
         if self.outdir:
-            Path(self.outdir, f"exit-{os.getpid()}").write_text(f"{self.name}:{self.served}")
+            exited = Path(self.outdir, f"exit-{ident.file_name(ident.me())}")
+            exited.write_text(f"{self.name}:{self.served}")

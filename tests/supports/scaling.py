@@ -1,21 +1,21 @@
 """Functions with scaling settings."""
 
-import os
 import time
 
 import ketch
+from supports import ident
 
 app = ketch.App("scaling")
 
 
 @app.function(scaledown_window=1)
-def quick_to_sleep() -> int:
-    return os.getpid()
+def quick_to_sleep() -> str:
+    return ident.me()
 
 
 @app.function(min_containers=1, scaledown_window=1)
-def kept_warm() -> int:
-    return os.getpid()
+def kept_warm() -> str:
+    return ident.me()
 
 
 @app.function(max_containers=1)
@@ -30,5 +30,5 @@ def other() -> str:
 
 
 @app.function(single_use_containers=True)
-def fresh_each_time() -> int:
-    return os.getpid()
+def fresh_each_time() -> str:
+    return ident.me()  # the process, by `supports.ident`: a sandboxed pid is not unique

@@ -1,16 +1,16 @@
 """Functions that share state through ketch.Dict and ketch.Queue (D1, D2)."""
 
-import os
 import time
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("shared-state")
 
 
 @app.function(max_containers=8, scaledown_window=2)
-def increment(dict_name: str, gate_name: str, times: int) -> dict[str, int]:
+def increment(dict_name: str, gate_name: str, times: int) -> dict[str, Any]:
     """Add 1 to d["counter"] `times` times through a compare-and-set loop.
 
     The claim `put(("claim", n + 1), ..., skip_if_exists=True)` succeeds for exactly one
@@ -20,17 +20,18 @@ def increment(dict_name: str, gate_name: str, times: int) -> dict[str, int]:
     """
     d = ketch.Dict.from_name(dict_name)
     gate = ketch.Queue.from_name(gate_name)
-    gate.put(os.getpid(), partition="arrived")
+    me = ident.me()  # by `supports.ident`: a sandboxed pid is not unique
+    gate.put(me, partition="arrived")
     gate.get(timeout=120, partition="go")
     retries = 0
     for _ in range(times):
         while True:
             n = d.get("counter", 0)
-            if d.put(("claim", n + 1), os.getpid(), skip_if_exists=True):
+            if d.put(("claim", n + 1), me, skip_if_exists=True):
                 d["counter"] = n + 1
                 break
             retries += 1
-    return {"pid": os.getpid(), "retries": retries}
+    return {"pid": me, "retries": retries}
 
 
 @app.function()
@@ -54,7 +55,7 @@ def consume(queue_name: str) -> dict[str, Any]:
         if ends:
             if ends > 1:
                 q.put_many([None] * (ends - 1))
-            return {"pid": os.getpid(), "items": got}
+            return {"pid": ident.me(), "items": got}
 
 
 @app.function()

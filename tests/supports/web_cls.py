@@ -1,8 +1,7 @@
 """A parametrized class with a web method: parameters come from the query string."""
 
-import os
-
 import ketch
+from supports import ident
 
 app = ketch.App("web-cls")
 
@@ -14,7 +13,7 @@ class Greeter:
 
     @ketch.enter()
     def setup(self) -> None:
-        self.pid = os.getpid()
+        self.pid = ident.me()  # by `supports.ident`: a sandboxed pid is not unique
 
     @ketch.fastapi_endpoint()
     def greet(self, name: str) -> dict[str, object]:

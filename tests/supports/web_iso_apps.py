@@ -23,6 +23,7 @@ from io import BufferedIOBase
 from typing import Any
 
 import ketch
+from supports import ident
 
 app = ketch.App("web-iso")
 files_app = ketch.App("web-iso-files")  # its containers start with the app: kept apart
@@ -35,7 +36,7 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def whoami() -> dict[str, Any]:
     return {
         "cid": os.environ.get("KETCH_CONTAINER_ID"),
-        "pid": os.getpid(),
+        "pid": ident.me(),  # by `supports.ident`: a sandboxed pid is not unique
         "host_addr": os.environ.get("KETCH_HOST_ADDR"),
     }
 

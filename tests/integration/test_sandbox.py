@@ -47,6 +47,15 @@ def test_the_state_directory_is_out_of_reach(fresh_server: Any) -> None:
     assert seen["other_sources"] == ["FileNotFoundError"]
 
 
+def test_the_cover_over_the_state_directory_cannot_be_taken_away(fresh_server: Any) -> None:
+    # A container runs as the server's user, root here: without its capabilities dropped
+    # it could unmount what hides the state directory and read the token under it.
+    with sandboxed.app.run(show_logs=False):
+        seen = sandboxed.unhide.remote(str(fresh_server.home))
+    assert seen["caps"] == 0, seen
+    assert seen["unmounted"] == 0 and seen["token"] == "FileNotFoundError", seen
+
+
 def test_the_hosts_processes_are_out_of_sight(fresh_server: Any) -> None:
     with sandboxed.app.run(show_logs=False):
         seen = sandboxed.look.remote(str(fresh_server.home), fresh_server.pid(), [])

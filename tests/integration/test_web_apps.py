@@ -41,8 +41,8 @@ def test_asgi_lifespan_runs_once_per_container(ketch_server: Any) -> None:
         assert url is not None
         with ThreadPoolExecutor(6) as pool:
             seen = list(pool.map(lambda _: httpx.get(url, timeout=60).json(), range(12)))
-        assert len({s["pid"] for s in seen}) == 1  # max_containers=1: one container
-        log = web_lifespan.lifespan_log(seen[0]["pid"])
+        assert len({s["cid"] for s in seen}) == 1  # max_containers=1: one container
+        log = web_lifespan.lifespan_log(seen[0]["cid"])
         try:
             assert log.read_text() == "startup\n"
             echoed = httpx.post(url + "/echo", json={"a": [1, 2]}, timeout=60)

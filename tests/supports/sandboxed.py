@@ -51,6 +51,26 @@ def look(home: str, server_pid: int, other_sources: list[str]) -> dict[str, Any]
 
 
 @app.function()
+def unhide(home: str) -> dict[str, Any]:
+    """Try to take away what covers the state directory (a mount), then read the token."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    unmounted = 0
+    for _ in range(4):  # the cover may be several mounts deep
+        if libc.umount2(home.encode(), 2) != 0:  # MNT_DETACH
+            break
+        unmounted += 1
+    status = Path("/proc/self/status").read_text()
+    effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff"))
+    return {
+        "unmounted": unmounted,
+        "caps": int(effective, 16),
+        "token": _try_read(os.path.join(home, "token")),
+    }
+
+
+@app.function()
 def write_tmp(name: str) -> list[str]:
     Path("/tmp", name).write_text("mine")
     return sorted(os.listdir("/tmp"))

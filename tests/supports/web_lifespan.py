@@ -15,9 +15,12 @@ import ketch
 app = ketch.App("ketch-web-lifespan")
 
 
-def lifespan_log(pid: int) -> Path:
-    """Where a container of `lifespan_app` records its lifespan events."""
-    return Path(tempfile.gettempdir()) / f"ketch-test-lifespan-{pid}.log"
+def lifespan_log(cid: str) -> Path:
+    """Where a container of `lifespan_app` records its lifespan events: in the directory
+    the tests share with sandboxed containers (their /tmp is their own), by container id
+    (a sandboxed container's pid is one of its own pid namespace)."""
+    shared = os.environ.get("KETCH_SANDBOX_SHARE", "").split(":")[0] or tempfile.gettempdir()
+    return Path(shared) / f"ketch-test-lifespan-{cid}.log"
 
 
 @app.function(max_containers=1)
@@ -28,7 +31,7 @@ def lifespan_app() -> Any:
 
     from fastapi import FastAPI
 
-    log = lifespan_log(os.getpid())
+    log = lifespan_log(os.environ["KETCH_CONTAINER_ID"])
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
@@ -42,7 +45,7 @@ def lifespan_app() -> Any:
 
     @web_app.get("/")
     async def root() -> dict[str, Any]:
-        return {"pid": os.getpid(), "log": str(log)}
+        return {"pid": os.getpid(), "cid": os.environ["KETCH_CONTAINER_ID"], "log": str(log)}
 
     @web_app.post("/echo")
     async def echo(body: dict[str, Any]) -> dict[str, Any]:

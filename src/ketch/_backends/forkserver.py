@@ -162,7 +162,7 @@ class Template:
         self.key = key
         # Sandboxed (bwrap): the template and its children live in a pid namespace of their
         # own, so the pids it reports are translated to the host's (`_host_pid`).
-        self.bwrap = bwrap if spec.sandbox is not None else None
+        self.bwrap = sandbox.bwrap_for(spec.sandbox, bwrap)
         self.host_pid: int | None = None
         self.group = spec.fork.group
         self.state = "starting"  # starting | ready | failed | unsafe | closed
@@ -200,7 +200,7 @@ class Template:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
                 env=env,
-                cwd=spec.cwd,
+                cwd=sandbox.host_cwd(spec.sandbox if self.bwrap else None, str(spec.cwd)),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,

@@ -380,7 +380,7 @@ class LocalBackend(Backend):
         env = dict(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         argv = [str(spec.python), "-m", "ketch._runtime"]
-        bwrap = self._bwrap if spec.sandbox is not None else None
+        bwrap = sandbox.bwrap_for(spec.sandbox, self._bwrap)
         if bwrap is not None and spec.sandbox is not None:
             # Volumes are among the sandbox's own mounts; the network wrappers stay outside,
             # so that slirp4netns can join the namespace they make.
@@ -410,7 +410,7 @@ class LocalBackend(Backend):
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 env=env,
-                cwd=spec.cwd,
+                cwd=sandbox.host_cwd(spec.sandbox if bwrap else None, str(spec.cwd)),
                 stdin=asyncio.subprocess.PIPE if slirp else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ketch._backends.base import ContainerSpec, ForkSpec
-from ketch._backends.sandbox import SandboxSpec, gpu_devices
+from ketch._backends.sandbox import ImageRoot, SandboxSpec, gpu_devices
+from ketch._images.bwrap import DEFAULT_PATH
+from ketch._images.rootfs import RootfsImage
 from ketch._server.model import FunctionDef
 from ketch._utils.protocol import messages as m
 from ketch._utils.protocol.spec import ServerWeb
+
+# Under a root-filesystem cache, the empty directory containers mount their roots on.
+MOUNT_POINT = "mnt"
 
 
 def user_env(fdef: FunctionDef, secrets: Mapping[str, str]) -> dict[str, str]:
@@ -39,9 +44,19 @@ def runtime_env(
         "KETCH_APP_ID": fdef.app_id,
         "KETCH_APP_NAME": fdef.app_name,
         "KETCH_ENVIRONMENT": fdef.environment,
-        "PATH": f"{fdef.image.python.parent}:/usr/local/bin:/usr/bin:/bin",
+        **_python_env(fdef),
         "PYTHONPATH": runtime_core,
-        "VIRTUAL_ENV": str(fdef.image.python.parent.parent),
+    }
+
+
+def _python_env(fdef: FunctionDef) -> dict[str, str]:
+    image = fdef.image
+    if image.rootfs is not None:
+        # The image's own PATH (its ENV, else Debian's): its Python is a system one.
+        return {"PATH": image.env.get("PATH", DEFAULT_PATH)}
+    return {
+        "PATH": f"{image.python.parent}:/usr/local/bin:/usr/bin:/bin",
+        "VIRTUAL_ENV": str(image.python.parent.parent),
     }
 
 
@@ -59,7 +74,10 @@ def container_spec(
     """What the backend starts: the image's Python in the function's directory, with the
     function's limits, GPUs, network and volumes."""
     cwd = Path(fdef.source_dir or fdef.image.root)
-    if fdef.image.workdir and Path(fdef.image.workdir).is_dir():
+    if fdef.image.rootfs is not None:
+        # A path inside the image: the sandbox makes it if the image lacks it.
+        cwd = Path(fdef.image.workdir or "/root")
+    elif fdef.image.workdir and Path(fdef.image.workdir).is_dir():
         cwd = Path(fdef.image.workdir)
     options = fdef.options
     return ContainerSpec(
@@ -98,13 +116,22 @@ def sandbox_spec(
     """What a container of `fdef` sees of the server's files (SPEC I3): its image, its app's
     source and files, the ketch runtime, its volumes, its function's socket directory and
     the server's sockets; nothing else of the state directory."""
-    shown = [str(fdef.image.root), *runtime_paths]
-    shown += [p for p in (fdef.source_dir, fdef.files_dir) if p]
+    image = fdef.image
+    root = None if image.rootfs is None else _image_root(image.rootfs)
+    # A root-filesystem image has its files in its layers; a venv image's are the host's.
+    shown = [*runtime_paths] if root is not None else [str(image.root), *runtime_paths]
+    # On its own root filesystem the app's source is at /root, Modal's place for it.
+    source = fdef.source_dir if root is None else None
+    shown += [p for p in (source, fdef.files_dir) if p]
     read_only = [(p, p) for p in dict.fromkeys(shown) if Path(p).exists()]
+    is_dir = _dir_in(image.rootfs) if image.rootfs is not None else Path.is_dir
+    if root is not None and fdef.source_dir and Path(fdef.source_dir).is_dir():
+        read_only += _placed(Path(fdef.source_dir), Path("/root"), is_dir)
     # Files the image put at absolute paths (add_local_file(..., "/assets/x")), at them.
-    for top in (fdef.image.root / "files", _mount_root(fdef)):
+    tops = [_mount_root(fdef)] + ([image.root / "files"] if root is None else [])
+    for top in tops:
         if top is not None and top.is_dir():
-            read_only += _placed(top, Path("/"))
+            read_only += _placed(top, Path("/"), is_dir)
     read_write = [(host, inside) for inside, host in volumes.items()]
     read_write.append((str(web_dir), str(web_dir)))
     # The server's call socket, and its API socket (the SDK's volume calls go there).
@@ -113,15 +140,35 @@ def sandbox_spec(
         hide=tuple(str(p) for p in hide),
         read_only=tuple(read_only),
         read_write=tuple(read_write),
+        root=root,
         devices=gpu_devices(tuple(str(i) for i in gpus)),
     )
+
+
+def _image_root(image: RootfsImage) -> ImageRoot:
+    # Each container mounts its root on this one directory, in a namespace of its own.
+    return ImageRoot(str(image.root), image.layers, str(image.root / MOUNT_POINT))
+
+
+def _dir_in(image: RootfsImage) -> Callable[[Path], bool]:
+    """Whether a path is a directory in the image: in some layer, top-most first (a
+    layer's whiteouts are not read; a directory deleted by a later step is rare)."""
+    layers = list(reversed(image.layer_dirs))
+
+    def is_dir(path: Path) -> bool:
+        rel = path.relative_to("/")
+        return any((layer / rel).is_dir() for layer in layers)
+
+    return is_dir
 
 
 def _mount_root(fdef: FunctionDef) -> Path | None:
     return Path(fdef.files_dir) if fdef.files_dir else None
 
 
-def _placed(tree: Path, at: Path) -> list[tuple[str, str]]:
+def _placed(
+    tree: Path, at: Path, is_dir: Callable[[Path], bool] = Path.is_dir
+) -> list[tuple[str, str]]:
     """Binds that put the files under `tree` at the same paths under `at`: a path the host
     lacks is bound whole, a directory the host has is entered (its other entries stay the
     host's), a file the host has is bound over."""
@@ -130,8 +177,8 @@ def _placed(tree: Path, at: Path) -> list[tuple[str, str]]:
         if entry.name.startswith("."):
             continue  # the builder's own markers (.ok)
         target = at / entry.name
-        if entry.is_dir() and not entry.is_symlink() and target.is_dir():
-            out += _placed(entry, target)
+        if entry.is_dir() and not entry.is_symlink() and is_dir(target):
+            out += _placed(entry, target, is_dir)
         else:
             out.append((str(entry), str(target)))
     return out
@@ -191,6 +238,9 @@ def fork_group(fdef: FunctionDef) -> str:
 
 
 def sys_path(fdef: FunctionDef) -> list[str]:
+    if fdef.image.rootfs is not None:
+        # The source, copy=False files under /root and the image's own /root: all at /root.
+        return ["/root"]
     return [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p]
 
 

@@ -133,6 +133,9 @@ class Lifecycle:
         # Unmade (a sockets directory gone), the container fails to start, saying where.
         with contextlib.suppress(OSError):
             web_dir.mkdir(mode=0o700, exist_ok=True)
+        if fdef.image.rootfs is not None:
+            with contextlib.suppress(OSError):
+                (fdef.image.rootfs.root / launch.MOUNT_POINT).mkdir(exist_ok=True)
         sockets = [Path(s.call_addr[5:])] if s.call_addr.startswith("unix:") else []
         sockets.append(s.sockets_dir / "api.sock")
         sandbox = launch.sandbox_spec(

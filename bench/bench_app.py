@@ -34,7 +34,13 @@ def map_echo(x: int) -> int:
 
 
 # 3. cold start: no container kept; scale to zero one second after the last input.
-cold_app = ketch.App("bench-cold")
+# BENCH_COLD_IMAGE=rootfs runs it on a root-filesystem image (Debian layers under an
+# overlay) instead of the default venv image, for bench/versus.py's sandbox comparison.
+_ROOTFS = os.environ.get("BENCH_COLD_IMAGE") == "rootfs"
+cold_app = ketch.App(
+    "bench-cold",
+    image=ketch.Image.debian_slim().run_commands("true") if _ROOTFS else None,
+)
 
 
 @cold_app.function(scaledown_window=1)

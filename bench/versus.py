@@ -15,7 +15,9 @@ baseline, ...) so that load from elsewhere hits both alike. gateway: bench/gatew
 turn. map: `.map` of --n trivial inputs over two warm containers (inputs/s). web: a deployed
 FastAPI endpoint reached through the whole path (gateway in the server, scheduler, uvicorn in
 the container) by a keep-alive Python load generator at concurrency 1 and 32 (requests/s).
-cold: `.remote()` on a function scaled to zero until its result (ms), --samples per round.
+cold: `.remote()` on a function scaled to zero until its result (ms), --samples per round
+(`--env BENCH_COLD_IMAGE=rootfs` runs it on a root-filesystem image; with `--baseline .
+--baseline-env BENCH_COLD_IMAGE=venv` that is root filesystem against venv, in one tree).
 Prints each round and the after/before ratio of the medians (above 1: this tree is faster).
 
 Only the tree's `src/` changes between the two sides (PYTHONPATH puts it first); the venv,

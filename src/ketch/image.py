@@ -12,9 +12,12 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ketch.exception import InvalidError
+
+if TYPE_CHECKING:
+    from ketch.secret import Secret
 
 __all__ = [
     "Image",
@@ -239,6 +242,31 @@ class Image:
                 f'python_version must look like "3.X" (for example "3.11"), got {python_version!r}'
             )
         return cls(python_version)
+
+    @classmethod
+    def from_registry(
+        cls,
+        tag: str,
+        *,
+        secret: Secret | None = None,
+        add_python: str | None = None,
+        setup_dockerfile_commands: Sequence[str] = (),
+        force_build: bool = False,
+    ) -> Image:
+        """Start from a registry image ("ubuntu:24.04"), pulled by the server when it builds.
+
+        It needs python3 of this machine's version on its PATH, unless `add_python` ("3.X")
+        adds one (a uv-managed interpreter the server has). `secret`: a Secret.from_name with
+        REGISTRY_USERNAME and REGISTRY_PASSWORD. `setup_dockerfile_commands` run before Python
+        is added. A moved tag is pulled again at the next build; `force_build` is accepted
+        for Modal compatibility (rebuild with `--force-build`).
+        """
+        from ketch._images.steps import registry_step
+
+        version, params = registry_step(
+            tag, secret, add_python, setup_dockerfile_commands, force_build, _PYTHON_VERSION_RE
+        )
+        return cls(version)._with_step("from_registry", params)
 
     # -- building blocks -------------------------------------------------------------
 

@@ -194,6 +194,7 @@ def _sample_path(path: str) -> str:
         "call_id": "fc-none",
         "vid": "vo-none",
         "token_id": "wk-none",
+        "prefix": "0000",
     }
     return re.sub(r"\{(\w+)\}", lambda m: samples[m[1]], path)
 

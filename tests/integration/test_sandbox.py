@@ -97,5 +97,6 @@ def test_files_are_at_their_absolute_paths(fresh_server: Any) -> None:
     assert got["/assets"] == ["one.txt", "two.txt"]
     assert got["/srv/mounted/note.txt"] == "a note\n"
     assert got["/root/mounted_assets"] == ["one.txt", "two.txt"]
+    assert got["module"] == "/root/supports/sandboxed.py" and got["cwd"] == "/root", got
     # Placed inside the container only: the host's directories are as they were.
     assert not Path("/assets").exists() and not Path("/root/note.txt").exists()

@@ -100,6 +100,9 @@ def placed() -> dict[str, Any]:
         "/assets": sorted(os.listdir("/assets")),
         "/srv/mounted/note.txt": Path("/srv/mounted/note.txt").read_text(),
         "/root/mounted_assets": sorted(os.listdir("/root/mounted_assets")),
+        # The app's own source, where Modal puts it; and the working directory.
+        "module": __file__,
+        "cwd": os.getcwd(),
     }
 
 

@@ -182,7 +182,7 @@ def test_registry_bases_come_in_through_a_hook(tmp_path: Path) -> None:
     spec = Image.debian_slim("3.11").dockerfile_commands("FROM python:3.11", "RUN true").spec()
     base, ops = plan(spec, {"from_registry": factory})
     assert isinstance(base, DirectoryBase)
-    assert seen == [{"type": "from_registry", "ref": "python:3.11"}]
+    assert seen == [{"type": "from_registry", "ref": "python:3.11", "python_version": "3.11"}]
     assert len(ops) == 1
 
 

@@ -84,6 +84,10 @@ class ContainerHandle(abc.ABC):
 
 
 class Backend(abc.ABC):
+    # Whether containers run sandboxed (their filesystem is the sandbox's: the app's
+    # source is shown at /root, as on Modal).
+    sandboxed: bool = False
+
     @abc.abstractmethod
     async def start(self, spec: ContainerSpec, log: LogSink) -> ContainerHandle: ...
 

@@ -341,6 +341,7 @@ class LocalBackend(Backend):
         # bubblewrap, when containers run sandboxed (KETCH_SANDBOX); checked once, here, so
         # that `require` without it stops the server at its start, saying why.
         self._bwrap = sandbox.bwrap_path()
+        self.sandboxed = self._bwrap is not None
         self.forks = ForkServer(config.fork_templates, self._bwrap) if config.fork_server else None
 
     def _resolv_conf(self) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,17 @@ if TYPE_CHECKING:
     pass
 
 Log = Callable[[str], None]
+
+# `--force-build` sets the first; Modal scripts and CI set MODAL_FORCE_BUILD, as for Modal.
+FORCE_BUILD_VARS = ("KETCH_FORCE_BUILD", "MODAL_FORCE_BUILD")
+
+
+def force_build_requested() -> bool:
+    """Whether images are to be built again even when cached (`--force-build`)."""
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in FORCE_BUILD_VARS
+    )
 
 
 class ApiClient:
@@ -102,6 +114,8 @@ async def deploy_spec(
     """Send a built deploy body (and its source archive, if any) to the server; the answer
     names the app, its version and its functions' ids and URLs."""
     api = ApiClient(config)
+    if force_build_requested():
+        spec = {**spec, "force_build": True}
     if source is not None:
         spec = {**spec, "source": {"blob": await api.put_blob(source)}}
     result: dict[str, Any] = await api.deploy(spec, log)

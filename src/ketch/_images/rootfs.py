@@ -45,6 +45,7 @@ from ketch._images.dockerfile import (
     Workdir,
 )
 from ketch._images.process import ImageBuildError, LogFn, run_streaming
+from ketch._images.swap import replace_published
 
 __all__ = [
     "DEFAULT_PATH",
@@ -376,8 +377,12 @@ class RootfsBuilder:
         ops: Sequence[Op],
         log: LogFn,
         on_config: Callable[[ImageConfig, dict[str, str]], None] | None = None,
+        *,
+        force: bool = False,
     ) -> RootfsImage:
-        """Build (or find) every layer of the image and return it."""
+        """Build (or find) every layer of the image and return it. `force` builds every
+        layer again, replacing the cached one; the base is kept, as `docker build
+        --no-cache` keeps its FROM image."""
         layers_dir = self.cache / "layers"
         layers_dir.mkdir(parents=True, exist_ok=True)
         n_layers = sum(isinstance(op.instruction, Run | Copy) for op in ops)
@@ -397,7 +402,9 @@ class RootfsBuilder:
                     on_config(config, args)
                 continue
             index += 1
-            key, rel = await self._layer(key, lowers, op, config, dict(args), index, n_layers, log)
+            key, rel = await self._layer(
+                key, lowers, op, config, dict(args), (index, n_layers), log, force
+            )
             lowers.append(rel)
         return RootfsImage(key=key, root=self.cache, layers=tuple(lowers), config=config)
 
@@ -408,9 +415,9 @@ class RootfsBuilder:
         op: Op,
         config: ImageConfig,
         args: dict[str, str],
-        index: int,
-        total: int,
+        position: tuple[int, int],
         log: LogFn,
+        force: bool,
     ) -> tuple[str, str]:
         instr = op.instruction
         plan = op.plan
@@ -430,12 +437,12 @@ class RootfsBuilder:
         name = key[:_ID_LEN]
         final = self.cache / "layers" / name
         rel = f"layers/{name}/diff"
-        head = f"==> [{index}/{total}] {op.describe()}"
-        if (final / _OK).is_file():
+        head = f"==> [{position[0]}/{position[1]}] {op.describe()}"
+        if not force and (final / _OK).is_file():
             log(f"{head} (cached)")
             return key, rel
         async with _locked(final.with_name(name + ".lock")):
-            if (final / _OK).is_file():
+            if not force and (final / _OK).is_file():
                 log(f"{head} (cached)")
                 return key, rel
             _clean_stale(final)
@@ -454,7 +461,7 @@ class RootfsBuilder:
                 for sub in ("merged", "in"):
                     shutil.rmtree(tmp / sub, ignore_errors=True)
                 _write_meta(tmp, key, parent, op.describe(), started)
-                os.rename(tmp, final)
+                replace_published(tmp, final)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)

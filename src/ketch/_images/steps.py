@@ -7,7 +7,9 @@ become the same typed instructions a Dockerfile gives, so there is one way to bu
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from ketch._images.bwrap import DEFAULT_PATH
 from ketch._images.context import context_digest, local_entry_plan
 from ketch._images.dockerfile import Copy, Env, From, Instruction, Run, Workdir, parse
+from ketch._images.python_dist import add_python_ops, interpreter
 from ketch._images.rootfs import BaseSource, DebianBase, Op
 from ketch.exception import InvalidError
 
@@ -28,6 +31,7 @@ __all__ = [
     "dockerfile_step",
     "needs_rootfs",
     "plan",
+    "registry_step",
 ]
 
 # Steps that need a root filesystem of their own (the rest also build as a uv venv).
@@ -36,6 +40,7 @@ ROOTFS_STEPS = frozenset({"apt_install", "run_commands", "dockerfile_commands", 
 DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 _DEBIAN_ALIASES = {"bookworm": "bookworm", "12": "bookworm", "trixie": "trixie", "13": "trixie"}
 _DEBIAN_REPOS = ("debian", "library/debian", "docker.io/library/debian")
+_DEBIAN_PYTHON_BIN = "/usr/bin/python3"
 
 # Makes the bottom layer for a spec step like {"type": "from_registry", ...}: the hook
 # through which images unpacked from a registry become a base.
@@ -69,6 +74,9 @@ def describe_step(step: Mapping[str, Any]) -> str:
         return describe_call(kind, step.get("commands", []), {})
     if kind == "apt_install":
         return describe_call(kind, step.get("packages", []), {})
+    if kind == "from_registry":
+        shown = {"add_python": step["add_python"]} if step.get("add_python") else {}
+        return describe_call(kind, [step.get("ref")], shown)
     if kind == "env":
         return describe_call(kind, [step.get("vars", {})], {})
     if kind == "workdir":
@@ -94,6 +102,54 @@ def debian_suite(ref: str) -> str | None:
     if repo not in _DEBIAN_REPOS:
         return None
     return _DEBIAN_ALIASES.get(tag.removesuffix("-slim"))
+
+
+def registry_step(
+    tag: object,
+    secret: object,
+    add_python: object,
+    setup: object,
+    force_build: object,
+    version_re: re.Pattern[str],
+) -> tuple[str, dict[str, Any]]:
+    """Image.from_registry's arguments checked: the image's Python version and its step."""
+    from ketch.secret import Secret
+
+    where = "Image.from_registry"
+    if not isinstance(tag, str) or not tag or any(c.isspace() for c in tag):
+        raise InvalidError(f"{where}: tag must be an image name, got {tag!r}")
+    if add_python is not None and (
+        not isinstance(add_python, str) or not version_re.fullmatch(add_python)
+    ):
+        raise InvalidError(f'{where}: add_python must look like "3.X", got {add_python!r}')
+    if not isinstance(force_build, bool):
+        raise InvalidError(f"{where}: force_build must be a bool, got {force_build!r}")
+    name = environment = None
+    if secret is not None:
+        if not isinstance(secret, Secret) or secret._kind != "named":
+            # Inline values would become part of the image's spec, which is stored and
+            # hashed; a named secret's values are read by the server when it pulls.
+            raise InvalidError(
+                f"{where}: secret must be a Secret.from_name(...) stored on the server (ketch "
+                "secret create NAME REGISTRY_USERNAME=... REGISTRY_PASSWORD=...)"
+            )
+        ref = secret.spec()
+        name, environment = ref["name"], ref["environment"]
+    commands = list(setup) if isinstance(setup, list | tuple) else None
+    if commands is None or not all(isinstance(c, str) for c in commands):
+        raise InvalidError(f"{where}: setup_dockerfile_commands must be a list of strings")
+    for instr in parse("\n".join(commands), where=f"{where} setup_dockerfile_commands"):
+        if isinstance(instr, From):
+            raise InvalidError(f"{where} setup_dockerfile_commands: FROM is not allowed there")
+    version = add_python or f"{sys.version_info.major}.{sys.version_info.minor}"
+    params = {
+        "ref": tag,
+        "secret": name,
+        "secret_environment": environment,
+        "add_python": add_python,
+        "setup_dockerfile_commands": commands,
+    }
+    return version, params
 
 
 def _where(step: Mapping[str, Any]) -> str:
@@ -161,12 +217,14 @@ def _apt(packages: Sequence[str]) -> str:
     )
 
 
-def _uv_pip(step: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, str]]]:
+def _uv_pip(
+    step: Mapping[str, Any], python: str = _DEBIAN_PYTHON_BIN
+) -> tuple[list[str], list[tuple[str, str]]]:
     # uv (the server's own binary, bound in) rather than the image's pip: the same resolver
     # and options as venv images, no pip needed in the image, and a download cache that
     # survives between builds.
     argv = ["/tmp/.ketch/uv", "pip", "install", "--system", "--break-system-packages"]
-    argv += ["--python", "/usr/bin/python3"]
+    argv += ["--python", python]
     if step.get("index_url"):
         argv += ["--index-url", step["index_url"]]
     if step.get("extra_index_url"):
@@ -213,7 +271,7 @@ def _base_for(
             "Dockerfiles on Debian (FROM debian:bookworm or debian:trixie); for other "
             "images use Image.from_registry"
         )
-    return factory({"type": "from_registry", "ref": ref.image})
+    return factory({"type": "from_registry", "ref": ref.image, "python_version": version})
 
 
 def plan(
@@ -227,6 +285,7 @@ def plan(
     base: BaseSource | None = None
     ops: list[Op] = []
     env = {"PATH": DEFAULT_PATH}
+    python = _DEBIAN_PYTHON_BIN
     for index, step in enumerate([*steps, None]):
         for entry in copied:
             if entry["position"] == index:
@@ -236,8 +295,12 @@ def plan(
             break
         kind = step["type"]
         origin = describe_step(step)
+        if kind == "from_registry" and kind not in factories:
+            raise InvalidError(f"{origin}: this server cannot pull images from registries")
         if kind in factories and index == 0:
-            base = factories[kind](step)
+            base = factories[kind]({**step, "python_version": version})
+            if kind == "from_registry":
+                python = _registry_ops(step, ops, origin)
         elif kind in factories:
             raise InvalidError(f"{origin} must be the first step of an image")
         elif kind == "apt_install":
@@ -245,7 +308,7 @@ def plan(
         elif kind == "run_commands":
             ops.extend(Op(Run(command=c), origin) for c in step["commands"])
         elif kind in ("pip_install", "uv_pip_install"):
-            argv, inputs = _uv_pip(step)
+            argv, inputs = _uv_pip(step, python)
             ops.append(Op(Run(argv=tuple(argv)), origin, inputs=tuple(inputs), uv=True))
         elif kind == "env":
             ops.append(Op(Env(vars=tuple(step["vars"].items())), origin))
@@ -260,6 +323,25 @@ def plan(
         first = next(s for s in steps if s["type"] in ROOTFS_STEPS)
         base = _base_for(version, None, factories, describe_step(first))
     return base, ops
+
+
+def _registry_ops(step: Mapping[str, Any], ops: list[Op], origin: str) -> str:
+    """The setup commands and the added Python of a from_registry step, as Modal runs them:
+    setup first, so that they can make the image able to take a Python. Returns what
+    later pip steps install into."""
+    setup = [str(c) for c in step.get("setup_dockerfile_commands") or []]
+    if setup:
+        where = f"{origin} setup_dockerfile_commands"
+        for instr in parse("\n".join(setup), where=where):
+            if isinstance(instr, From):
+                raise InvalidError(f"{where} line {instr.line}: FROM is not allowed there")
+            ops.append(Op(instr, f"{where} line {instr.line}"))
+    add_python = step.get("add_python")
+    if not add_python:
+        # The image's own python3, found on its PATH when uv runs in the image.
+        return "python3"
+    ops.extend(add_python_ops(str(add_python), origin))
+    return interpreter(str(add_python))
 
 
 def _dockerfile_ops(

@@ -74,6 +74,8 @@ class DeployIn(Contract):
     name: Name
     environment: Name = "main"
     ephemeral: bool = False
+    # `--force-build`: build every image (and root-filesystem layer) again, cached or not.
+    force_build: bool = False
     # A new version of a running ephemeral app (`ketch serve` reloading).
     app_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = None
     source: SourceRef | None = None

@@ -28,6 +28,7 @@ from ketch._server.volumes import VolumeManager
 from ketch._utils.ids import new_id, stable_id
 from ketch._utils.protocol.spec import InlineSecret, NamedSecret, SealedSecret, StoredNamedSecret
 from ketch.exception import AlreadyExistsError, InvalidError, NotFoundError
+from ketch.image import hash_build_spec
 
 if TYPE_CHECKING:
     from ketch._server.logs import LogHub
@@ -220,7 +221,7 @@ class AppManager:
     async def finish_deploy(self, prepared: _Prepared, log: Log) -> dict[str, Any]:
         spec, stored_functions, source_dir = prepared.spec, prepared.functions, prepared.source_dir
         name, environment, ephemeral = spec.name, spec.environment, spec.ephemeral
-        built = await self._build_images(stored_functions, log)
+        built = await self._build_images(stored_functions, log, environment, force=spec.force_build)
         if ephemeral:
             app_id = spec.app_id or new_id("ap")
             if spec.app_id and spec.app_id not in self.apps:
@@ -247,12 +248,17 @@ class AppManager:
         self._event(app_id, f"deployed version {version}")
         return {"app_id": app_id, "version": version, "functions": ids, "web_urls": urls}
 
-    async def _build_images(self, functions: dict[str, Any], log: Log) -> dict[str, Any]:
+    async def _build_images(
+        self, functions: dict[str, Any], log: Log, environment: str, *, force: bool = False
+    ) -> dict[str, Any]:
         built = {}
+        forced: set[str] = set()  # functions sharing an image: it is built again only once
         for tag, fspec in functions.items():
             img = fspec["image"]
             log(f"image for {tag}: checking")
-            built[tag] = await self.builder.build(img, log)
+            again = force and hash_build_spec(img) not in forced
+            built[tag] = await self.builder.build(img, log, force=again, environment=environment)
+            forced.add(built[tag].hash)
             mount = self.mount_dir(img)
             if mount is not None:
                 await asyncio.to_thread(mount_files, img, mount)
@@ -339,7 +345,7 @@ class AppManager:
             "rollback_of": version,
             "functions": {tag: dict(f) for tag, f in old["functions"].items()},
         }
-        built = await self._build_images(stored["functions"], log)
+        built = await self._build_images(stored["functions"], log, stored["environment"])
         source_dir = None
         if stored.get("source"):
             source_dir = str(self._source_dir(stored["source"]["blob"]))
@@ -484,7 +490,9 @@ class AppManager:
         stored = load_stored(text)
         built = {}
         for tag, f in stored["functions"].items():
-            built[tag] = await self.builder.build(f["image"], log)
+            built[tag] = await self.builder.build(
+                f["image"], log, environment=stored["environment"]
+            )
             mount = self.mount_dir(f["image"])
             if mount is not None and not (mount / ".ok").exists():
                 # Made by an older server under another name, or removed by hand.

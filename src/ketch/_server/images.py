@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -12,7 +14,7 @@ import shlex
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,15 +23,20 @@ import uv
 
 from ketch._images import steps as rootfs_steps
 from ketch._images.process import TAIL_LINES, ImageBuildError, LogFn, run_streaming
+from ketch._images.pythons import PythonNotFound, find_python
+from ketch._images.registry import RegistryBase
 from ketch._images.rootfs import BaseSource, Op, RootfsBuilder, RootfsImage, rootfs_cache
 from ketch._images.steps import describe_call, describe_files, describe_step
+from ketch._images.swap import replace_published
 from ketch.exception import InvalidError
 from ketch.image import hash_build_spec, hash_file, hash_file_set, iter_local_files
 
-__all__ = ["BuiltImage", "ImageBuildError", "ImageBuilder", "mount_files"]
+__all__ = ["ROOTFS_RECORD", "BuiltImage", "ImageBuildError", "ImageBuilder", "mount_files"]
 
 _TAIL_LINES = TAIL_LINES
 _OK = ".ok"
+# In <cache_dir>/<hash>/ for a root-filesystem image: its layer keys (see _record_rootfs).
+ROOTFS_RECORD = "rootfs.json"
 
 # A root-filesystem build needs these host tools; the Debian packages that have them.
 _ROOTFS_TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap", "unshare": "util-linux"}
@@ -37,6 +44,7 @@ _ROOTFS_TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap", "unshare": "
 _describe_call = describe_call
 _describe_step = describe_step
 _describe_files = describe_files
+SecretLookup = Callable[[str | None, str], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,7 @@ class ImageBuilder:
         cache_dir: Path,
         rootfs_dir: Path | None = None,
         bases: Mapping[str, rootfs_steps.BaseFactory] | None = None,
+        secrets: SecretLookup | None = None,
     ) -> None:
         # ketch's own runtime is not installed into images: containers get it on their
         # PYTHONPATH (see runtime_dist), so an image stays valid across ketch upgrades.
@@ -177,9 +186,40 @@ class ImageBuilder:
         self.rootfs = RootfsBuilder(rootfs_dir or rootfs_cache(self.cache_dir.parent), self._uv)
         # Step type -> the base it starts from: the hook for images from a registry.
         self.bases: dict[str, rootfs_steps.BaseFactory] = dict(bases or {})
+        # (environment or None, name) -> a stored secret's values, for registry logins.
+        self._secrets = secrets
 
-    async def build(self, spec: Mapping[str, Any], log: LogFn) -> BuiltImage:
-        """Return the built image for `spec`, building it first unless it is already cached.
+    def _registry_base(self, step: Mapping[str, Any], app_environment: str) -> RegistryBase:
+        # A secret named without an environment is the deploying app's, as for functions.
+        name = step.get("secret")
+        environment = step.get("secret_environment") or app_environment
+        lookup = self._secrets
+
+        def credentials() -> Mapping[str, str] | None:
+            if name is None:
+                return None
+            if lookup is None:
+                raise InvalidError(f"{describe_step(step)}: this server has no secrets to log in")
+            return lookup(environment, str(name))
+
+        return RegistryBase(
+            str(step["ref"]),
+            python_version=str(step["python_version"]),
+            add_python=step.get("add_python"),
+            secret_env=credentials,
+            origin=describe_step(step),
+        )
+
+    async def build(
+        self,
+        spec: Mapping[str, Any],
+        log: LogFn,
+        *,
+        force: bool = False,
+        environment: str = "main",
+    ) -> BuiltImage:
+        """Return the built image for `spec`, building it first unless it is already cached
+        (`force`: build it, and each of its root-filesystem layers, again all the same).
 
         Log lines of the build are passed to `log` as they are produced. Concurrent calls
         for the same image share a single build.
@@ -188,22 +228,25 @@ class ImageBuilder:
         image_hash = hash_build_spec(spec)
         rootfs = rootfs_steps.needs_rootfs(spec)
         root = self.cache_dir / image_hash
-        if not rootfs and (root / _OK).is_file():
+        if not rootfs and not force and (root / _OK).is_file():
             return self._built(image_hash, root, spec)
 
-        inflight = self._inflight.get(image_hash)
+        # A forced build shares no build that may answer from the cache.
+        key = f"{image_hash}:force" if force else image_hash
+        inflight = self._inflight.get(key)
         if inflight is None:
             broadcast = _Broadcast()
             if rootfs:
                 # Checked before any log line, so a refused image reports only its refusal.
-                base, ops = rootfs_steps.plan(spec, self.bases)
-                build = self._build_rootfs(image_hash, base, ops, broadcast)
+                registry = functools.partial(self._registry_base, app_environment=environment)
+                base, ops = rootfs_steps.plan(spec, {"from_registry": registry, **self.bases})
+                build = self._build_rootfs(image_hash, base, ops, broadcast, force)
             else:
-                build = self._build_once(image_hash, spec, broadcast)
+                build = self._build_once(image_hash, spec, broadcast, force)
             task = asyncio.create_task(build)
             inflight = (task, broadcast)
-            self._inflight[image_hash] = inflight
-            task.add_done_callback(lambda t: self._forget(image_hash, t))
+            self._inflight[key] = inflight
+            task.add_done_callback(lambda t: self._forget(key, t))
         task, broadcast = inflight
         broadcast.listeners.append(log)
         try:
@@ -219,8 +262,12 @@ class ImageBuilder:
         base: BaseSource,
         ops: list[Op],
         log: LogFn,
+        force: bool = False,
     ) -> BuiltImage:
-        image = await self.rootfs.build(base, ops, log)
+        image = await self.rootfs.build(base, ops, log, force=force)
+        if isinstance(base, RegistryBase):
+            image = dataclasses.replace(image, python=base.python)
+        await asyncio.to_thread(self._record_rootfs, image_hash, image)
         return BuiltImage(
             hash=image_hash,
             python=Path(image.python),
@@ -230,10 +277,28 @@ class ImageBuilder:
             rootfs=image,
         )
 
-    def _forget(self, image_hash: str, task: asyncio.Task[BuiltImage]) -> None:
-        current = self._inflight.get(image_hash)
+    @property
+    def building(self) -> bool:
+        """Whether a build is under way (removing images must wait for it to end)."""
+        return bool(self._inflight)
+
+    def _record_rootfs(self, image_hash: str, image: RootfsImage) -> None:
+        """Note which layers the image is made of, for `ketch image list|rm|prune`: the
+        layers live in a cache that is shared, and only this record ties them to it."""
+        record = {"hash": image_hash, "key": image.key, "layers": list(image.layers)}
+        path = self.cache_dir / image_hash / ROOTFS_RECORD
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text(encoding="utf-8")) == record:
+                return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{ROOTFS_RECORD}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        tmp.replace(path)
+
+    def _forget(self, key: str, task: asyncio.Task[BuiltImage]) -> None:
+        current = self._inflight.get(key)
         if current is not None and current[0] is task:
-            del self._inflight[image_hash]
+            del self._inflight[key]
         if not task.cancelled():
             # Marks the exception as retrieved when every waiter was cancelled.
             task.exception()
@@ -277,9 +342,11 @@ class ImageBuilder:
             root=root,
         )
 
-    async def _build_once(self, image_hash: str, spec: Mapping[str, Any], log: LogFn) -> BuiltImage:
+    async def _build_once(
+        self, image_hash: str, spec: Mapping[str, Any], log: LogFn, force: bool = False
+    ) -> BuiltImage:
         root = self.cache_dir / image_hash
-        if (root / _OK).is_file():
+        if not force and (root / _OK).is_file():
             return self._built(image_hash, root, spec)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         log(f"==> venv image {image_hash[:12]}: a uv environment on this machine's Python")
@@ -294,7 +361,10 @@ class ImageBuilder:
             }
             # .ok is written before the rename, so the rename alone publishes the image.
             (tmp / _OK).write_text(json.dumps(marker), encoding="utf-8")
-            await asyncio.to_thread(_replace_dir, tmp, root, None)
+            if force:
+                await asyncio.to_thread(replace_published, tmp, root)
+            else:
+                await asyncio.to_thread(_replace_dir, tmp, root, None)
         finally:
             if tmp.exists():
                 await asyncio.to_thread(shutil.rmtree, tmp, True)
@@ -353,30 +423,13 @@ class ImageBuilder:
         return cmd
 
     async def _find_python(self, version: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            self._uv,
-            "python",
-            "find",
-            "--system",
-            version,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._subprocess_env(),
-            cwd=self.cache_dir,
-        )
-        out, err = await proc.communicate()
-        found = out.decode(errors="replace").strip()
-        if proc.returncode != 0 or not found:
-            tail = "\n".join(err.decode(errors="replace").splitlines()[-_TAIL_LINES:])
+        try:
+            return await find_python(self._uv, version, self._subprocess_env(), self.cache_dir)
+        except PythonNotFound as exc:
+            tail = "\n".join(exc.detail.splitlines()[-_TAIL_LINES:])
             raise ImageBuildError(
-                _describe_call("debian_slim", [], {"python_version": version}),
-                tail,
-                f"Python {version} is not installed on this machine, and ketch does not "
-                f"download interpreters; install it (for example `uv python install {version}`)"
-                " or choose a Python version that is installed",
-            )
-        return found
+                _describe_call("debian_slim", [], {"python_version": version}), tail, str(exc)
+            ) from None
 
     async def _run(self, cmd: list[str], description: str, log: LogFn) -> None:
         """Run one build command, streaming its output lines to `log` as they come."""

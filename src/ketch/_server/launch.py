@@ -70,10 +70,11 @@ def container_spec(
     params: bytes | None,
     runtime_web: str,
     sandbox: SandboxSpec | None = None,
+    at_root: bool = False,
 ) -> ContainerSpec:
     """What the backend starts: the image's Python in the function's directory, with the
     function's limits, GPUs, network and volumes."""
-    cwd = Path(fdef.source_dir or fdef.image.root)
+    cwd = Path("/root" if at_root else fdef.source_dir or fdef.image.root)
     if fdef.image.rootfs is not None:
         # A path inside the image: the sandbox makes it if the image lacks it.
         cwd = Path(fdef.image.workdir or "/root")
@@ -91,7 +92,7 @@ def container_spec(
         block_network=options.block_network,
         isolate_network=isinstance(fdef.spec.web, ServerWeb),
         volumes=volumes,
-        fork=fork_spec(fdef, params, runtime_web),
+        fork=fork_spec(fdef, params, runtime_web, at_root),
         sandbox=sandbox,
     )
 
@@ -120,12 +121,11 @@ def sandbox_spec(
     root = None if image.rootfs is None else _image_root(image.rootfs)
     # A root-filesystem image has its files in its layers; a venv image's are the host's.
     shown = [*runtime_paths] if root is not None else [str(image.root), *runtime_paths]
-    # On its own root filesystem the app's source is at /root, Modal's place for it.
-    source = fdef.source_dir if root is None else None
-    shown += [p for p in (source, fdef.files_dir) if p]
+    shown += [p for p in (fdef.files_dir,) if p]
     read_only = [(p, p) for p in dict.fromkeys(shown) if Path(p).exists()]
     is_dir = _dir_in(image.rootfs) if image.rootfs is not None else Path.is_dir
-    if root is not None and fdef.source_dir and Path(fdef.source_dir).is_dir():
+    # The app's source at /root, Modal's place for it, beside what is there already.
+    if fdef.source_dir and Path(fdef.source_dir).is_dir():
         read_only += _placed(Path(fdef.source_dir), Path("/root"), is_dir)
     # Files the image put at absolute paths (add_local_file(..., "/assets/x")), at them.
     tops = [_mount_root(fdef)] + ([image.root / "files"] if root is None else [])
@@ -184,7 +184,9 @@ def _placed(
     return out
 
 
-def fork_spec(fdef: FunctionDef, params: bytes | None, runtime_web: str) -> ForkSpec:
+def fork_spec(
+    fdef: FunctionDef, params: bytes | None, runtime_web: str, at_root: bool = False
+) -> ForkSpec:
     """What a fork-server template loads for containers of this pool."""
     snapshot = fdef.options.enable_memory_snapshot and fdef.spec.kind == "cls"
     # Parameters only matter to a template that builds the instance (a snapshot);
@@ -194,7 +196,7 @@ def fork_spec(fdef: FunctionDef, params: bytes | None, runtime_web: str) -> Fork
         group=fork_group(fdef),
         preload={
             "function": fdef.container_wire,
-            "sys_path": sys_path(fdef),
+            "sys_path": sys_path(fdef, at_root),
             "web_runtime": runtime_web,
             "params": base64.b64encode(given).decode() if given else None,
         },
@@ -210,6 +212,7 @@ def init_message(
     runtime_web: str,
     web_socket: str,
     web_urls: dict[str, str],
+    at_root: bool = False,
 ) -> dict[str, Any]:
     """The first frame a container gets (less the server's message limit, which the call
     server adds)."""
@@ -217,7 +220,7 @@ def init_message(
         "t": m.INIT,
         "function": fdef.container_wire,
         "params": params,
-        "sys_path": sys_path(fdef),
+        "sys_path": sys_path(fdef, at_root),
         "web_runtime": runtime_web,
         "web_method": fdef.spec.web_method,
         "web_socket": web_socket,
@@ -237,9 +240,15 @@ def fork_group(fdef: FunctionDef) -> str:
     return f"{fdef.function_id}:{fdef.version}"
 
 
-def sys_path(fdef: FunctionDef) -> list[str]:
-    if fdef.image.rootfs is not None:
-        # The source, copy=False files under /root and the image's own /root: all at /root.
+def source_at_root(fdef: FunctionDef, sandboxed: bool) -> bool:
+    """Whether containers of `fdef` find the app's source at /root: in a sandbox, which
+    places it there; an image with a root filesystem of its own always runs in one."""
+    return sandboxed or fdef.image.rootfs is not None
+
+
+def sys_path(fdef: FunctionDef, at_root: bool = False) -> list[str]:
+    if at_root:
+        # The source, files placed under /root (copied or not) and the image's own /root.
         return ["/root"]
     return [p for p in (fdef.source_dir, fdef.mount_dir, _copied_root(fdef)) if p]
 

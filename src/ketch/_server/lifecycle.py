@@ -157,6 +157,7 @@ class Lifecycle:
             params=c.pool.params,
             runtime_web=s.runtime_web,
             sandbox=sandbox,
+            at_root=launch.source_at_root(fdef, s.backend.sandboxed),
         )
 
         def sink(stream: str, line: str) -> None:
@@ -197,6 +198,7 @@ class Lifecycle:
             runtime_web=s.runtime_web,
             web_socket=str(launch.web_socket_dir(s.sockets_dir, fdef) / f"{cid}.sock"),
             web_urls=launch.app_web_urls(fdef, s.functions.values()),
+            at_root=launch.source_at_root(fdef, s.backend.sandboxed),
         )
 
     # -- the end ----------------------------------------------------------------------------

@@ -91,7 +91,12 @@ class Server:
         self.store = Store(self.home / "ketch.db")
         self.logs = LogHub(self.home / "logs", config.log_retention_bytes)
         self.box = SecretBox(self.home / "secret.key")
-        self.builder = ImageBuilder(self.home / "images")
+        # Registry logins read stored secrets (of the deploying app's environment, unless
+        # the Secret names its own).
+        self.builder = ImageBuilder(
+            self.home / "images",
+            secrets=lambda env, name: self.apps.secret_values(env or "main", name),
+        )
         self.runtime_core, self.runtime_web = runtime_dist.install(self.home)
         self._stopping = asyncio.Event()
         self.sockets_dir = sockets_dir(self.home)

@@ -91,6 +91,7 @@ def register_commands() -> click.Group:
         compat,
         containers,
         dashboard,
+        images,
         objects,
         run,
         secrets,

@@ -16,6 +16,21 @@ ENV_HELP = "Environment (default: the configured one, usually main)."
 env_option = click.option("--env", "environment", default=None, help=ENV_HELP)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+force_build_option = click.option(
+    "--force-build",
+    is_flag=True,
+    help="Build images again, every layer, even when cached (env: KETCH_FORCE_BUILD=1 or "
+    "MODAL_FORCE_BUILD=1).",
+)
+
+
+def request_force_build(force: bool) -> None:
+    """Make this process's deploys build their images again (`--force-build`); the
+    environment variable is how the SDK's deploy learns it, as MODAL_FORCE_BUILD does."""
+    from ketch._client.deploy import FORCE_BUILD_VARS
+
+    if force:
+        os.environ[FORCE_BUILD_VARS[0]] = "1"
 
 
 def console(stderr: bool = False) -> Any:
@@ -132,50 +147,63 @@ def follow(path: str, params: dict[str, Any], on_item: Callable[[dict[str, Any]]
 
 class DeployProgress:
     """Shows a deploy's log stream: on a terminal, a live line per image being checked or
-    built (its current step and latest output) and one for the deploy; elsewhere, the plain
-    lines. A failing build's last lines come with its error either way."""
+    built and under it one per layer (its step, `cached` when it was, the latest output
+    while it runs); elsewhere, the plain lines. A failing build's instruction and last
+    lines come with its error either way (see ImageBuildError)."""
 
-    def __init__(self, what: str, *, quiet: bool = False) -> None:
+    def __init__(
+        self, what: str, *, quiet: bool = False, live: bool | None = None, out: Any = None
+    ) -> None:
         self.what = what
         self.quiet = quiet
-        self.live = not quiet and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        if live is None:
+            live = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        self.live = not quiet and live
+        self._out = out  # a rich Console; the terminal's stderr unless given
         self._progress: Any = None
         self._images: dict[str, Any] = {}
         self._current: str | None = None
-        self._steps: dict[str, int] = {}
+        self._step: Any = None  # the progress task of the layer being built
+        self._built: dict[str, int] = {}
 
     def __enter__(self) -> DeployProgress:
         if self.live:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
+                SpinnerColumn(finished_text=" "),
+                # Steps and their output are shown as they are: `[base]` is not markup.
+                TextColumn("{task.description}", markup=False),
+                TextColumn("{task.fields[detail]}", style="dim", markup=False),
                 TimeElapsedColumn(),
-                console=console(stderr=True),
+                console=self._out or console(stderr=True),
                 transient=False,
             )
             self._progress.start()
-            self._deploy = self._progress.add_task(self.what, total=1)
+            self._deploy = self._progress.add_task(self.what, total=1, detail="")
         return self
 
     def __exit__(self, kind: Any, *rest: Any) -> None:
         if self._progress is None:
             return
-        for tag, task in self._images.items():
-            steps = self._steps.get(tag, 0)
-            if kind is None:
-                self._progress.update(
-                    task,
-                    completed=1,
-                    description=(
-                        f"image for {tag}: ready"
-                        + (f" ({steps} step{'s' if steps != 1 else ''} run)" if steps else "")
-                    ),
-                )
         if kind is None:
+            self._end_step("")
+            for tag, task in self._images.items():
+                n = self._built.get(tag, 0)
+                done = f" ({n} step{'s' if n != 1 else ''} run)" if n else ""
+                self._progress.update(
+                    task, completed=1, description=f"image for {tag}: ready{done}", detail=""
+                )
             self._progress.update(self._deploy, completed=1, description=f"{self.what}: done")
+        else:
+            # The error itself (instruction and log tail) is printed after this.
+            self._end_step("failed")
         self._progress.stop()
+
+    def _end_step(self, mark: str) -> None:
+        if self._step is not None:
+            self._progress.update(self._step, completed=1, detail=mark)
+            self._step = None
 
     def __call__(self, line: str) -> None:
         if self.quiet:
@@ -184,21 +212,29 @@ class DeployProgress:
             click.echo(f"  {line}", err=True)
             return
         if line.startswith("image for ") and line.endswith(": checking"):
-            tag = line[len("image for ") : -len(": checking")]
-            self._current = tag
-            self._images[tag] = self._progress.add_task(f"image for {tag}: checking", total=1)
-            return
-        task = self._images.get(self._current or "")
-        if task is None:
-            return
-        tag = self._current or ""
-        if line.startswith("==> "):
-            self._steps[tag] = self._steps.get(tag, 0) + 1
-            self._progress.update(
-                task, description=(f"image for {tag}: step {self._steps[tag]}: {line[4:][:80]}")
+            self._end_step("")
+            self._current = line[len("image for ") : -len(": checking")]
+            self._images[self._current] = self._progress.add_task(
+                f"{line[: -len(': checking')]}: checking", total=1, detail=""
             )
-        elif line.strip():
-            step = self._steps.get(tag, 0)
-            self._progress.update(
-                task, description=(f"image for {tag}: step {step}: {line.strip()[:80]}")
-            )
+            return
+        tag = self._current
+        if tag is None or tag not in self._images:
+            return
+        if line.startswith("==> rootfs image: ") or line.startswith("==> venv image "):
+            kind = "root filesystem" if line.startswith("==> rootfs") else "venv"
+            self._progress.update(self._images[tag], description=f"image for {tag}: {kind}")
+        elif line.startswith("==> "):
+            self._end_step("")
+            step = line[4:]
+            cached = step.endswith(" (cached)")
+            text = step.removesuffix(" (cached)")
+            text = text if len(text) <= 100 else text[:97] + "..."
+            task = self._progress.add_task(f"  {text}", total=1, detail="")
+            if cached:
+                self._progress.update(task, completed=1, detail="cached")
+            else:
+                self._step = task
+                self._built[tag] = self._built.get(tag, 0) + 1
+        elif self._step is not None and line.strip():
+            self._progress.update(self._step, detail=line.strip()[:60])

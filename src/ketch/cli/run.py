@@ -13,6 +13,7 @@ import click
 from ketch.app import LocalEntrypoint
 from ketch.cli import cli
 from ketch.cli.loader import Target, find_target, import_target, parse_ref
+from ketch.cli.output import force_build_option, request_force_build
 from ketch.exception import InvalidError
 from ketch.functions import Function
 
@@ -116,6 +117,7 @@ def _entry_command(entry: LocalEntrypoint | Function[..., Any], prog: str) -> cl
     help="Keep the app running after the entrypoint returns (stop it with `ketch app stop`).",
 )
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
+@force_build_option
 @click.option(
     "--help",
     "show_help",
@@ -131,6 +133,7 @@ def run(
     name: str | None,
     detach: bool,
     quiet: bool,
+    force_build: bool,
     show_help: bool,
 ) -> None:
     """Run an app's local entrypoint (or one function) with the app running ephemerally.
@@ -161,6 +164,7 @@ def run(
             click.echo(cmd.get_help(sub))
         return
     kwargs = cmd.main(args=ctx.args, prog_name=cmd.name, standalone_mode=False)
+    request_force_build(force_build)
     from ketch.app import RunContext
 
     hint = target.module.__name__.rpartition(".")[2]
@@ -200,8 +204,14 @@ def run(
     is_flag=True,
     help="Print the result as JSON (app id, version, functions and URLs).",
 )
+@force_build_option
 def deploy(
-    ref: str, module: bool, name: str | None, environment: str | None, as_json: bool
+    ref: str,
+    module: bool,
+    name: str | None,
+    environment: str | None,
+    as_json: bool,
+    force_build: bool,
 ) -> None:
     """Deploy an app persistently: it keeps running after this command and server restarts.
 
@@ -213,6 +223,7 @@ def deploy(
     """
     target = _load(ref, module, need_entry=False)
     app = target.app
+    request_force_build(force_build)
     from ketch._utils.aio import Aio
     from ketch.cli.output import DeployProgress, echo_json
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -10,8 +11,10 @@ from typing import Any
 
 import click
 
+from ketch._client.deploy import FORCE_BUILD_VARS
 from ketch.cli import cli
 from ketch.cli.loader import find_target, import_target, parse_ref
+from ketch.cli.output import force_build_option, request_force_build
 
 
 def _local_files(root: Path) -> set[Path]:
@@ -47,6 +50,7 @@ def _forget_modules(files: set[Path]) -> None:
     help="Stop after this many seconds (default: run until Ctrl-C).",
 )
 @click.option("--quiet", is_flag=True, help="Do not show container output.")
+@force_build_option
 def serve(
     ref: str,
     module: bool,
@@ -54,6 +58,7 @@ def serve(
     name: str | None,
     timeout: float | None,
     quiet: bool,
+    force_build: bool,
 ) -> None:
     """Serve an app's web endpoints with `-dev` URLs, reloading on every edit.
 
@@ -87,7 +92,11 @@ def serve(
         if not quiet:
             click.echo(f"  {line}", err=True)
 
+    request_force_build(force_build)
     with ctx:
+        if force_build:
+            # The first deploy builds again; reloads build only what an edit changed.
+            os.environ.pop(FORCE_BUILD_VARS[0], None)
         app_id = target.app.app_id
         assert app_id is not None
         run_sync(_subscribe_logs(app_id, on_log))

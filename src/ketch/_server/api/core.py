@@ -329,6 +329,9 @@ def build_api(server: Server) -> FastAPI:
     from ketch._server.api.volumes import volume_router
 
     app.include_router(volume_router(server))
+    from ketch._server.api.images import image_router
+
+    app.include_router(image_router(server))  # ketch image list | rm | prune
     from ketch._server.dashboard import dashboard_router
 
     app.include_router(dashboard_router(server))  # /dashboard and its login links (O4)

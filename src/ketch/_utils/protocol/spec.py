@@ -205,6 +205,18 @@ class DockerfileCommandsStep(Contract):
     dockerfile: NonEmptyText | None = None
 
 
+class FromRegistryStep(Contract):
+    """Image.from_registry: the image's first step. `secret` names a stored secret with the
+    registry login (its values never travel in the spec)."""
+
+    type: Literal["from_registry"]
+    ref: NonEmptyText
+    secret: Name | None = None
+    secret_environment: Name | None = None
+    add_python: Annotated[str, StringConstraints(pattern=r"^3\.[0-9]{1,3}$")] | None = None
+    setup_dockerfile_commands: list[Text] = []
+
+
 ImageStep = Annotated[
     PipInstallStep
     | UvPipInstallStep
@@ -212,7 +224,8 @@ ImageStep = Annotated[
     | WorkdirStep
     | RunCommandsStep
     | AptInstallStep
-    | DockerfileCommandsStep,
+    | DockerfileCommandsStep
+    | FromRegistryStep,
     Field(discriminator="type"),
 ]
 

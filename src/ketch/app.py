@@ -339,8 +339,10 @@ class RunContext:
         *,
         name: str | None = None,
         detach: bool = False,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
+        self._log = log  # the deploy's log lines (image builds); none by default
         self.environment = environment
         self.show_logs = show_logs
         self.name_hint = name_hint
@@ -403,13 +405,13 @@ class RunContext:
         self.app._app_id = None
 
     def __enter__(self) -> App:
-        return Aio(self._start)()
+        return Aio(self._start)(self._log)
 
     def __exit__(self, *exc: Any) -> None:
         Aio(self._stop)()
 
     async def __aenter__(self) -> App:
-        return await Aio(self._start).aio()
+        return await Aio(self._start).aio(self._log)
 
     async def __aexit__(self, *exc: Any) -> None:
         await Aio(self._stop).aio()

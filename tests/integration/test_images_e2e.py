@@ -80,6 +80,30 @@ def test_first_build_streams_its_log(fresh_server, tmp_path) -> None:
 
 
 @pytest.mark.spec("A9")
+def test_run_streams_the_build_log_too(server, tmp_path) -> None:
+    tag = uuid.uuid4().hex[:8]  # an image no test has built
+    app_file = write(
+        tmp_path / "run_log_app.py",
+        f"""
+        import ketch
+
+        app = ketch.App("run-log", image=ketch.Image.debian_slim().env({{"TAG": "{tag}"}}))
+
+
+        @app.function()
+        def f() -> str:
+            import os
+            return os.environ["TAG"]
+    """,
+    )
+    proc = ketch(server.home, "run", f"{app_file}::f")
+    assert ok(proc).strip() == tag
+    assert "==> venv image" in proc.stderr and "==> debian_slim(" in proc.stderr, proc.stderr
+    quiet = ketch(server.home, "run", "--quiet", f"{app_file}::f")
+    assert ok(quiet).strip() == tag and "==>" not in quiet.stderr, quiet.stderr
+
+
+@pytest.mark.spec("A9")
 def test_failing_pip_install_names_the_step_and_shows_the_log_tail(server, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
     package = f"ketch-test-missing-{tag}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import types
@@ -116,7 +117,7 @@ def _entry_command(entry: LocalEntrypoint | Function[..., Any], prog: str) -> cl
     is_flag=True,
     help="Keep the app running after the entrypoint returns (stop it with `ketch app stop`).",
 )
-@click.option("--quiet", is_flag=True, help="Do not show container output.")
+@click.option("--quiet", is_flag=True, help="Do not show build or container output.")
 @force_build_option
 @click.option(
     "--help",
@@ -166,11 +167,23 @@ def run(
     kwargs = cmd.main(args=ctx.args, prog_name=cmd.name, standalone_mode=False)
     request_force_build(force_build)
     from ketch.app import RunContext
+    from ketch.cli.output import DeployProgress
 
     hint = target.module.__name__.rpartition(".")[2]
-    with RunContext(
-        target.app, environment, not quiet, name_hint=hint, name=name, detach=detach
-    ) as running:
+    with contextlib.ExitStack() as stack:
+        # The build's progress while the app starts, then the app's own output.
+        with DeployProgress(f"starting {name or hint}", quiet=quiet) as show:
+            running = stack.enter_context(
+                RunContext(
+                    target.app,
+                    environment,
+                    not quiet,
+                    name_hint=hint,
+                    name=name,
+                    detach=detach,
+                    log=show,
+                )
+            )
         app_id = running.app_id
         print_web_urls(target.app)
         if isinstance(entry, LocalEntrypoint):

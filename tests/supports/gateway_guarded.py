@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import ketch
+from supports.shared_tmp import shared_tmp
 
 app = ketch.App("ketch-gateway-guarded")
 
@@ -38,7 +38,7 @@ SLOW = 0.5
 
 
 def record_path(app_id: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"ketch-test-gateway-{app_id}.jsonl"
+    return shared_tmp() / f"ketch-test-gateway-{app_id}.jsonl"
 
 
 def records(app_id: str) -> list[dict[str, Any]]:

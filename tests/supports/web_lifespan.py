@@ -6,11 +6,11 @@ Only ketch and the standard library at the top; FastAPI is imported where the ap
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import ketch
+from supports.shared_tmp import shared_tmp
 
 app = ketch.App("ketch-web-lifespan")
 
@@ -19,8 +19,7 @@ def lifespan_log(cid: str) -> Path:
     """Where a container of `lifespan_app` records its lifespan events: in the directory
     the tests share with sandboxed containers (their /tmp is their own), by container id
     (a sandboxed container's pid is one of its own pid namespace)."""
-    shared = os.environ.get("KETCH_SANDBOX_SHARE", "").split(":")[0] or tempfile.gettempdir()
-    return Path(shared) / f"ketch-test-lifespan-{cid}.log"
+    return shared_tmp() / f"ketch-test-lifespan-{cid}.log"
 
 
 @app.function(max_containers=1)

@@ -330,7 +330,12 @@ async def _wire_network(proc: asyncio.subprocess.Process, slirp: str) -> _NetHel
 def _shared_env(spec: ContainerSpec) -> dict[str, str]:
     """The environment of a container that shares the host's network (the only kind that
     is forked), as a plain start gives it."""
-    return {**spec.env, "PYTHONUNBUFFERED": "1", "KETCH_HOST_ADDR": "127.0.0.1"}
+    return {
+        **spec.env,
+        **sandbox.share_env(),
+        "PYTHONUNBUFFERED": "1",
+        "KETCH_HOST_ADDR": "127.0.0.1",
+    }
 
 
 class LocalBackend(Backend):
@@ -378,7 +383,7 @@ class LocalBackend(Backend):
             forked = await self.forks.start(spec, _shared_env(spec), log)
             if forked is not None:
                 return LocalContainer(spec.container_id, forked, log)
-        env = dict(spec.env)
+        env = {**spec.env, **sandbox.share_env()}
         env["PYTHONUNBUFFERED"] = "1"
         argv = [str(spec.python), "-m", "ketch._runtime"]
         bwrap = sandbox.bwrap_for(spec.sandbox, self._bwrap)

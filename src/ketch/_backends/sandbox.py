@@ -151,6 +151,13 @@ def shared_paths() -> list[str]:
     return paths
 
 
+def share_env() -> dict[str, str]:
+    """Tells code in a container which directories the operator shares with every
+    container (the same variable, as the server has it), so it can find them."""
+    shared = os.environ.get("KETCH_SANDBOX_SHARE")
+    return {"KETCH_SANDBOX_SHARE": shared} if shared else {}
+
+
 def gpu_devices(indices: tuple[str, ...]) -> tuple[str, ...]:
     """The device nodes a container with these GPUs needs (NVIDIA's naming)."""
     if not indices:

@@ -21,12 +21,13 @@ NOTES: dict[str, str] = {
     "A2": "cpu= and memory= (number or (request, limit): the limit is enforced) on the local "
     "backend, see S8; gpu= see S7",
     "A2b": "web_server containers get their own network namespace (slirp4netns, host "
-    "loopback at 10.0.2.2); other containers share the host's network; no filesystem "
-    "sandbox yet",
+    "loopback at 10.0.2.2); other containers share the host's network; the filesystem, "
+    "pid and IPC isolation is I3's",
     "A6": "with_options covers cpu, memory, gpu, secrets, timeout, startup_timeout, retries, "
     "min/max/buffer_containers, scaledown_window (not volumes); each distinct set of "
     "overrides is its own pool",
-    "A9": "run_commands / apt_install are refused by name (no root filesystem builder yet)",
+    "A9": "Python-only images build as venvs; apt_install, run_commands, Dockerfile steps "
+    "and from_registry build root filesystems (I1, I2)",
     "B3": "result expiry (OutputExpiredError) is implemented; no test waits out a TTL yet",
     "W7": "a rollback saves the old version's spec as a new version (Modal-style) and rolls "
     "it in like a redeploy",

@@ -391,11 +391,16 @@ class LocalBackend(Backend):
             # Volumes are among the sandbox's own mounts; the network wrappers stay outside,
             # so that slirp4netns can join the namespace they make.
             argv = sandbox.wrap(bwrap, spec.sandbox, argv, str(spec.cwd))
+            if spec.volumes:
+                from ketch._backends.mounts import volume_env
+
+                # Bind mounts of the sandbox's own; told as the unsandboxed ones are.
+                env.update(volume_env("bind", spec.volumes))
         elif spec.volumes:
             from ketch._backends.mounts import volume_argv
 
-            argv, volume_env = volume_argv(spec.volumes, argv)  # innermost: after the network
-            env.update(volume_env)
+            argv, told = volume_argv(spec.volumes, argv)  # innermost: after the network
+            env.update(told)
         slirp = None
         if spec.block_network:
             argv = [*_new_netns_prefix(), "/bin/sh", "-c", _loopback_up() + 'exec "$0" "$@"', *argv]

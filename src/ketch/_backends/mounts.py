@@ -85,8 +85,12 @@ def volume_argv(volumes: dict[str, str], argv: list[str]) -> tuple[list[str], di
         if os.geteuid() != 0:
             prefix.insert(1, "-r")
         wrapped = [*prefix, *wrapped]
-    env = {"KETCH_VOLUME_MODE": mode, "KETCH_VOLUMES": json.dumps(volumes, sort_keys=True)}
-    return wrapped, env
+    return wrapped, volume_env(mode, volumes)
+
+
+def volume_env(mode: str, volumes: dict[str, str]) -> dict[str, str]:
+    """What a container is told of its volumes: how they are mounted, and where."""
+    return {"KETCH_VOLUME_MODE": mode, "KETCH_VOLUMES": json.dumps(volumes, sort_keys=True)}
 
 
 def _mount_point(mount: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typing as _typing
 
 from ketch import exception
+from ketch._current import current_function_call_id, current_input_id, interact, is_local
+from ketch._output import enable_output
 from ketch._partial import batched, concurrent
 from ketch.app import App
 from ketch.cls import Cls, enter, exit, method, parameter
@@ -13,6 +15,7 @@ from ketch.functions import Function, FunctionCall
 from ketch.image import Image
 from ketch.queue import Queue
 from ketch.retries import Retries
+from ketch.schedule import Cron, Period
 from ketch.secret import Secret
 from ketch.volume import Volume
 from ketch.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
@@ -22,10 +25,12 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "Cls",
+    "Cron",
     "Dict",
     "Function",
     "FunctionCall",
     "Image",
+    "Period",
     "Queue",
     "Retries",
     "Secret",
@@ -33,10 +38,15 @@ __all__ = [
     "asgi_app",
     "batched",
     "concurrent",
+    "current_function_call_id",
+    "current_input_id",
+    "enable_output",
     "enter",
     "exception",
     "exit",
     "fastapi_endpoint",
+    "interact",
+    "is_local",
     "method",
     "parameter",
     "web_endpoint",

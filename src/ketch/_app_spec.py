@@ -105,6 +105,7 @@ def options_spec(opts: Any) -> dict[str, Any]:
         "block_network": opts.block_network,
         "enable_memory_snapshot": opts.enable_memory_snapshot,
         "inputs_per_container": opts.inputs_per_container,
+        "schedule": None if opts.schedule is None else opts.schedule.spec(),
     }
 
 
@@ -137,7 +138,6 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
             "is_generator": opts.is_generator,
             "web": getattr(handle, "_web", None),
         }
-        _refuse_unsupported(tag, opts)
         cls_web = getattr(handle, "_cls_web", None)
         if cls_web is not None:
             from ketch.cls import parameter_types
@@ -156,16 +156,6 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
         "ephemeral": ephemeral,
         "functions": functions,
     }
-
-
-def _refuse_unsupported(tag: str, opts: Any) -> None:
-    """Parameters that would change what the function does, which ketch cannot do yet, stop
-    the deploy (SPEC A2: honoured or refused loudly, never silently dropped)."""
-    if opts.schedule is not None:
-        raise InvalidError(
-            f"{tag}: schedule= is not supported by ketch yet; trigger the function from cron "
-            "or a loop that calls .spawn() instead"
-        )
 
 
 def _pickle_by_value(obj: Any) -> bytes:

@@ -184,6 +184,8 @@ class App:
                 batched=flags.get("batched"),
             )
             _check_global(f, opts)
+            if opts.schedule is not None:
+                _check_scheduled_function(f, opts)
             tag = opts.name or f.__name__
             self._check_tag(tag)
             fn: Function[..., Any] = Function(tag=tag, raw_f=f, options=opts, app=self)
@@ -221,6 +223,8 @@ class App:
                 batched=class_batching(user_cls) or flags.get("batched"),
             )
             _check_global(user_cls, opts)
+            if opts.schedule is not None:
+                _check_scheduled_class(user_cls)
             tag = opts.name or user_cls.__name__
             self._check_tag(tag)
             handle: Cls[Any] = Cls(tag=tag, user_cls=user_cls, options=opts, app=self)
@@ -236,7 +240,7 @@ class App:
                     tag=method_tag,
                     raw_f=None,
                     app=self,
-                    options=dataclasses.replace(opts, is_web=True, retries=None),
+                    options=dataclasses.replace(opts, is_web=True, retries=None, schedule=None),
                 )
                 endpoint._web = web
                 endpoint._cls_web = (tag, name)  # type: ignore[attr-defined]
@@ -293,6 +297,7 @@ class App:
         log: Callable[[str], None] | None = None,
     ) -> App:
         from ketch._app_spec import deploy_app
+        from ketch._output import deploy_log
         from ketch.config import Config
 
         cfg = Config.load()
@@ -304,7 +309,7 @@ class App:
             name=app_name,
             environment=environment_name or cfg.environment,
             ephemeral=False,
-            log=log or _quiet,
+            log=log or deploy_log() or _quiet,
             config=cfg,
         )
         return self
@@ -373,6 +378,7 @@ class RunContext:
     async def _start(self, log: Callable[[str], None] | None = None) -> App:
         from ketch._app_spec import deploy_app
         from ketch._client.client import Client
+        from ketch._output import deploy_log
 
         client = await Client.current()
         result = await deploy_app(
@@ -380,7 +386,7 @@ class RunContext:
             name=self._ephemeral_name(),
             environment=self.environment or client.config.environment,
             ephemeral=True,
-            log=log or _quiet,
+            log=log or deploy_log() or _quiet,
             config=client.config,
         )
         if not self.detach:
@@ -415,3 +421,40 @@ class RunContext:
 
     async def __aexit__(self, *exc: Any) -> None:
         await Aio(self._stop).aio()
+
+
+def _check_scheduled_function(f: Any, opts: Any) -> None:
+    """A scheduled function is called with no arguments, as a spawned call."""
+    if opts.is_web:
+        raise InvalidError(
+            f"{f.__qualname__} is a web endpoint and cannot have a schedule; schedule a plain "
+            "function that sends it a request instead"
+        )
+    try:
+        inspect.signature(f).bind()
+    except TypeError:
+        raise InvalidError(
+            f"{f.__qualname__} has a schedule, so it is called with no arguments; give its "
+            "parameters defaults"
+        ) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): the call in the container will tell
+
+
+def _check_scheduled_class(user_cls: type) -> None:
+    """A scheduled class runs its one `@method()`, on an instance with default parameters."""
+    from ketch.cls import _EMPTY, class_methods, declared_parameters
+
+    methods = sorted(class_methods(user_cls))
+    if len(methods) != 1:
+        raise InvalidError(
+            f"@app.cls(schedule=...) runs the class's one @method(); {user_cls.__name__} has "
+            f"{len(methods)} ({', '.join(methods) or 'none'}); put the schedule on an "
+            "@app.function that calls the method you want"
+        )
+    required = [n for n, d in declared_parameters(user_cls).items() if d is _EMPTY]
+    if required:
+        raise InvalidError(
+            f"{user_cls.__name__} has a schedule, so it is built with no arguments; give "
+            f"its parameters defaults: {', '.join(sorted(required))}"
+        )

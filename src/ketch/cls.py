@@ -437,7 +437,10 @@ class Obj:
         web = cls._app._web_methods.get(f"{cls.tag}.{name}") if cls._app is not None else None
         if web is not None:
             return web  # a web endpoint: reached over HTTP (its .remote() says so)
-        if (cls._user_cls is not None or base._info) and name not in methods:
+        # A looked-up class's web methods: the server lists them apart from its methods.
+        web_methods: dict[str, str | None] = base._info.get("web_methods") or {}
+        known = name in methods or name in web_methods
+        if (cls._user_cls is not None or base._info) and not known:
             raise AttributeError(f"{cls.tag} has no @method() named {name!r}")
         info = methods.get(name, {})
         if cls._app is not None and base._function_id is None:
@@ -447,6 +450,9 @@ class Obj:
         fn._options = dataclasses.replace(
             base._options, is_generator=bool(info.get("is_generator"))
         )
+        if name in web_methods:
+            fn._web_url = web_methods[name]
+            fn._options = dataclasses.replace(fn._options, is_web=True)
         return fn
 
 

@@ -50,6 +50,14 @@ CONTAINER_WEB_URLS: dict[str, str] = {}
 SPAWN_WINDOW = 64
 
 
+def _in_app_container(app: App) -> bool:
+    """Whether this process is a container of `app`; an unnamed App runs under a name
+    the server gave it, so inside a container it is the container's own app."""
+    if "KETCH_CONTAINER_ID" not in os.environ:
+        return False
+    return app._in_container() or app.name is None
+
+
 class Function(Generic[P, R]):
     """A handle on a ketch function: call it remotely, locally, in bulk, or in background."""
 
@@ -107,7 +115,7 @@ class Function(Generic[P, R]):
 
     def get_web_url(self) -> str | None:
         """The endpoint's URL (web functions only); also works inside the container."""
-        if self._web_url is None and self._app is not None and self._app._in_container():
+        if self._web_url is None and self._app is not None and _in_app_container(self._app):
             return CONTAINER_WEB_URLS.get(self._tag)
         if self._web_url is None and self._lookup is not None and self._function_id is None:
             self.hydrate()  # a handle from from_name learns its URL on first use
@@ -134,7 +142,12 @@ class Function(Generic[P, R]):
             )
             info = reply["info"]
         is_generator = bool(info["is_generator"])
-        if self._method is not None:
+        web_url = info.get("web_url")
+        web_methods: dict[str, str | None] = info.get("web_methods") or {}
+        if self._method is not None and self._method in web_methods:
+            # A web method of the class: found as plain methods are, reached over HTTP.
+            is_generator, web_url = False, web_methods[self._method]
+        elif self._method is not None:
             methods: dict[str, Any] = info.get("methods") or {}
             if self._method not in methods:
                 raise NotFoundError(
@@ -142,8 +155,8 @@ class Function(Generic[P, R]):
                     f"{self._method!r} (it has: {', '.join(sorted(methods)) or 'none'})"
                 )
             is_generator = bool(methods[self._method].get("is_generator"))
-        self._web_url = info.get("web_url")
-        self._options = FunctionOptions(is_generator=is_generator, is_web=bool(info.get("web_url")))
+        self._web_url = web_url
+        self._options = FunctionOptions(is_generator=is_generator, is_web=bool(web_url))
         self._info = info
         self._function_id = info["function_id"]
         return self

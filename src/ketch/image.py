@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ketch._image_files import LocalFiles as _LocalFiles
+from ketch._image_files import check_remote_path as _check_remote_path
+from ketch._image_files import (
+    hash_file,
+    hash_file_set,
+    hash_local_entry,
+    iter_local_files,
+)
+from ketch._image_files import resolve_python_source as _resolve_python_source
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -39,9 +47,6 @@ _BUILD_STEP_KINDS = frozenset(
 )
 
 _PYTHON_VERSION_RE = re.compile(r"3\.\d+")
-_ALWAYS_SKIPPED_DIRS = frozenset({"__pycache__"})
-_ALWAYS_SKIPPED_SUFFIXES = (".pyc",)
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -53,16 +58,6 @@ class _Step:
     def to_dict(self) -> dict[str, Any]:
         params: dict[str, Any] = json.loads(self.params_json)
         return {"type": self.kind, **params}
-
-
-@dataclass(frozen=True)
-class _LocalFiles:
-    local_path: str
-    remote_path: str
-    is_dir: bool
-    copy: bool
-    ignore: tuple[str, ...]
-    python_module: str | None
 
 
 _Layer = _Step | _LocalFiles
@@ -91,90 +86,6 @@ def _optional_str(value: object, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidError(f"{name} must be a string or None, got {value!r}")
     return value
-
-
-def _check_remote_path(remote_path: object, method: str) -> str:
-    if not isinstance(remote_path, str) or not remote_path:
-        raise InvalidError(f"Image.{method}: remote_path must be a non-empty string")
-    pure = PurePosixPath(remote_path)
-    if not pure.is_absolute():
-        raise InvalidError(
-            f"Image.{method}: remote_path must be absolute (start with '/'), got {remote_path!r}"
-        )
-    if ".." in pure.parts:
-        raise InvalidError(f"Image.{method}: remote_path may not contain '..': {remote_path!r}")
-    return remote_path
-
-
-def _is_ignored(rel_parts: Sequence[str], patterns: Sequence[str]) -> bool:
-    # A pattern matches a relative path, or (when it has no '/') any single path component;
-    # a match on a directory excludes everything under it.
-    for i, name in enumerate(rel_parts):
-        prefix = "/".join(rel_parts[: i + 1])
-        for pattern in patterns:
-            pat = pattern.strip("/")
-            if fnmatch.fnmatchcase(prefix, pat):
-                return True
-            if "/" not in pat and fnmatch.fnmatchcase(name, pat):
-                return True
-    return False
-
-
-def iter_local_files(root: Path, ignore: Sequence[str] = ()) -> Iterator[tuple[str, Path]]:
-    """Yield (relative posix path, absolute path) for every file under `root`, sorted.
-
-    Skips `__pycache__` directories, `.pyc` files and anything matching an `ignore`
-    glob. The image hash and the builder both use this, so they always agree on the set.
-    """
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root).parts
-        dirnames[:] = [
-            d
-            for d in dirnames
-            if d not in _ALWAYS_SKIPPED_DIRS and not _is_ignored((*rel_dir, d), ignore)
-        ]
-        for name in filenames:
-            if name.endswith(_ALWAYS_SKIPPED_SUFFIXES):
-                continue
-            parts = (*rel_dir, name)
-            if _is_ignored(parts, ignore):
-                continue
-            found.append(("/".join(parts), Path(dirpath, name)))
-    found.sort(key=lambda item: item[0])
-    yield from found
-
-
-def _file_digest(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.digest()
-
-
-def hash_file(path: Path) -> str:
-    """Return the sha256 hex of a file's bytes."""
-    return _file_digest(path).hex()
-
-
-def hash_file_set(files: Iterable[tuple[str, Path]]) -> str:
-    """Return the sha256 hex of (relative path, file) pairs, taken in the order given."""
-    h = hashlib.sha256()
-    for rel, abs_path in files:
-        # Hash each file's digest rather than its raw bytes, so that path/content
-        # boundaries are unambiguous.
-        h.update(rel.encode("utf-8"))
-        h.update(b"\0")
-        h.update(_file_digest(abs_path))
-    return h.hexdigest()
-
-
-def hash_local_entry(path: Path, is_dir: bool, ignore: Sequence[str] = ()) -> str:
-    """Return the sha256 hex of a file's bytes, or of a directory's sorted paths and contents."""
-    if not is_dir:
-        return hash_file(path)
-    return hash_file_set(iter_local_files(path, ignore))
 
 
 def hash_build_spec(spec: Mapping[str, Any]) -> str:
@@ -515,6 +426,125 @@ class Image:
             )
         return image
 
+    # -- Modal's project and config helpers (logic in _image_helpers) -------------------
+
+    def imports(self) -> contextlib.AbstractContextManager[None]:
+        """`with image.imports(): import torch`: an ImportError is tolerated where the
+        script runs locally (the package is only in the image) and raised in a container."""
+        from ketch._image_helpers import imports
+
+        return imports()
+
+    def pip_install_from_requirements(
+        self,
+        requirements_txt: str,
+        find_links: str | None = None,
+        *,
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        pre: bool = False,
+        extra_options: str = "",
+        force_build: bool = False,
+        secrets: Sequence[Secret] = (),
+        gpu: object = None,
+    ) -> Image:
+        """Install the packages of a local requirements file (read now: part of the hash)."""
+        from ketch._image_helpers import check_build_only
+
+        check_build_only("pip_install_from_requirements", secrets, gpu)
+        if _in_container():
+            return self  # built already; the local file is not here
+        return self.uv_pip_install(
+            requirements=[requirements_txt],
+            index_url=index_url,
+            extra_index_url=extra_index_url,
+            find_links=find_links,
+            pre=pre,
+            extra_options=extra_options,
+        )
+
+    def pip_install_from_pyproject(
+        self,
+        pyproject_toml: str,
+        optional_dependencies: Sequence[str] = (),
+        *,
+        find_links: str | None = None,
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        pre: bool = False,
+        extra_options: str = "",
+        force_build: bool = False,
+        secrets: Sequence[Secret] = (),
+        gpu: object = None,
+    ) -> Image:
+        """Install a local pyproject.toml's `[project] dependencies`, plus the named
+        optional-dependency groups (the project itself is not installed)."""
+        from ketch._image_helpers import check_build_only, pyproject_packages
+
+        check_build_only("pip_install_from_pyproject", secrets, gpu)
+        if _in_container():
+            return self
+        groups = _flatten_strings(optional_dependencies, "optional_dependencies")
+        path = Path(pyproject_toml).expanduser().resolve()
+        return self.pip_install(
+            *pyproject_packages(path, groups),
+            index_url=index_url,
+            extra_index_url=extra_index_url,
+            find_links=find_links,
+            pre=pre,
+            extra_options=extra_options,
+        )
+
+    def uv_sync(
+        self,
+        uv_project_dir: str = "./",
+        *,
+        force_build: bool = False,
+        groups: Sequence[str] | None = None,
+        extras: Sequence[str] | None = None,
+        frozen: bool = True,
+        extra_options: str = "",
+        uv_version: str | None = None,
+        secrets: Sequence[Secret] = (),
+        gpu: object = None,
+    ) -> Image:
+        """Install a local uv project's locked dependencies (uv.lock, with `groups` and
+        `extras`; frozen=False insists the lock is up to date). The project itself is not
+        installed; the server's uv does the install, whatever `uv_version` says."""
+        from ketch._image_helpers import check_build_only, uv_export
+
+        check_build_only("uv_sync", secrets, gpu)
+        if _in_container():
+            return self
+        project = Path(uv_project_dir).expanduser().resolve()
+        content = uv_export(
+            project,
+            groups=_flatten_strings(groups or [], "groups"),
+            extras=_flatten_strings(extras or [], "extras"),
+            frozen=bool(frozen),
+        )
+        options = self._pip_options(None, None, None, False, extra_options)
+        reqs = [{"path": str(project / "uv.lock"), "content": content}]
+        return self._with_step("uv_pip_install", {"packages": [], "requirements": reqs, **options})
+
+    def cmd(self, cmd: list[str]) -> Image:
+        """Record the image's default command (a Sandbox without a command runs it)."""
+        from ketch._image_helpers import argv_list
+
+        return self._with_step("cmd", {"argv": argv_list(cmd, "cmd")})
+
+    def entrypoint(self, entrypoint_commands: list[str]) -> Image:
+        """Record the image's entrypoint; as in Docker, it resets an earlier `cmd`."""
+        from ketch._image_helpers import argv_list
+
+        return self._with_step("entrypoint", {"argv": argv_list(entrypoint_commands, "entrypoint")})
+
+    def _container_config(self) -> dict[str, list[str]]:
+        from ketch._image_helpers import container_config
+
+        steps = [layer for layer in self._layers if isinstance(layer, _Step)]
+        return container_config((s.kind, s.to_dict()) for s in steps)
+
     # -- output ----------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
@@ -524,9 +554,12 @@ class Image:
         """
         steps: list[dict[str, Any]] = []
         files: list[dict[str, Any]] = []
+        from ketch._image_helpers import CONFIG_STEP_KINDS
+
         for layer in self._layers:
             if isinstance(layer, _Step):
-                steps.append(layer.to_dict())
+                if layer.kind not in CONFIG_STEP_KINDS:  # recorded only: nothing to build
+                    steps.append(layer.to_dict())
                 continue
             try:
                 digest = hash_local_entry(Path(layer.local_path), layer.is_dir, layer.ignore)
@@ -556,39 +589,3 @@ def _in_container() -> bool:
     """Inside a container the app module is imported again, image definitions included;
     they must not look for the client's local files there."""
     return "KETCH_CONTAINER_ID" in os.environ
-
-
-def _resolve_python_source(module_name: str, copy: bool) -> _LocalFiles:
-    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
-        raise InvalidError(f"Image.add_local_python_source: {module_name!r} is not a module name")
-    try:
-        found = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError) as exc:
-        raise InvalidError(
-            f"Image.add_local_python_source: cannot find module {module_name!r}: {exc}"
-        ) from exc
-    if found is None:
-        raise InvalidError(
-            f"Image.add_local_python_source: module {module_name!r} not found on this "
-            "machine's import path"
-        )
-    remote_base = "/root/" + module_name.replace(".", "/")
-    locations = list(found.submodule_search_locations or [])
-    if locations:
-        if len(locations) != 1:
-            raise InvalidError(
-                f"Image.add_local_python_source: {module_name!r} is a namespace package spread "
-                f"over {len(locations)} directories; add them with add_local_dir instead"
-            )
-        return _LocalFiles(
-            str(Path(locations[0]).resolve()), remote_base, True, copy, (), module_name
-        )
-    origin = found.origin
-    if not found.has_location or origin is None or not origin.endswith(".py"):
-        raise InvalidError(
-            f"Image.add_local_python_source: {module_name!r} is not Python source on disk "
-            f"(origin: {origin!r})"
-        )
-    return _LocalFiles(
-        str(Path(origin).resolve()), remote_base + ".py", False, copy, (), module_name
-    )

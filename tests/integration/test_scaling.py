@@ -86,10 +86,10 @@ def test_unsupported_semantic_parameters_refuse_the_deploy(server: object) -> No
 
     other = ketch.App("refusals")
 
-    @other.function(schedule=object(), serialized=True)
-    def scheduled() -> None: ...
-
     with pytest.raises(InvalidError, match="schedule"):
-        other.deploy()
+
+        @other.function(schedule=object(), serialized=True)
+        def scheduled() -> None: ...
+
     listed = run_sync(ApiClient().call("GET", "/v1/apps"))
     assert not any(a["name"].startswith("refusals") for a in listed)

@@ -26,6 +26,9 @@ PARTS: dict[str, str] = {
     "ketch.retries": "values",
     "ketch.secret": "values",
     "ketch.image": "values",
+    "ketch._image_files": "values",
+    "ketch._image_helpers": "values",
+    "ketch.schedule": "values",
     "ketch._utils": "_utils",
     # Root-filesystem images: the Dockerfile language and build contexts (which the SDK
     # checks and hashes where an image is defined) and the layered builder the server runs.
@@ -50,6 +53,8 @@ PARTS: dict[str, str] = {
     "ketch.queue": "sdk",
     "ketch.volume": "sdk",
     "ketch.web": "sdk",
+    "ketch._current": "sdk",
+    "ketch._output": "sdk",
 }
 
 _BASE = frozenset({"exception", "values", "_utils"})

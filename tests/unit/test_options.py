@@ -328,7 +328,9 @@ def test_volumes_mount_paths() -> None:
 
 
 def test_simple_fields() -> None:
-    sched = object()
+    from ketch.schedule import Period
+
+    sched = Period(seconds=5)
     o = _opts(
         {
             "serialized": True,
@@ -343,6 +345,8 @@ def test_simple_fields() -> None:
     assert o.enable_memory_snapshot and o.block_network
     with pytest.raises(InvalidError, match=r"ketch\.Cron\('0 \* \* \* \*'\)"):
         _opts({"schedule": "0 * * * *"})
+    with pytest.raises(InvalidError, match=r"ketch\.Cron or ketch\.Period"):
+        _opts({"schedule": object()})
     for key, bad in [("serialized", 1), ("block_network", "yes"), ("include_source", 0)]:
         with pytest.raises(InvalidError, match=key):
             _opts({key: bad})

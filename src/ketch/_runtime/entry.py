@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
 
+from ketch import _current as current
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload, tracecontext
 from ketch._utils.protocol import messages as m
@@ -44,10 +45,15 @@ class Runtime:
         loop = asyncio.get_running_loop()
         try:
             add_sys_path(self.init.get("sys_path", []))
-            if self.spec.web is not None:
-                # Before the user's module is imported: an endpoint's module may import
-                # fastapi or pydantic at its top, as Modal's web examples do.
-                self._add_web_runtime()
+            # Before the user's module is imported: a module with endpoints may import
+            # fastapi or pydantic at its top, as Modal's web examples do, and so its
+            # plain functions' containers need them too. The server sends the path only
+            # to containers of apps with web endpoints (launch.web_runtime_for).
+            self._add_web_runtime()
+            from ketch import functions
+
+            # Every function of an app sees its app's endpoints (`get_web_url()`).
+            functions.CONTAINER_WEB_URLS.update(self.init.get("web_urls") or {})
             from ketch.compat.shim import install_modal_alias
 
             install_modal_alias()
@@ -81,9 +87,6 @@ class Runtime:
 
     async def _start_web(self, target: Target, web: ContainerWeb) -> str:
         """Serve the web function; returns the address the gateway forwards to."""
-        from ketch import functions
-
-        functions.CONTAINER_WEB_URLS.update(self.init.get("web_urls") or {})
         from ketch._runtime import web as webmod
 
         loop = asyncio.get_running_loop()
@@ -213,9 +216,11 @@ class Runtime:
             fn = self.target.resolve(msg.get("method"))
             # The call's trace context (O5), set in this input's task and handed to its
             # thread, so that user code using OpenTelemetry joins the caller's trace.
-            traced = bool(msg.get("traceparent")) and (
-                tracecontext.attach(msg["traceparent"]) is not None
-            )
+            if msg.get("traceparent"):
+                tracecontext.attach(msg["traceparent"])
+            # This task's own context: inputs running at once each see their own ids.
+            current.INPUT_ID.set(iid)
+            current.CALL_ID.set(msg.get("call_id"))
             if msg["kind"] == "gen":
                 await self._run_gen(iid, fn, args, kwargs)
                 out: m.Out = {"t": m.OUT, "iid": iid, "ok": True, "payload": None}
@@ -224,9 +229,10 @@ class Runtime:
                     result = await fn(*args, **kwargs)
                 else:
                     self.sync_running.add(iid)
-                    call = functools.partial(fn, *args, **kwargs)
-                    if traced:
-                        call = functools.partial(contextvars.copy_context().run, call)
+                    # The pool's threads do not inherit the task's context on their own.
+                    call = functools.partial(
+                        contextvars.copy_context().run, functools.partial(fn, *args, **kwargs)
+                    )
                     try:
                         result = await loop.run_in_executor(self.pool, call)
                     finally:
@@ -252,9 +258,12 @@ class Runtime:
             return
         done = object()
         self.sync_gens.add(iid)
+        # One context for every step of the generator, as one thread running it would have.
+        ctx = contextvars.copy_context()
         try:
             while True:
-                item = await loop.run_in_executor(self.pool, next, gen, done)
+                step = functools.partial(ctx.run, next, gen, done)
+                item = await loop.run_in_executor(self.pool, step)
                 if item is done:
                     return
                 msg = {"t": m.ITEM, "iid": iid, "payload": payload.dumps(item)}

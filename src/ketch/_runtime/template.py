@@ -106,10 +106,10 @@ def load(msg: fp.Load) -> Preloaded:
     spec = ContainerFunction.from_wire(msg["function"])
     add_sys_path(msg["sys_path"])
     web = spec.web
+    extra = msg["web_runtime"]  # given to containers of apps with endpoints only
+    if extra and extra not in sys.path:
+        sys.path.append(extra)  # after the image's packages, as the runtime does
     if web is not None:
-        extra = msg["web_runtime"]
-        if extra and extra not in sys.path:
-            sys.path.append(extra)  # after the image's packages, as the runtime does
         _warm_web_stack(web)
     from ketch.compat.shim import install_modal_alias
 

@@ -548,6 +548,14 @@ class AppManager:
                 f"{', '.join(sorted(app['functions'])) or 'none'})"
             )
         spec = self.scheduler.functions[fid].spec
+        # A class's web methods are endpoints of their own, tagged "<Cls>.<method>".
+        web_methods = {
+            other.partition(".")[2]: self.scheduler.functions[ofid].spec.web_url
+            for other, ofid in app["functions"].items()
+            if spec.kind == "cls"
+            and other.startswith(f"{tag}.")
+            and ofid in self.scheduler.functions
+        }
         return {
             "function_id": fid,
             "app_id": app["app_id"],
@@ -556,6 +564,7 @@ class AppManager:
             "is_generator": spec.is_generator,
             "web_url": spec.web_url,
             "methods": {name: m.model_dump() for name, m in spec.methods.items()},
+            "web_methods": web_methods,
             "params": list(spec.params),
         }
 

@@ -235,6 +235,17 @@ def app_web_urls(fdef: FunctionDef, functions: Iterable[FunctionDef]) -> dict[st
     return {f.tag: f.spec.web_url for f in functions if f.app_id == fdef.app_id and f.spec.web_url}
 
 
+def web_runtime_for(fdef: FunctionDef, functions: Iterable[FunctionDef], runtime_web: str) -> str:
+    """The web runtime's path for `fdef`'s containers, or "" when they go without it: a
+    module with endpoints often imports fastapi at its top (Modal's older images had it
+    everywhere), so every function of an app with an endpoint gets it, after its image's
+    own packages."""
+    if fdef.spec.web is not None:
+        return runtime_web
+    has_web = any(f.app_id == fdef.app_id and f.spec.web is not None for f in functions)
+    return runtime_web if has_web else ""
+
+
 def fork_group(fdef: FunctionDef) -> str:
     """The containers that one fork-server template may serve: a function at one version."""
     return f"{fdef.function_id}:{fdef.version}"

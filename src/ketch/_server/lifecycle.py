@@ -155,7 +155,7 @@ class Lifecycle:
             gpus=c.gpus,
             volumes=volumes,
             params=c.pool.params,
-            runtime_web=s.runtime_web,
+            runtime_web=launch.web_runtime_for(fdef, s.functions.values(), s.runtime_web),
             sandbox=sandbox,
             at_root=launch.source_at_root(fdef, s.backend.sandboxed),
         )
@@ -195,7 +195,7 @@ class Lifecycle:
         return launch.init_message(
             fdef,
             c.pool.params,
-            runtime_web=s.runtime_web,
+            runtime_web=launch.web_runtime_for(fdef, s.functions.values(), s.runtime_web),
             web_socket=str(launch.web_socket_dir(s.sockets_dir, fdef) / f"{cid}.sock"),
             web_urls=launch.app_web_urls(fdef, s.functions.values()),
             at_root=launch.source_at_root(fdef, s.backend.sandboxed),

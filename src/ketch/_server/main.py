@@ -163,6 +163,15 @@ class Server:
             on_note=lambda app_id, line: self.logs.emit(app_id, "-", "ketch", "system", line),
             logs=self.logs,
         )
+        from ketch._server.schedules import Schedules, running_schedules
+
+        self.schedules = Schedules(
+            self.store,
+            self.scheduler.clock,
+            lambda: running_schedules(self.apps),
+            self.scheduler.spawn,
+            note=lambda app_id, line: self.logs.emit(app_id, "-", "ketch", "system", line),
+        )
         from ketch._server.objects import Limits as ObjectLimits
         from ketch._server.objects import ObjectServer
 
@@ -231,6 +240,7 @@ class Server:
             await self._stopping.wait()
         finally:
             ticker.cancel()
+            self.schedules.close()
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 if json.loads(cfg.server_file.read_text()).get("pid") == os.getpid():
                     cfg.server_file.unlink()
@@ -271,6 +281,8 @@ class Server:
         while True:
             await asyncio.sleep(0.25)
             step("deadlines", self.scheduler.sweep_deadlines)
+            # Deploys and stops are seen within a quarter second; runs fire on a timer.
+            step("schedules", self.schedules.reconcile)
             if time.monotonic() - last_tick < 1.0:
                 continue
             last_tick = time.monotonic()

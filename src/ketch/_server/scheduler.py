@@ -314,7 +314,10 @@ class Scheduler:
             self.tracing.assigned(work, c)  # before the send: the input carries its context
         if isinstance(work, Input):
             if send:
-                c.channel.send({"t": m.INPUT, "iid": work.iid, "kind": work.kind, **work.request})
+                msg = {"t": m.INPUT, "iid": work.iid, "kind": work.kind, **work.request}
+                if work.spawned:
+                    msg["call_id"] = work.iid  # a spawned call's input id is its call id
+                c.channel.send(msg)
         elif isinstance(work, WebRequest) and not work.future.done():
             work.future.set_result(c.web_addr or "")
 

@@ -130,6 +130,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX volumes_name ON volumes(environment, name) WHERE name IS NOT NULL;
     """,
+    """
+    CREATE TABLE schedules (
+        function_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        spec TEXT NOT NULL,             -- the schedule as deployed: a change resets next_run
+        version INTEGER NOT NULL,       -- the app version it was set under
+        next_run REAL NOT NULL,         -- wall-clock seconds: kept across server restarts
+        last_run REAL,
+        last_call TEXT
+    );
+    """,
 ]
 
 
@@ -341,6 +352,36 @@ class Store:
                 (now,),
             )
         return cur.rowcount
+
+    # -- schedules ----------------------------------------------------------------------
+    def schedule_rows(self) -> dict[str, dict[str, Any]]:
+        keys = ("function_id", "app_id", "spec", "version", "next_run", "last_run", "last_call")
+        rows = self._db.execute(f"SELECT {', '.join(keys)} FROM schedules").fetchall()
+        return {r[0]: dict(zip(keys, r, strict=True)) for r in rows}
+
+    def put_schedule(
+        self,
+        function_id: str,
+        app_id: str,
+        spec: str,
+        version: int,
+        next_run: float,
+        last_run: float | None,
+        last_call: str | None,
+    ) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (function_id, app_id, spec, version, next_run, last_run, last_call),
+            )
+
+    def delete_schedules(self, function_ids: list[str]) -> None:
+        if not function_ids:
+            return
+        with self.tx() as db:
+            db.executemany(
+                "DELETE FROM schedules WHERE function_id = ?", [(f,) for f in function_ids]
+            )
 
     # -- web ----------------------------------------------------------------------------
     def web_port(self, host: str) -> int | None:

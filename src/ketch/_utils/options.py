@@ -301,6 +301,10 @@ def _schedule(value: object) -> Any:
             f"schedule must be a ketch.Cron or ketch.Period, got the string {value!r}; "
             f"write schedule=ketch.Cron({value!r})"
         )
+    from ketch.schedule import Schedule
+
+    if value is not None and not isinstance(value, Schedule):
+        raise InvalidError(f"schedule must be a ketch.Cron or ketch.Period, got {value!r}")
     return value
 
 

@@ -1,4 +1,4 @@
-"""`ketch app list | stop | logs | history | rollback`."""
+"""`ketch app list | stop | logs | history | rollback | run-now`."""
 
 from __future__ import annotations
 
@@ -219,3 +219,42 @@ def rollback(name: str, version: str | None, environment: str | None) -> None:
     click.echo(
         f"Rolled {name!r} back to v{out['rollback_of']}: now serving it as v{out['version']}."
     )
+
+
+@app.command("run-now")
+@click.argument("name")
+@click.argument("function")
+@env_option
+def run_now(name: str, function: str, environment: str | None) -> None:
+    """Start one run of a scheduled function now, besides its schedule (whose next run
+    stays when it was). The run is a spawned call: see it with `ketch call get`.
+
+    \b
+    Example:
+      ketch app run-now my-app nightly_report
+    """
+    out = api(
+        "POST",
+        f"/v1/apps/{name}/schedules/{function}/run",
+        params={"environment": _environment(environment)},
+    )
+    click.echo(f"Started {function} of {name!r}: call {out['call_id']}")
+
+
+def schedule_table(rows: list[dict[str, Any]]) -> Any:
+    """`ketch app status`: each schedule with its next and last runs, in local time."""
+    from rich.table import Table
+
+    def at(t: float | None) -> str:
+        return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+
+    table = Table("function", "schedule", "next run", "last run", "last call", title="schedules")
+    for r in rows:
+        table.add_row(
+            r["function"],
+            r["schedule"],
+            at(r["next_run"]),
+            at(r["last_run"]),
+            r["last_call"] or "-",
+        )
+    return table

@@ -18,7 +18,7 @@ from ketch.cli.output import api, console, echo_json, env_option, json_option
 def status(name: str, environment: str | None, as_json: bool) -> None:
     """Show each function of an app: containers (starting, idle, busy, draining), queued
     and running inputs, and why queued inputs wait (no GPU of a type, at max_containers,
-    crash-loop backoff, containers starting).
+    crash-loop backoff, containers starting); and each schedule with its next run.
 
     \b
     Example:
@@ -58,3 +58,8 @@ def status(name: str, environment: str | None, as_json: bool) -> None:
             "; ".join(f["waiting"]) or "-",
         )
     console().print(table)
+    schedules: list[dict[str, Any]] = out.get("schedules") or []
+    if schedules:
+        from ketch.cli.apps import schedule_table
+
+        console().print(schedule_table(schedules))

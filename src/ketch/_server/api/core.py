@@ -134,6 +134,9 @@ def build_api(server: Server) -> FastAPI:
     from ketch._server.api.status import status_router
 
     app.include_router(status_router(server))
+    from ketch._server.api.schedules import schedules_router
+
+    app.include_router(schedules_router(server))  # ketch app run-now, schedules in status
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:

@@ -28,6 +28,7 @@ def status_router(server: Server) -> APIRouter:
             "name": name,
             "running": live is not None,
             "functions": server.scheduler.status(app_id),
+            "schedules": server.schedules.status(app_id),
         }
 
     @router.get("/v1/status/functions")

@@ -392,6 +392,7 @@ class Input(Request):
     t: Literal["input"]
     iid: str
     kind: CallKind
+    call_id: NotRequired[str]  # a spawned call's id (`current_function_call_id()`)
 
 
 class BatchInput(TypedDict):

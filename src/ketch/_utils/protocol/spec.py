@@ -107,6 +107,55 @@ class RetriesSpec(Contract):
         return backoff_delay(self.initial_delay, self.backoff_coefficient, self.max_delay, k)
 
 
+class PeriodSchedule(Contract):
+    """`ketch.Period`: runs every interval, counted from the deploy."""
+
+    type: Literal["period"]
+    years: Annotated[Int, Field(ge=0, le=100)] = 0
+    months: Annotated[Int, Field(ge=0, le=1200)] = 0
+    weeks: Annotated[Int, Field(ge=0, le=10_000)] = 0
+    days: Annotated[Int, Field(ge=0, le=100_000)] = 0
+    hours: Annotated[Int, Field(ge=0, le=10**6)] = 0
+    minutes: Annotated[Int, Field(ge=0, le=10**8)] = 0
+    seconds: Annotated[float, Field(ge=0, le=10**10)] = 0.0
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> PeriodSchedule:
+        from ketch.schedule import MIN_PERIOD_SECONDS
+
+        if self.years == 0 and self.months == 0 and self.fixed_seconds < MIN_PERIOD_SECONDS:
+            raise ValueError(f"a Period must be at least {MIN_PERIOD_SECONDS:g} second")
+        return self
+
+    @property
+    def fixed_seconds(self) -> float:
+        """The weeks, days, hours, minutes and seconds parts together, in seconds."""
+        days = self.weeks * 7 + self.days
+        return days * 86400.0 + self.hours * 3600 + self.minutes * 60 + self.seconds
+
+
+class CronSchedule(Contract):
+    """`ketch.Cron`: five cron fields read in an IANA time zone."""
+
+    type: Literal["cron"]
+    cron: Annotated[str, StringConstraints(pattern=r"^[^\x00]{1,256}$")]
+    timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+/-]{1,64}$")] = "UTC"
+
+    @model_validator(mode="after")
+    def _valid(self) -> CronSchedule:
+        from ketch.exception import InvalidError
+        from ketch.schedule import check_cron
+
+        try:
+            check_cron(self.cron, self.timezone)
+        except InvalidError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+ScheduleSpec = Annotated[PeriodSchedule | CronSchedule, Field(discriminator="type")]
+
+
 class OptionsSpec(Contract):
     timeout: Seconds = DEFAULT_TIMEOUT
     startup_timeout: Seconds | None = None
@@ -125,6 +174,7 @@ class OptionsSpec(Contract):
     block_network: bool = False
     enable_memory_snapshot: bool = False
     inputs_per_container: Annotated[Int, Field(ge=1, le=MAX_INPUTS_PER_CONTAINER)] | None = None
+    schedule: ScheduleSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> OptionsSpec:

@@ -244,11 +244,17 @@ def test_unknown_instructions_are_refused_by_name(builder: ImageBuilder, tmp_pat
     assert log.lines == []
 
 
-def test_pythons_debian_does_not_ship_are_refused(builder: ImageBuilder) -> None:
+def test_a_python_debian_does_not_ship_needs_one_on_the_server(
+    builder: ImageBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No uv-managed interpreters at all: the refusal names what to install, and nothing runs.
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "no-pythons"))
+    log = Log()
     with pytest.raises(
-        InvalidError, match=r'apt_install\("jq"\) is not supported on .*"3\.11" \(Debian bookworm\)'
+        InvalidError, match=r'debian_slim\(python_version="3\.12"\): .*`uv python install 3\.12`'
     ):
-        build(builder, Image.debian_slim("3.12").apt_install("jq"))
+        build(builder, Image.debian_slim("3.12").apt_install("jq"), log)
+    assert log.lines == []
 
 
 def test_without_the_tools_rootfs_images_are_refused(

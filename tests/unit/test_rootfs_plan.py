@@ -207,3 +207,30 @@ def test_configuration_folds_like_docker() -> None:
     assert config.workdir == "/a/b" and config.user == "app"
     assert config.shell == ("/bin/bash", "-c")
     assert config.entrypoint == ("/bin/bash", "-c", "python3") and config.cmd == ("-V",)
+
+
+def test_a_python_debian_lacks_is_added_from_a_uv_managed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import platform
+
+    dist = tmp_path / f"cpython-3.12.4-linux-{platform.machine().lower()}-gnu"
+    (dist / "bin").mkdir(parents=True)
+    (dist / "bin" / "python3.12").write_text("")
+    (dist / "lib" / "python3.12").mkdir(parents=True)
+    (dist / "lib" / "python3.12" / "os.py").write_text("")
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path))
+    spec = Image.debian_slim("3.12").apt_install("jq").pip_install("six").spec()
+    base, ops = plan(spec)
+    assert isinstance(base, DebianBase) and base.suite == "bookworm"
+    assert base.python == "/usr/local/bin/python3.12"
+    # The interpreter goes in first, from the uv-managed install; pip installs into it.
+    first = ops[0].instruction
+    assert isinstance(first, Copy) and first.dest == "/usr/local/" and ops[0].context == dist
+    pip = ops[-1].instruction
+    assert isinstance(pip, Run) and pip.argv is not None
+    assert "/usr/local/bin/python3.12" in pip.argv
+    # Debian's own Python needs nothing added.
+    base11, ops11 = plan(Image.debian_slim("3.11").apt_install("jq").spec())
+    assert isinstance(base11, DebianBase) and base11.python == "/usr/bin/python3"
+    assert not any(isinstance(op.instruction, Copy) for op in ops11)

@@ -245,6 +245,9 @@ class DebianBase:
     variant: str = "apt"
     packages: tuple[str, ...] = BASE_PACKAGES
     config: ImageConfig = field(default_factory=ImageConfig)
+    # The image's interpreter: Debian's own, or one a later layer adds (add_python). Not
+    # part of the key: the layer that adds it is keyed by what it copies.
+    python: str = "/usr/bin/python3"
 
     @property
     def key(self) -> str:

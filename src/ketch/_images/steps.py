@@ -286,6 +286,13 @@ def plan(
     ops: list[Op] = []
     env = {"PATH": DEFAULT_PATH}
     python = _DEBIAN_PYTHON_BIN
+    added = _added_python(version, steps)
+    if added is not None:
+        # debian_slim with a Python Debian does not ship: Debian's base, and that Python
+        # copied in first (from a uv-managed interpreter on this server), as add_python does.
+        ops.extend(add_python_ops(version, f'debian_slim(python_version="{version}")'))
+        python = added
+        base = DebianBase(_PYTHONLESS_SUITE, python=added)
     for index, step in enumerate([*steps, None]):
         for entry in copied:
             if entry["position"] == index:
@@ -323,6 +330,25 @@ def plan(
         first = next(s for s in steps if s["type"] in ROOTFS_STEPS)
         base = _base_for(version, None, factories, describe_step(first))
     return base, ops
+
+
+# The Debian a debian_slim image with an added Python builds on.
+_PYTHONLESS_SUITE = "bookworm"
+
+
+def _added_python(version: str, steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """The interpreter to add to a Debian image whose Python version Debian does not
+    have; None when Debian has it or the image brings its own base (a registry, FROM)."""
+    if version in DEBIAN_PYTHON.values() or not steps:
+        return None
+    if steps[0].get("type") == "from_registry":
+        return None
+    for step in steps:
+        if step.get("type") == "dockerfile_commands" and any(
+            str(line).lstrip().upper().startswith("FROM ") for line in step.get("commands", [])
+        ):
+            return None
+    return interpreter(version)
 
 
 def _registry_ops(step: Mapping[str, Any], ops: list[Op], origin: str) -> str:

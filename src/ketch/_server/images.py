@@ -25,7 +25,14 @@ from ketch._images import steps as rootfs_steps
 from ketch._images.process import TAIL_LINES, ImageBuildError, LogFn, run_streaming
 from ketch._images.pythons import PythonNotFound, find_python
 from ketch._images.registry import RegistryBase
-from ketch._images.rootfs import BaseSource, Op, RootfsBuilder, RootfsImage, rootfs_cache
+from ketch._images.rootfs import (
+    BaseSource,
+    DebianBase,
+    Op,
+    RootfsBuilder,
+    RootfsImage,
+    rootfs_cache,
+)
 from ketch._images.steps import describe_call, describe_files, describe_step
 from ketch._images.swap import replace_published
 from ketch.exception import InvalidError
@@ -265,7 +272,7 @@ class ImageBuilder:
         force: bool = False,
     ) -> BuiltImage:
         image = await self.rootfs.build(base, ops, log, force=force)
-        if isinstance(base, RegistryBase):
+        if isinstance(base, RegistryBase | DebianBase):
             image = dataclasses.replace(image, python=base.python)
         await asyncio.to_thread(self._record_rootfs, image_hash, image)
         return BuiltImage(

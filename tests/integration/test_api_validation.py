@@ -195,6 +195,7 @@ def _sample_path(path: str) -> str:
         "vid": "vo-none",
         "token_id": "wk-none",
         "prefix": "0000",
+        "function": "no-such-function",
     }
     return re.sub(r"\{(\w+)\}", lambda m: samples[m[1]], path)
 

@@ -169,3 +169,19 @@ def test_decode_takes_only_a_list_of_maps() -> None:
             decode(bad)
     frame = encode_frame([{"t": "hello"}])
     assert struct.unpack(">Q", frame[:8])[0] == len(frame) - 8
+
+
+def test_container_transports_read_in_heap_sized_pieces() -> None:
+    # 256 KiB reads (asyncio's default) each cost an mmap/munmap pair in a container that
+    # never freed a larger block: the runtime lowers them below glibc's mmap threshold.
+    from asyncio import selector_events
+
+    from ketch._utils import wire
+
+    cls = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+    before = cls.max_size
+    try:
+        wire.heap_sized_reads()
+        assert cls.max_size == 64 * 1024 < 128 * 1024
+    finally:
+        cls.max_size = before

@@ -19,7 +19,13 @@ from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload, tracecontext
 from ketch._utils.protocol import messages as m
 from ketch._utils.protocol.container import ContainerFunction, ContainerWeb
-from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
+from ketch._utils.wire import (
+    Channel,
+    ChannelClosed,
+    MessageTooLarge,
+    heap_sized_reads,
+    open_channel,
+)
 
 
 class Runtime:
@@ -314,6 +320,7 @@ async def _connect() -> tuple[Channel, dict[str, Any]]:
 
 
 async def _main(preloaded: Preloaded | None = None) -> int:
+    heap_sized_reads()
     ch, first = await _connect()
     if first.get("t") != m.INIT:
         return 0  # denied, or told to stop before it started

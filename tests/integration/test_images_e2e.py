@@ -137,6 +137,12 @@ def test_failing_pip_install_names_the_step_and_shows_the_log_tail(server, tmp_p
     assert not [p for p in (server.home / "images").iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.fixture
+def no_uv_pythons(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A server (started after this) that finds no uv-managed interpreters."""
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "no-uv-pythons"))
+
+
 @pytest.mark.spec("A9")
 @pytest.mark.parametrize(
     ("step", "call"),
@@ -145,8 +151,12 @@ def test_failing_pip_install_names_the_step_and_shows_the_log_tail(server, tmp_p
         ("apt_install", 'apt_install("curl")'),
     ],
 )
-def test_unsupported_steps_are_refused_by_name(server, tmp_path, step, call) -> None:
-    # Debian ships no Python 3.12, so a root-filesystem step on it is refused by name.
+def test_unsupported_steps_are_refused_by_name(
+    no_uv_pythons, fresh_server, tmp_path, step, call
+) -> None:
+    # Debian ships no Python 3.12 and this server has no uv-managed one to add: a
+    # root-filesystem step on it is refused, naming what to install.
+    server = fresh_server
     app_file = write(
         tmp_path / f"{step}_app.py",
         f"""
@@ -166,8 +176,8 @@ def test_unsupported_steps_are_refused_by_name(server, tmp_path, step, call) -> 
         assert_clean_error(
             ketch(server.home, command, str(app_file)),
             "InvalidError",
-            f"{call} is not supported",
-            "3.12",
+            'debian_slim(python_version="3.12")',
+            "uv python install 3.12",
         )
     assert app_ids(server.home) == before
 

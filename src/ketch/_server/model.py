@@ -48,14 +48,19 @@ class FunctionDef:
     def options(self) -> OptionsSpec:
         return self.spec.options
 
-    @property
+    # Read for every input dispatched (free_slots): kept, not looked up through the spec.
+    @functools.cached_property
     def max_inputs(self) -> int:
         return self.spec.options.max_inputs
 
-    @property
+    @functools.cached_property
     def batch_size(self) -> int:
         """@batched: the most inputs one call of the function takes (0: not batched)."""
         return self.spec.options.batch_size
+
+    @functools.cached_property
+    def inputs_per_container(self) -> int | None:
+        return self.spec.options.inputs_per_container
 
 
 @dataclass(eq=False)
@@ -132,7 +137,7 @@ class Container:
         if self.pool.function.batch_size:
             return 0 if self.inflight else 1  # one batch at a time
         free = self.pool.function.max_inputs - len(self.inflight)
-        limit = self.pool.function.spec.options.inputs_per_container
+        limit = self.pool.function.inputs_per_container
         if limit:
             free = min(free, limit - self.assigned)
         return free

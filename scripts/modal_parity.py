@@ -50,7 +50,7 @@ STATUSES = (WORKS, REFUSED, NOT_APPLICABLE, NOT_YET)
 
 CLOUD = "Modal-cloud-only"
 SANDBOX = "issue 15: Sandboxes"
-TUNNEL = "issue 15: `ketch.forward(port)` / `Tunnel` through the gateway"
+
 IMAGE = "issue 15: image helpers"
 EVERYDAY = "issue 15: the rest of the everyday API"
 WIRE = "issue 17: Modal's own client (the wire front end)"
@@ -66,7 +66,6 @@ OBJECT_ID = (NOT_YET, f"ketch identifies these by name; {NO_ISSUE}")
 FROM_ID = (NOT_YET, f"ketch looks these up by name; {NO_ISSUE}")
 OBJ_LOGS = (NOT_YET, f"`ketch app logs` in the CLI; no SDK accessor; {NO_ISSUE}")
 PROTO = (NOT_APPLICABLE, "the protobuf message Modal's client sends; ketch has no protobuf")
-SANDBOX_FS = (NOT_YET, f"the sandbox file API; {SANDBOX}")
 
 # Keys: "Name" (top level, and every member of an object ketch lacks), "Object.member",
 # "Object(param=)" (a constructor keyword), "exception.Name". Values: (status, note); a
@@ -82,14 +81,11 @@ REASONS: dict[str, tuple[str, str]] = {
     "FilePatternMatcher": (NOT_YET, f"`ignore=` takes lists of globs; {NO_ISSUE}"),
     "NetworkFileSystem": (NOT_APPLICABLE, f"{CLOUD} (deprecated there); use `Volume`"),
     "CloudBucketMount": (NOT_APPLICABLE, f"{CLOUD}: S3/GCS/R2 mounts; use `Volume`"),
-    "Probe": (NOT_YET, f"sandbox readiness probes; {SANDBOX}"),
+    "Probe": (NOT_YET, f"sandbox readiness probes; {NO_ISSUE}"),
     "Proxy": (NOT_APPLICABLE, f"{CLOUD}: static outbound IP addresses"),
-    "Sandbox": (NOT_YET, SANDBOX),
-    "SandboxSnapshot": (NOT_YET, f"sandbox filesystem snapshots; {SANDBOX}"),
+    "SandboxSnapshot": (NOT_YET, f"sandbox filesystem snapshots; {NO_ISSUE}"),
     "SchedulerPlacement": (NOT_APPLICABLE, f"{CLOUD}: regions and zones"),
     "Server": (NOT_YET, f"`@app.server` long-lived HTTP servers (new in 1.6); {NO_ISSUE}"),
-    "Tunnel": (NOT_YET, TUNNEL),
-    "forward": (NOT_YET, TUNNEL),
     "Workspace": (NOT_APPLICABLE, f"{CLOUD}: workspaces and their members"),
     "billing": (NOT_APPLICABLE, f"{CLOUD}: billing reports"),
     "experimental": (NOT_APPLICABLE, "Modal's unstable APIs; none ported"),
@@ -103,28 +99,32 @@ REASONS: dict[str, tuple[str, str]] = {
     "App.set_tags": (NOT_YET, f"`App(tags=)` is accepted; changing them live: {NO_ISSUE}"),
     "App.info": INFO,
     "App.logs": OBJ_LOGS,
-    "App.lookup": (NOT_YET, EVERYDAY),
     "App.registered_web_endpoints": (NOT_YET, f"`registered_functions` has them; {NO_ISSUE}"),
     "App.sandboxes": (NOT_YET, SANDBOX),
     "App.server": (NOT_YET, f"`@app.server` (new in 1.6); {NO_ISSUE}"),
     "App.stats": (NOT_YET, f"`ketch app status` and the metrics endpoint show it; {NO_ISSUE}"),
     "App.stop": (NOT_YET, f"`ketch app stop` in the CLI; no SDK method; {NO_ISSUE}"),
+    # --- Sandbox ---
+    "Sandbox.client": CLIENT,
+    "Sandbox.create_connect_token": (NOT_YET, f"tokens for a sandbox's HTTP server; {NO_ISSUE}"),
+    "Sandbox.get_dashboard_url": DASHBOARD,
+    "Sandbox.logs": (NOT_YET, f"`ketch sandbox logs` in the CLI; no SDK accessor; {NO_ISSUE}"),
+    "Sandbox.mount_image": (NOT_YET, f"images mounted into a running sandbox; {NO_ISSUE}"),
+    "Sandbox.unmount_image": (NOT_YET, f"images mounted into a running sandbox; {NO_ISSUE}"),
+    "Sandbox.snapshot_directory": (NOT_YET, f"sandbox filesystem snapshots; {NO_ISSUE}"),
+    "Sandbox.snapshot_filesystem": (NOT_YET, f"sandbox filesystem snapshots; {NO_ISSUE}"),
+    "Sandbox.wait_until_ready": (NOT_YET, f"needs readiness probes (`Probe`); {NO_ISSUE}"),
     # --- Function ---
     "Function.app": (NOT_YET, f"hidden in Modal's docs; {NO_ISSUE}"),
     "Function.autoscaler": (NOT_YET, f"autoscaler namespace (new in 1.6); {EVERYDAY}"),
     "Function.client": CLIENT,
     "Function.experimental_spawn_map": (NOT_APPLICABLE, "experimental in Modal; use `spawn_map`"),
     "Function.from_id": FROM_ID,
-    "Function.get_current_stats": (NOT_YET, EVERYDAY),
     "Function.get_dashboard_url": DASHBOARD,
     "Function.info": INFO,
     "Function.logs": OBJ_LOGS,
     "Function.metrics": (NOT_YET, f"ketch's metrics are a Prometheus endpoint; {NO_ISSUE}"),
     "Function.stats": (NOT_YET, f"`ketch app status` and the metrics endpoint; {NO_ISSUE}"),
-    "Function.update_autoscaler": (NOT_YET, EVERYDAY),
-    "Function.with_batching": (NOT_YET, f"`Cls.with_batching` exists; {EVERYDAY}"),
-    "Function.with_concurrency": (NOT_YET, f"`Cls.with_concurrency` exists; {EVERYDAY}"),
-    "Function.with_options": (NOT_YET, f"`Cls.with_options` exists; {EVERYDAY}"),
     # --- Cls ---
     "Cls.client": CLIENT,
     "Cls.get_dashboard_url": DASHBOARD,
@@ -160,7 +160,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "Image.pipe": (NOT_YET, f"`image.pipe(fn)` recipe composition (new in 1.6); {NO_ISSUE}"),
     "Image.poetry_install_from_file": (NOT_YET, f"use `pip_install_from_pyproject`; {NO_ISSUE}"),
     "Image.publish": (NOT_YET, f"named, published images (with `from_name`); {NO_ISSUE}"),
-    "Image.run_function": (NOT_YET, IMAGE),
     "Image.shell": (NOT_YET, f"Dockerfile `SHELL` for later steps; {NO_ISSUE}"),
     # --- Secret ---
     "Secret.client": CLIENT,
@@ -209,7 +208,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "exception.ConflictError": (NOT_YET, f"a gRPC status error; {WIRE}"),
     "exception.DataLossError": (NOT_YET, f"a gRPC status error; {WIRE}"),
     "exception.DeprecationError": (WORKS, "an `Error` in ketch; a `UserWarning` in Modal"),
-    "exception.ExecTimeoutError": (NOT_YET, SANDBOX),
     "exception.ImageBuildError": (
         NOT_YET,
         f"ketch raises its own ImageBuildError, not exported from `ketch.exception`; {NO_ISSUE}",
@@ -227,14 +225,6 @@ REASONS: dict[str, tuple[str, str]] = {
     ),
     "exception.MountUploadTimeoutError": (NOT_APPLICABLE, "uploads to Modal's cloud"),
     "exception.PermissionDeniedError": (NOT_YET, f"a gRPC status error; {WIRE}"),
-    "exception.SandboxFilesystemDirectoryNotEmptyError": SANDBOX_FS,
-    "exception.SandboxFilesystemError": SANDBOX_FS,
-    "exception.SandboxFilesystemFileTooLargeError": SANDBOX_FS,
-    "exception.SandboxFilesystemIsADirectoryError": SANDBOX_FS,
-    "exception.SandboxFilesystemNotADirectoryError": SANDBOX_FS,
-    "exception.SandboxFilesystemNotFoundError": SANDBOX_FS,
-    "exception.SandboxFilesystemPathAlreadyExistsError": SANDBOX_FS,
-    "exception.SandboxFilesystemPermissionError": SANDBOX_FS,
     "exception.ServerWarning": (NOT_APPLICABLE, "warnings Modal's server sends its client"),
     "exception.ServiceError": (NOT_YET, f"a gRPC status error; {WIRE}"),
     "exception.SnapshotCreationError": (NOT_YET, f"sandbox snapshots; {SANDBOX}"),

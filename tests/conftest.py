@@ -117,7 +117,8 @@ def _kill_containers(home: Path) -> None:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        container = b"ketch._runtime" in cmdline and marker.encode() in cmdline + environ
+        runs = b"ketch._runtime" in cmdline or b"_runtime/agent.py" in cmdline  # sandboxes'
+        container = runs and marker.encode() in cmdline + environ
         # A second server for this home (one a reconnecting client started after the test
         # killed the first) is not in server.json's pid when the race goes that way.
         server = b"ketch._server" in cmdline and own_home in environ.split(b"\0")

@@ -6,6 +6,7 @@ import typing as _typing
 
 from ketch import exception
 from ketch._current import current_function_call_id, current_input_id, interact, is_local
+from ketch._forward import forward
 from ketch._output import enable_output
 from ketch._partial import batched, concurrent
 from ketch.app import App
@@ -15,6 +16,7 @@ from ketch.functions import Function, FunctionCall
 from ketch.image import Image
 from ketch.queue import Queue
 from ketch.retries import Retries
+from ketch.sandbox import Sandbox, Tunnel
 from ketch.schedule import Cron, Period
 from ketch.secret import Secret
 from ketch.volume import Volume
@@ -33,7 +35,9 @@ __all__ = [
     "Period",
     "Queue",
     "Retries",
+    "Sandbox",
     "Secret",
+    "Tunnel",
     "Volume",
     "asgi_app",
     "batched",
@@ -45,6 +49,7 @@ __all__ = [
     "exception",
     "exit",
     "fastapi_endpoint",
+    "forward",
     "interact",
     "is_local",
     "method",

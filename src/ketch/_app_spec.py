@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from ketch._client.deploy import deploy_spec
+from ketch._utils.payload import dumps_by_value
 from ketch.config import Config
 from ketch.exception import InvalidError
 
@@ -159,20 +158,7 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
 
 
 def _pickle_by_value(obj: Any) -> bytes:
-    module = sys.modules.get(getattr(obj, "__module__", ""))
-    registered = False
-    if module is not None and module.__name__ not in ("__main__", "builtins"):
-        try:
-            cloudpickle.register_pickle_by_value(module)
-            registered = True
-        except ValueError:
-            pass
-    try:
-        data: bytes = cloudpickle.dumps(obj)
-        return data
-    finally:
-        if registered and module is not None:
-            cloudpickle.unregister_pickle_by_value(module)
+    return dumps_by_value(obj)
 
 
 async def deploy_app(

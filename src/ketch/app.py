@@ -21,6 +21,7 @@ from typing import (
     overload,
 )
 
+from ketch._app_lookup import lookup_app
 from ketch._partial import PartialFunction
 from ketch._utils.aio import Aio
 from ketch._utils.options import FunctionOptions, validate_function_options
@@ -122,6 +123,9 @@ class App:
     @property
     def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
         return dict(self._entrypoints)
+
+    # `App.lookup(name, environment_name=, create_if_missing=)` and its `.aio` form.
+    lookup = Aio(lookup_app, "lookup")
 
     @classmethod
     def _instances(cls) -> list[App]:

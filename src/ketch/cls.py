@@ -12,12 +12,14 @@ from typing import (
     Generic,
     ParamSpec,
     Protocol,
+    Self,
     TypeVar,
     cast,
     overload,
 )
 
-from ketch._utils.aio import Aio
+from ketch._handle_options import PerHandleOptions
+from ketch._utils.aio import Aio, aio_method
 from ketch._utils.options import FunctionOptions
 from ketch._utils.payload import encode_params
 from ketch.exception import InvalidError
@@ -230,7 +232,7 @@ def lifecycle_hooks(
     return hooks
 
 
-class Cls(Generic[T]):
+class Cls(PerHandleOptions, Generic[T]):
     """A handle on a class registered with `@app.cls`; call it to bind parameters.
 
     To a type checker, calling it gives an instance of the user's class `T`, whose
@@ -256,15 +258,15 @@ class Cls(Generic[T]):
         self._function: Function[..., Any] = Function(
             tag=tag, raw_f=None, options=options, app=app, lookup=lookup
         )
-        self._overrides: dict[str, Any] = {}
+        self._overrides: dict[str, Any] | None = {}
 
     @property
     def tag(self) -> str:
         return self._tag
 
     # -- per-handle options (A6): each distinct set of overrides is a container pool -----
-    def _derive(self, overrides: dict[str, Any]) -> Cls[T]:
-        twin: Cls[T] = Cls(
+    def _derive(self, overrides: dict[str, Any]) -> Self:
+        twin = type(self)(
             tag=self._tag,
             user_cls=self._user_cls,
             options=self._options,
@@ -272,91 +274,8 @@ class Cls(Generic[T]):
             lookup=self._lookup,
         )
         twin._methods = self._methods
-        twin._overrides = {**self._overrides, **overrides}
+        twin._overrides = {**(self._overrides or {}), **overrides}
         return twin
-
-    def with_options(
-        self,
-        *,
-        cpu: float | tuple[float, float] | None = None,
-        memory: int | tuple[int, int] | None = None,
-        gpu: str | list[str] | None = None,
-        secrets: list[Any] | None = None,
-        timeout: int | None = None,
-        startup_timeout: int | None = None,
-        retries: Any = None,
-        min_containers: int | None = None,
-        max_containers: int | None = None,
-        buffer_containers: int | None = None,
-        scaledown_window: int | None = None,
-    ) -> Cls[T]:
-        """This class with other resources, limits or scaling; its calls run in containers
-        of their own (one pool per distinct set of options and parameters)."""
-        import dataclasses as dc
-
-        from ketch._utils.options import validate_function_options
-
-        given = {
-            k: v
-            for k, v in {
-                "cpu": cpu,
-                "memory": memory,
-                "gpu": gpu,
-                "secrets": secrets,
-                "timeout": timeout,
-                "startup_timeout": startup_timeout,
-                "retries": retries,
-                "min_containers": min_containers,
-                "max_containers": max_containers,
-                "buffer_containers": buffer_containers,
-                "scaledown_window": scaledown_window,
-            }.items()
-            if v is not None
-        }
-        opts = validate_function_options(
-            dict(given), is_generator=False, is_web=False, where=f"{self._tag}.with_options"
-        )
-        low = given.get(
-            "min_containers", self._overrides.get("min_containers", self._options.min_containers)
-        )
-        high = given.get(
-            "max_containers", self._overrides.get("max_containers", self._options.max_containers)
-        )
-        if high is not None and low > high:
-            raise InvalidError(
-                f"{self._tag}.with_options: max_containers ({high}) must be at "
-                f"least min_containers ({low})"
-            )
-        out: dict[str, Any] = {}
-        for key in given:
-            value = getattr(opts, key)
-            if key == "retries":
-                value = dc.asdict(value)
-            elif key == "secrets":
-                value = [s.spec() for s in value]
-            out[key] = value
-        return self._derive(out)
-
-    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls[T]:
-        """This class with containers that take up to `max_inputs` inputs at once."""
-        from ketch._utils.options import validate_concurrent
-
-        n, target = validate_concurrent(max_inputs, target_inputs)
-        if self._overrides.get("batch_max_size") or self._options.batch_max_size:
-            raise InvalidError(
-                f"{self._tag} is @batched: it cannot also take concurrent "
-                "inputs (use with_batching to change its batches)"
-            )
-        return self._derive({"max_inputs": n, "target_inputs": target})
-
-    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls[T]:
-        """This class with its inputs grouped into lists of up to `max_batch_size`."""
-        from ketch._utils.options import validate_batched
-
-        size, wait = validate_batched(max_batch_size, wait_ms)
-        if int(self._overrides.get("max_inputs") or self._options.max_inputs) > 1:
-            raise InvalidError(f"{self._tag} takes concurrent inputs: it cannot also be batched")
-        return self._derive({"batch_max_size": size, "batch_wait_ms": wait})
 
     def __repr__(self) -> str:
         return f"Cls({self._tag!r})"
@@ -415,6 +334,31 @@ class Obj:
         self._params = params
         self._blob = encode_params(params)
         self._local: Any = None
+
+    async def _update_autoscaler(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: int | None = None,
+    ) -> None:
+        """The class's scaling, changed live as `Function.update_autoscaler` changes a
+        function's. Every parameter set shares the class's settings; min_containers keeps
+        containers of the parameterless instance warm."""
+        if self._cls._overrides:
+            raise InvalidError(
+                f"{self._cls.tag}: update_autoscaler is for the class itself, not a handle "
+                "made by with_options / with_concurrency / with_batching"
+            )
+        await self._cls._function.update_autoscaler.aio(
+            min_containers=min_containers,
+            max_containers=max_containers,
+            buffer_containers=buffer_containers,
+            scaledown_window=scaledown_window,
+        )
+
+    update_autoscaler = aio_method(_update_autoscaler)
 
     def _local_instance(self) -> Any:
         if self._local is None:

@@ -15,6 +15,7 @@ __all__ = [
     "DeprecationError",
     "DeserializationError",
     "Error",
+    "ExecTimeoutError",
     "ExecutionError",
     "FunctionTimeoutError",
     "InputCancellation",
@@ -27,6 +28,14 @@ __all__ = [
     "RemoteError",
     "RequestSizeError",
     "ResourceExhaustedError",
+    "SandboxFilesystemDirectoryNotEmptyError",
+    "SandboxFilesystemError",
+    "SandboxFilesystemFileTooLargeError",
+    "SandboxFilesystemIsADirectoryError",
+    "SandboxFilesystemNotADirectoryError",
+    "SandboxFilesystemNotFoundError",
+    "SandboxFilesystemPathAlreadyExistsError",
+    "SandboxFilesystemPermissionError",
     "SandboxTerminatedError",
     "SandboxTimeoutError",
     "SerializationError",
@@ -135,6 +144,42 @@ class SandboxTimeoutError(TimeoutError):
 
 class SandboxTerminatedError(Error):
     """A sandbox was terminated before it finished."""
+
+
+class ExecTimeoutError(TimeoutError):
+    """A process in a sandbox ran past its timeout."""
+
+
+class SandboxFilesystemError(Error):
+    """A file operation in a sandbox failed (`Sandbox.filesystem`)."""
+
+
+class SandboxFilesystemNotFoundError(SandboxFilesystemError):
+    """No such file or directory in the sandbox."""
+
+
+class SandboxFilesystemDirectoryNotEmptyError(SandboxFilesystemError):
+    """A directory to remove is not empty (remove it with recursive=True)."""
+
+
+class SandboxFilesystemIsADirectoryError(SandboxFilesystemError):
+    """A file operation met a directory."""
+
+
+class SandboxFilesystemNotADirectoryError(SandboxFilesystemError):
+    """A directory operation met something else, or a path's parent is not a directory."""
+
+
+class SandboxFilesystemPermissionError(SandboxFilesystemError):
+    """The sandbox's user may not do that there (its root filesystem is read-only)."""
+
+
+class SandboxFilesystemPathAlreadyExistsError(SandboxFilesystemError):
+    """The path exists already."""
+
+
+class SandboxFilesystemFileTooLargeError(SandboxFilesystemError):
+    """A file is larger than one whole-file operation carries."""
 
 
 class InputCancellation(BaseException):

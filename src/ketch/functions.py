@@ -6,10 +6,12 @@ import asyncio
 import collections
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar
 
+from ketch._autoscaler import FunctionStats, KeepWarm, current_stats, update_autoscaler
 from ketch._client.client import Client
 from ketch._function_call import FunctionCall
+from ketch._handle_options import PerHandleOptions
 from ketch._map import (
     InputsAio,
     MapAio,
@@ -58,7 +60,7 @@ def _in_app_container(app: App) -> bool:
     return app._in_container() or app.name is None
 
 
-class Function(Generic[P, R]):
+class Function(PerHandleOptions, Generic[P, R]):
     """A handle on a ketch function: call it remotely, locally, in bulk, or in background."""
 
     def __init__(
@@ -194,6 +196,54 @@ class Function(Generic[P, R]):
         twin._function_id = self._function_id
         twin._parent = self
         return twin
+
+    # -- per-handle options (A6) and the live autoscaler ---------------------------------
+    def _derive(self, overrides: dict[str, Any]) -> Self:
+        twin = type(self)(
+            tag=self._tag,
+            raw_f=self._raw_f,
+            options=self._options,
+            app=self._app,
+            method=self._method,
+            params=self._params,
+            local_target=self._local_target,
+            lookup=self._lookup,
+        )
+        for attr in ("_parent", "_function_id", "_info", "_web_url", "_web"):
+            setattr(twin, attr, getattr(self, attr))
+        twin._overrides = {**(self._overrides or {}), **overrides}
+        return twin
+
+    async def _update_autoscaler(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: int | None = None,
+    ) -> None:
+        """Change the running function's scaling now, without a redeploy (raising
+        min_containers starts containers at once). Settings left out keep their values; a
+        server restart keeps these; the app's next deploy resets them to the decorator's."""
+        settings = {
+            "min_containers": min_containers,
+            "max_containers": max_containers,
+            "buffer_containers": buffer_containers,
+            "scaledown_window": scaledown_window,
+        }
+        await update_autoscaler(self, settings)
+
+    async def _keep_warm(self, warm_pool_size: int) -> None:
+        """Deprecated: `update_autoscaler(min_containers=warm_pool_size)`."""
+        await update_autoscaler(self, {"min_containers": warm_pool_size})
+
+    async def _get_current_stats(self) -> FunctionStats:
+        """The function's load now: `backlog` (inputs waiting) and `num_total_runners`."""
+        return await current_stats(self)
+
+    update_autoscaler = aio_method(_update_autoscaler)
+    keep_warm = aio_method(_keep_warm, via=KeepWarm)
+    get_current_stats = aio_method(_get_current_stats)
 
     async def _resolve(self) -> str:
         if self._function_id is not None:

@@ -22,6 +22,7 @@ from ketch._image_files import (
     iter_local_files,
 )
 from ketch._image_files import resolve_python_source as _resolve_python_source
+from ketch._image_function import run_function as _run_function
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ _SPEC_FORMAT = 1
 # because such files are only mounted when a container starts, after the build is over.
 _BUILD_STEP_KINDS = frozenset(
     {"pip_install", "uv_pip_install", "run_commands", "apt_install", "dockerfile_commands"}
+    | {"run_function"}
 )
 
 _PYTHON_VERSION_RE = re.compile(r"3\.\d+")
@@ -425,6 +427,8 @@ class Image:
                 _resolve_python_source(name, bool(copy)), "add_local_python_source"
             )
         return image
+
+    run_function = _run_function
 
     # -- Modal's project and config helpers (logic in _image_helpers) -------------------
 

@@ -196,6 +196,13 @@ def _sample_path(path: str) -> str:
         "token_id": "wk-none",
         "prefix": "0000",
         "function": "no-such-function",
+        "function_id": "fu-none",
+        "sandbox_id": "sb-none",
+        "owner": "sb-none",
+        "app_name": "no-such-app",
+        "pid": "pr-none",
+        "fd": "1",
+        "port": "8000",
     }
     return re.sub(r"\{(\w+)\}", lambda m: samples[m[1]], path)
 

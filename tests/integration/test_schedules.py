@@ -13,7 +13,7 @@ import pytest
 
 from ketch._client.deploy import ApiClient
 from ketch._utils.aio import run_sync
-from supports.scheduled_app import app, ephemeral, slow
+from supports.scheduled_app import app, ephemeral, minutely, slow
 
 PERIOD = 2.0
 
@@ -55,6 +55,28 @@ def test_a_deployed_period_runs_as_spawned_calls(fresh_server: Any) -> None:
         assert "Period(seconds=2)" in status and "next run" in status
     finally:
         fresh_server.ketch("app", "stop", "scheduled", "--yes")
+
+
+@pytest.mark.spec("K1")
+@pytest.mark.timeout(150)
+def test_a_minutely_cron_runs_once_at_the_minute_boundary(fresh_server: Any) -> None:
+    # Waits for the next minute boundary: up to a minute, in the normal suite.
+    minutely.deploy()
+    try:
+        boundary = _schedules("scheduled-cron")["every_minute"]["next_run"]
+        assert boundary % 60 == 0, boundary
+        assert not _runs("scheduled-cron", "every_minute")  # nothing at the deploy
+        runs = _wait_for(lambda: _runs("scheduled-cron", "every_minute"), timeout=90)
+        after = _wait_for(
+            lambda: (s := _schedules("scheduled-cron")["every_minute"])["last_call"] and s
+        )
+        assert after["next_run"] == boundary + 60
+        assert runs[0]["created"] >= boundary and after["last_call"] == runs[0]["call_id"]
+        _wait_for(lambda: _runs("scheduled-cron", "every_minute")[0]["status"] == "ok")
+        # Once: the run finished, and no second call came for the same boundary.
+        assert len(_runs("scheduled-cron", "every_minute")) == 1
+    finally:
+        fresh_server.ketch("app", "stop", "scheduled-cron", "--yes")
 
 
 @pytest.mark.spec("K2")

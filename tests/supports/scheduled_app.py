@@ -1,4 +1,5 @@
-"""Apps with schedules: a Period of 2 s, a class run on a schedule, and an ephemeral one."""
+"""Apps with schedules: a Period of 2 s, a class run on a schedule, an ephemeral one, and a
+minutely Cron."""
 
 import ketch
 
@@ -40,3 +41,12 @@ def beat() -> str:
 @app.function(schedule=ketch.Cron("0 6 1 1 *", timezone="Europe/Paris"))
 def yearly() -> str:
     return "happy new year"
+
+
+# A cron run every minute, deployed alone by the minute-boundary test.
+minutely = ketch.App("scheduled-cron")
+
+
+@minutely.function(schedule=ketch.Cron("* * * * *"))
+def every_minute() -> str:
+    return "minute"

@@ -28,6 +28,7 @@ PARTS: dict[str, str] = {
     "ketch.image": "values",
     "ketch._image_files": "values",
     "ketch._image_helpers": "values",
+    "ketch._image_function": "values",
     "ketch.schedule": "values",
     "ketch._utils": "_utils",
     # Root-filesystem images: the Dockerfile language and build contexts (which the SDK
@@ -37,6 +38,9 @@ PARTS: dict[str, str] = {
     "ketch._backends": "_backends",
     "ketch._server": "_server",
     "ketch._runtime": "_runtime",
+    # The sandbox agent runs as a script on the standard library and msgpack alone; the
+    # server shares its byte relay for tunnels.
+    "ketch._runtime.agent": "agent",
     "ketch._client": "_client",
     "ketch.cli": "cli",
     "ketch.compat": "compat",
@@ -55,6 +59,13 @@ PARTS: dict[str, str] = {
     "ketch.web": "sdk",
     "ketch._current": "sdk",
     "ketch._output": "sdk",
+    "ketch._app_lookup": "sdk",
+    "ketch._handle_options": "sdk",
+    "ketch._autoscaler": "sdk",
+    "ketch.sandbox": "sdk",
+    "ketch._sandbox_io": "sdk",
+    "ketch._sandbox_fs": "sdk",
+    "ketch._forward": "sdk",
 }
 
 _BASE = frozenset({"exception", "values", "_utils"})
@@ -70,7 +81,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "_gateway": frozenset({"exception", "_utils"}),
     # A sandbox mounts a built root filesystem with the builder's own code (_images).
     "_backends": frozenset({"exception", "config", "_utils", "_images"}),
-    "_server": _BASE | {"config", "_gateway", "_backends", "_images"},
+    "_server": _BASE | {"config", "_gateway", "_backends", "_images", "agent"},
+    "agent": frozenset(),
     # A container imports the user's module, which is SDK code, and takes its settings from
     # the server's init message, never from the server's modules or the user's config.
     "_runtime": _BASE | {"sdk", "compat"},

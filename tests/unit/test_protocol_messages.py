@@ -98,6 +98,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "inputs": [{"iid": "in-1", "args": b"\x80a", "method": None}],
         },
         m.CANCEL: {"t": m.CANCEL, "iid": "in-1", "reason": "timeout"},
+        m.AGENT: {"t": m.AGENT, "socket": "/tmp/w-1/a-1/agent.sock"},
         m.STOP: {"t": m.STOP},
     },
 }

@@ -43,6 +43,8 @@ class ContainerSpec:
     # What the container may see of the host when it runs sandboxed (the backend decides
     # whether it does: KETCH_SANDBOX); None: the backend has nothing to hide.
     sandbox: SandboxSpec | None = None
+    # What the image's Python runs: the ketch runtime, or (a Sandbox) the agent's script.
+    entry: tuple[str, ...] = ("-m", "ketch._runtime")
 
 
 @dataclass(frozen=True)

@@ -385,7 +385,7 @@ class LocalBackend(Backend):
                 return LocalContainer(spec.container_id, forked, log)
         env = {**spec.env, **sandbox.share_env()}
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [str(spec.python), "-m", "ketch._runtime"]
+        argv = [str(spec.python), *spec.entry]
         bwrap = sandbox.bwrap_for(spec.sandbox, self._bwrap)
         if bwrap is not None and spec.sandbox is not None:
             # Volumes are among the sandbox's own mounts; the network wrappers stay outside,

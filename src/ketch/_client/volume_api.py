@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 # File errors the server passes by name; everything else maps onto ketch.exception.
 _BUILTIN = ("FileNotFoundError", "FileExistsError", "IsADirectoryError", "NotADirectoryError")
 CHUNK = 2**20
+# Query parameters: a dict, or (key, value) pairs where a key repeats.
+Params = dict[str, Any] | list[tuple[str, Any]]
 
 
 def _unix_connection(path: str) -> http.client.HTTPConnection:
@@ -64,10 +66,11 @@ def _connect() -> tuple[http.client.HTTPConnection, str]:
     return conn, info.token
 
 
-def _url(path: str, params: dict[str, Any] | None) -> str:
+def _url(path: str, params: Params | None) -> str:
     if not params:
         return urllib.parse.quote(path)
-    flat = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+    pairs = params.items() if isinstance(params, dict) else params  # a list repeats keys
+    flat = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in pairs]
     return f"{urllib.parse.quote(path)}?{urllib.parse.urlencode(flat)}"
 
 
@@ -97,7 +100,7 @@ class Response:
 def _open(
     method: str,
     path: str,
-    params: dict[str, Any] | None = None,
+    params: Params | None = None,
     body: bytes | IO[bytes] | Iterable[bytes] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
@@ -138,7 +141,7 @@ def call_sync(
     method: str,
     path: str,
     *,
-    params: dict[str, Any] | None = None,
+    params: Params | None = None,
     json_body: Any = None,
     body: bytes | IO[bytes] | Iterable[bytes] | None = None,
     headers: dict[str, str] | None = None,
@@ -152,10 +155,16 @@ def call_sync(
     return data
 
 
-async def call(
-    method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
-) -> Any:
+async def call(method: str, path: str, *, params: Params | None = None, json: Any = None) -> Any:
     return await asyncio.to_thread(call_sync, method, path, params=params, json_body=json)
+
+
+async def send_bytes(method: str, path: str, params: dict[str, Any], data: bytes) -> Any:
+    """A request whose body is `data` as it is (a sandbox's stdin, a file's bytes)."""
+    headers = {"Content-Type": "application/octet-stream"}
+    return await asyncio.to_thread(
+        call_sync, method, path, params=params, body=data, headers=headers
+    )
 
 
 async def download(path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:

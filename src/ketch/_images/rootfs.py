@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ketch._images import bwrap
 from ketch._images.bwrap import DEFAULT_PATH, Bind, Sandbox
@@ -46,6 +46,9 @@ from ketch._images.dockerfile import (
 )
 from ketch._images.process import ImageBuildError, LogFn, run_streaming
 from ketch._images.swap import replace_published
+
+if TYPE_CHECKING:
+    from ketch._images.function_step import StepExtra
 
 __all__ = [
     "DEFAULT_PATH",
@@ -189,6 +192,8 @@ class Op:
     plan: CopyPlan | None = None
     inputs: tuple[tuple[str, str], ...] = ()
     uv: bool = False
+    # Lent only while the step runs, outside its key (a run_function step's secrets).
+    extra: StepExtra | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         shown = self.instruction.text or self.instruction.render()
@@ -486,6 +491,10 @@ class RootfsBuilder:
         for name, content in op.inputs:
             (inputs / name).write_text(content, encoding="utf-8")
         env = {"HOME": "/root", **args, **config.env}  # ENV shadows ARG, as in Docker
+        if op.extra is not None:
+            lent_env, lent_binds = await asyncio.to_thread(op.extra.prepare)
+            env.update(lent_env)
+            binds.extend(lent_binds)
         ca = _host_ca_bundle()
         if ca is not None:
             # A server told to trust its own CA bundle (a TLS-inspecting proxy) lends it to
@@ -526,7 +535,8 @@ class RootfsBuilder:
         cmd = bwrap.mount_command(
             options, tmp / "merged", bwrap.bwrap_argv(tmp / "merged", sandbox)
         )
-        await run_streaming(cmd, op.describe(), log, env=_host_env(), cwd=self.cache)
+        running = run_streaming(cmd, op.describe(), log, env=_host_env(), cwd=self.cache)
+        await (running if op.extra is None else op.extra.run(running, op.describe()))
 
     @staticmethod
     def _stage_copy(op: Op, plan: CopyPlan, inputs: Path) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from ketch._images.bwrap import DEFAULT_PATH
 from ketch._images.context import context_digest, local_entry_plan
 from ketch._images.dockerfile import Copy, Env, From, Instruction, Run, Workdir, parse
+from ketch._images.function_step import StepExtra, function_op
 from ketch._images.python_dist import add_python_ops, interpreter
 from ketch._images.rootfs import BaseSource, DebianBase, Op
 from ketch.exception import InvalidError
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 # Steps that need a root filesystem of their own (the rest also build as a uv venv).
-ROOTFS_STEPS = frozenset({"apt_install", "run_commands", "dockerfile_commands", "from_registry"})
+ROOTFS_STEPS = frozenset(
+    {"apt_install", "run_commands", "dockerfile_commands", "from_registry", "run_function"}
+)
 # Debian releases ketch builds on, and the Python each one ships.
 DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 _DEBIAN_ALIASES = {"bookworm": "bookworm", "12": "bookworm", "trixie": "trixie", "13": "trixie"}
@@ -45,6 +48,8 @@ _DEBIAN_PYTHON_BIN = "/usr/bin/python3"
 # Makes the bottom layer for a spec step like {"type": "from_registry", ...}: the hook
 # through which images unpacked from a registry become a base.
 BaseFactory = Callable[[Mapping[str, Any]], BaseSource]
+# What a run_function step is lent while it runs (see function_step): (step, origin) -> it.
+ExtraFactory = Callable[[Mapping[str, Any], str], StepExtra]
 
 
 def describe_call(name: str, args: Iterable[object], kwargs: Mapping[str, object]) -> str:
@@ -81,6 +86,8 @@ def describe_step(step: Mapping[str, Any]) -> str:
         return describe_call(kind, [step.get("vars", {})], {})
     if kind == "workdir":
         return describe_call(kind, [step.get("path")], {})
+    if kind == "run_function":
+        return f"run_function({step.get('name')})"
     return kind
 
 
@@ -275,9 +282,12 @@ def _base_for(
 
 
 def plan(
-    spec: Mapping[str, Any], factories: Mapping[str, BaseFactory] | None = None
+    spec: Mapping[str, Any],
+    factories: Mapping[str, BaseFactory] | None = None,
+    extras: ExtraFactory | None = None,
 ) -> tuple[BaseSource, list[Op]]:
-    """Turn a root-filesystem image spec into its base and the ops the builder runs."""
+    """Turn a root-filesystem image spec into its base and the ops the builder runs
+    (`extras`: how run_function steps get their secrets, volumes and ketch's runtime)."""
     factories = factories or {}
     version = str(spec["python_version"])
     steps = list(spec.get("steps", []))
@@ -324,6 +334,10 @@ def plan(
             ops.append(Op(Workdir(path=step["path"]), origin))
         elif kind == "dockerfile_commands":
             base = _dockerfile_ops(step, env, ops, base, version, factories)
+        elif kind == "run_function":
+            if extras is None:
+                raise InvalidError(f"{origin}: this server cannot run functions in a build")
+            ops.append(function_op(step, python, origin, extras(step, origin)))
         else:
             raise InvalidError(f"unknown image step type {kind!r}")
     if base is None:

@@ -40,6 +40,7 @@ class Runtime:
             max_workers=max(1, self.spec.max_inputs), thread_name_prefix="ketch-input"
         )
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.helpers: list[asyncio.Future[Any]] = []  # agents started for the server
         self.sync_running: set[str] = set()
         self.sync_gens: set[str] = set()
         self.batches: dict[str, Any] = {}  # iid -> its @batched batch (see batch.py)
@@ -159,11 +160,24 @@ class Runtime:
     def _on_stop(self, msg: m.Stop) -> None:
         self.stopping.set()
 
+    def _on_agent(self, msg: m.StartAgent) -> None:
+        # A child of this process: in the container's namespaces, limits and process
+        # group, so it ends with the container.
+        agent = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
+        self.helpers.append(
+            asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
+                    sys.executable, agent, msg["socket"], stdin=asyncio.subprocess.DEVNULL
+                )
+            )
+        )
+
     HANDLERS: ClassVar[dict[str, Callable[[Runtime, Any], None]]] = {
         m.INPUT: _on_input,
         m.BATCH: _on_batch,
         m.CANCEL: _on_cancel,
         m.STOP: _on_stop,
+        m.AGENT: _on_agent,
     }
 
     def refused(self, msg: Mapping[str, Any], exc: Exception) -> None:

@@ -97,7 +97,8 @@ class StoredApp(Contract):
     name: Name
     environment: Name
     source: SourceRef | None = None
-    functions: dict[Tag, StoredFunction] = Field(min_length=1)
+    # None at all for an app `App.lookup(create_if_missing=True)` made.
+    functions: dict[Tag, StoredFunction]
     rollback_of: Annotated[Int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ketch._server import autoscaler_overrides
 from ketch._server.api_models import DeployIn, StoredApp, validation_message
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder, mount_files
@@ -442,7 +443,8 @@ class AppManager:
                 files_dir=str(mount) if mount and mount.is_dir() else None,
                 volumes=self.volumes.host_mounts(typed[tag].volumes),
             )
-            self.scheduler.register(fdef)
+            # Settings update_autoscaler gave this version outlive a restart.
+            self.scheduler.register(autoscaler_overrides.restore(self.store, fdef))
             ids[tag] = fid
         if old is not None:
             for fid in set(old["functions"].values()) - set(ids.values()):

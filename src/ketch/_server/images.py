@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uv
 
 from ketch._images import steps as rootfs_steps
+from ketch._images.function_step import FunctionResources, VolumeLookup
 from ketch._images.process import TAIL_LINES, ImageBuildError, LogFn, run_streaming
 from ketch._images.pythons import PythonNotFound, find_python
 from ketch._images.registry import RegistryBase
@@ -38,7 +39,17 @@ from ketch._images.swap import replace_published
 from ketch.exception import InvalidError
 from ketch.image import hash_build_spec, hash_file, hash_file_set, iter_local_files
 
-__all__ = ["ROOTFS_RECORD", "BuiltImage", "ImageBuildError", "ImageBuilder", "mount_files"]
+if TYPE_CHECKING:
+    from ketch._server.volumes import VolumeManager
+
+__all__ = [
+    "ROOTFS_RECORD",
+    "BuiltImage",
+    "ImageBuildError",
+    "ImageBuilder",
+    "mount_files",
+    "volume_dir",
+]
 
 _TAIL_LINES = TAIL_LINES
 _OK = ".ok"
@@ -157,6 +168,24 @@ def mount_files(spec: Mapping[str, Any], dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def volume_dir(manager: VolumeManager, environment: str, ref: Mapping[str, Any]) -> Path:
+    """A run_function step's volume reference resolved, created if the reference says so,
+    as a function's volumes are at deploy."""
+    if ref.get("volume_id"):
+        return manager.live_path(str(ref["volume_id"]))
+    env = ref.get("environment") or environment
+    create = bool(ref.get("create_if_missing"))
+    rec = manager.lookup(env, str(ref["name"]), create_if_missing=create)
+    return manager.path(rec)
+
+
+def _runtime_core(home: Path) -> Path:
+    # The copy containers get (content-addressed, so usually made already at start).
+    from ketch._server import runtime_dist
+
+    return runtime_dist.install(home)[0]
+
+
 class _Broadcast:
     """Fans build log lines out to every caller waiting on one shared build."""
 
@@ -183,6 +212,7 @@ class ImageBuilder:
         rootfs_dir: Path | None = None,
         bases: Mapping[str, rootfs_steps.BaseFactory] | None = None,
         secrets: SecretLookup | None = None,
+        volumes: VolumeLookup | None = None,
     ) -> None:
         # ketch's own runtime is not installed into images: containers get it on their
         # PYTHONPATH (see runtime_dist), so an image stays valid across ketch upgrades.
@@ -193,8 +223,11 @@ class ImageBuilder:
         self.rootfs = RootfsBuilder(rootfs_dir or rootfs_cache(self.cache_dir.parent), self._uv)
         # Step type -> the base it starts from: the hook for images from a registry.
         self.bases: dict[str, rootfs_steps.BaseFactory] = dict(bases or {})
-        # (environment or None, name) -> a stored secret's values, for registry logins.
+        # (environment or None, name) -> a stored secret's values, for registry logins
+        # and run_function steps.
         self._secrets = secrets
+        runtime = functools.partial(_runtime_core, self.cache_dir.parent)
+        self._functions = FunctionResources(runtime, secrets, volumes)
 
     def _registry_base(self, step: Mapping[str, Any], app_environment: str) -> RegistryBase:
         # A secret named without an environment is the deploying app's, as for functions.
@@ -246,7 +279,12 @@ class ImageBuilder:
             if rootfs:
                 # Checked before any log line, so a refused image reports only its refusal.
                 registry = functools.partial(self._registry_base, app_environment=environment)
-                base, ops = rootfs_steps.plan(spec, {"from_registry": registry, **self.bases})
+                extras = functools.partial(self._functions.extra, environment=environment)
+                factories: dict[str, rootfs_steps.BaseFactory] = {
+                    "from_registry": registry,
+                    **self.bases,
+                }
+                base, ops = rootfs_steps.plan(spec, factories, extras)
                 build = self._build_rootfs(image_hash, base, ops, broadcast, force)
             else:
                 build = self._build_once(image_hash, spec, broadcast, force)

@@ -15,6 +15,7 @@ from ketch._backends.base import ContainerSpec, ForkSpec
 from ketch._backends.sandbox import ImageRoot, SandboxSpec, gpu_devices
 from ketch._images.bwrap import DEFAULT_PATH
 from ketch._images.rootfs import RootfsImage
+from ketch._server.images import BuiltImage
 from ketch._server.model import FunctionDef
 from ketch._utils.protocol import messages as m
 from ketch._utils.protocol.spec import ServerWeb
@@ -50,7 +51,11 @@ def runtime_env(
 
 
 def _python_env(fdef: FunctionDef) -> dict[str, str]:
-    image = fdef.image
+    return python_env(fdef.image)
+
+
+def python_env(image: BuiltImage) -> dict[str, str]:
+    """PATH (and VIRTUAL_ENV) that put the image's Python first."""
     if image.rootfs is not None:
         # The image's own PATH (its ENV, else Debian's): its Python is a system one.
         return {"PATH": image.env.get("PATH", DEFAULT_PATH)}
@@ -86,8 +91,8 @@ def container_spec(
         python=fdef.image.python,
         env=env,
         cwd=cwd,
-        cpu=_limit_of(options.cpu),
-        memory_mb=_mb_limit(options.memory),
+        cpu=limit_of(options.cpu),
+        memory_mb=mb_limit(options.memory),
         gpus=tuple(str(i) for i in gpus),
         block_network=options.block_network,
         isolate_network=isinstance(fdef.spec.web, ServerWeb),
@@ -117,25 +122,49 @@ def sandbox_spec(
     """What a container of `fdef` sees of the server's files (SPEC I3): its image, its app's
     source and files, the ketch runtime, its volumes, its function's socket directory and
     the server's sockets; nothing else of the state directory."""
-    image = fdef.image
-    root = None if image.rootfs is None else _image_root(image.rootfs)
-    # A root-filesystem image has its files in its layers; a venv image's are the host's.
-    shown = [*runtime_paths] if root is not None else [str(image.root), *runtime_paths]
-    shown += [p for p in (fdef.files_dir,) if p]
-    read_only = [(p, p) for p in dict.fromkeys(shown) if Path(p).exists()]
-    is_dir = _dir_in(image.rootfs) if image.rootfs is not None else Path.is_dir
-    # The app's source at /root, Modal's place for it, beside what is there already.
-    if fdef.source_dir and Path(fdef.source_dir).is_dir():
-        read_only += _placed(Path(fdef.source_dir), Path("/root"), is_dir)
-    # Files the image put at absolute paths (add_local_file(..., "/assets/x")), at them.
-    tops = [_mount_root(fdef)] + ([image.root / "files"] if root is None else [])
-    for top in tops:
-        if top is not None and top.is_dir():
-            read_only += _placed(top, Path("/"), is_dir)
     read_write = [(host, inside) for inside, host in volumes.items()]
     read_write.append((str(web_dir), str(web_dir)))
     # The server's call socket, and its API socket (the SDK's volume calls go there).
     read_write += [(str(p), str(p)) for p in sockets if p.exists()]
+    return image_sandbox(
+        fdef.image,
+        hide=hide,
+        runtime_paths=runtime_paths,
+        files_dir=fdef.files_dir,
+        source_dir=fdef.source_dir,
+        read_write=read_write,
+        gpus=gpus,
+    )
+
+
+def image_sandbox(
+    image: BuiltImage,
+    *,
+    hide: Iterable[Path],
+    runtime_paths: Iterable[str],
+    files_dir: str | None,
+    source_dir: str | None,
+    read_write: list[tuple[str, str]],
+    gpus: tuple[int, ...] = (),
+) -> SandboxSpec:
+    """A sandbox on `image`: its root filesystem (or the host's, read-only, for a venv
+    image) with the ketch runtime, the image's files at their paths, the app's source at
+    /root, and `read_write` (host path, path inside) bound over it."""
+    root = None if image.rootfs is None else _image_root(image.rootfs)
+    # A root-filesystem image has its files in its layers; a venv image's are the host's.
+    shown = [*runtime_paths] if root is not None else [str(image.root), *runtime_paths]
+    shown += [p for p in (files_dir,) if p]
+    read_only = [(p, p) for p in dict.fromkeys(shown) if Path(p).exists()]
+    is_dir = _dir_in(image.rootfs) if image.rootfs is not None else Path.is_dir
+    # The app's source at /root, Modal's place for it, beside what is there already.
+    if source_dir and Path(source_dir).is_dir():
+        read_only += _placed(Path(source_dir), Path("/root"), is_dir)
+    # Files the image put at absolute paths (add_local_file(..., "/assets/x")), at them.
+    tops = [Path(files_dir) if files_dir else None]
+    tops += [image.root / "files"] if root is None else []
+    for top in tops:
+        if top is not None and top.is_dir():
+            read_only += _placed(top, Path("/"), is_dir)
     return SandboxSpec(
         hide=tuple(str(p) for p in hide),
         read_only=tuple(read_only),
@@ -160,10 +189,6 @@ def _dir_in(image: RootfsImage) -> Callable[[Path], bool]:
         return any((layer / rel).is_dir() for layer in layers)
 
     return is_dir
-
-
-def _mount_root(fdef: FunctionDef) -> Path | None:
-    return Path(fdef.files_dir) if fdef.files_dir else None
 
 
 def _placed(
@@ -270,14 +295,14 @@ def _copied_root(fdef: FunctionDef) -> str | None:
     return str(root) if root.is_dir() else None
 
 
-def _limit_of(value: float | list[float] | None) -> float | None:
+def limit_of(value: float | list[float] | None) -> float | None:
     """cpu= as a number, or the limit of a (request, limit) pair."""
     if isinstance(value, list | tuple):
         return float(value[1])
     return None if value is None else float(value)
 
 
-def _mb_limit(value: int | list[int] | None) -> int | None:
+def mb_limit(value: int | list[int] | None) -> int | None:
     """memory= in MiB, or the limit of a (request, limit) pair."""
     if isinstance(value, list | tuple):
         return int(value[1])

@@ -25,7 +25,7 @@ from ketch._server import runtime_dist
 from ketch._server.apps import AppManager
 from ketch._server.calls import CallLimits, CallServer
 from ketch._server.crypto import SecretBox
-from ketch._server.images import ImageBuilder
+from ketch._server.images import ImageBuilder, volume_dir
 from ketch._server.logs import LogHub
 from ketch._server.scheduler import Scheduler
 from ketch._server.store import Store
@@ -96,6 +96,7 @@ class Server:
         self.builder = ImageBuilder(
             self.home / "images",
             secrets=lambda env, name: self.apps.secret_values(env or "main", name),
+            volumes=lambda env, ref: volume_dir(self.apps.volumes, env, ref),
         )
         self.runtime_core, self.runtime_web = runtime_dist.install(self.home)
         self._stopping = asyncio.Event()
@@ -186,6 +187,9 @@ class Server:
             hello_timeout=cfg.hello_timeout,
             max_unauthenticated=cfg.max_unauthenticated,
         )
+        from ketch._server.sandboxes import SandboxManager
+
+        self.sandboxes = SandboxManager(self)
         self.calls = CallServer(self.scheduler, self.apps, self.logs, self.token, objects, limits)
         # Spawned calls' requests are stored with their inline secrets sealed by this box.
         self.scheduler.box = self.box
@@ -246,6 +250,7 @@ class Server:
                     cfg.server_file.unlink()
             with contextlib.suppress(Exception):
                 self.records.flush()
+            await self.sandboxes.close()
             await self.scheduler.shutdown()
             await self.scheduler.backend.close()  # fork-server templates, network helpers
             await self.web.close()

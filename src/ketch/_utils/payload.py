@@ -48,6 +48,25 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+def dumps_by_value(obj: Any) -> bytes:
+    """Pickle a function (or class) with its own module by value: the receiving side need
+    not have that module (serialized=True functions, Image.run_function steps)."""
+    module = sys.modules.get(getattr(obj, "__module__", ""))
+    registered = False
+    if module is not None and module.__name__ not in ("__main__", "builtins"):
+        try:
+            cloudpickle.register_pickle_by_value(module)
+            registered = True
+        except ValueError:
+            pass
+    try:
+        data: bytes = cloudpickle.dumps(obj)
+        return data
+    finally:
+        if registered and module is not None:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
 def exception_payload(exc: BaseException, by_value: types.ModuleType | None = None) -> ErrorPayload:
     """Pickle an exception so the caller gets its original type, with the traceback text.
 

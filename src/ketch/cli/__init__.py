@@ -87,6 +87,7 @@ def register_commands() -> click.Group:
     """The `ketch` group with every command module imported (each registers itself)."""
     from ketch.cli import (  # noqa: F401  (registers)
         apps,
+        attach,
         calls,
         compat,
         containers,
@@ -94,6 +95,7 @@ def register_commands() -> click.Group:
         images,
         objects,
         run,
+        sandboxes,
         secrets,
         serve,
         server,

@@ -1,7 +1,8 @@
 """The management API's access check: the server's token as a Bearer header.
 
-A container's credential (SPEC I4) is refused everywhere (403) but on the volume routes,
-which the SDK inside a container uses for the volumes of its own environment."""
+A container's credential (SPEC I4) is refused everywhere (403) but on the volume and
+sandbox routes, which the SDK inside a container uses for the volumes and sandboxes of its
+own environment."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 _DENIED = "missing or wrong server token"
 _CONTAINER_DENIED = "a container's credential cannot use this route: it needs the server token"
 # The routes a container's credential may use, each held to the credential's environment.
-CONTAINER_PREFIX = "/v1/volumes"
+CONTAINER_PREFIXES = ("/v1/volumes", "/v1/sandboxes")
 # In the OpenAPI document as a security scheme, so that generated clients send it.
 _BEARER = HTTPBearer(
     auto_error=False,
@@ -131,7 +132,7 @@ class TokenGuard:
 
 
 def _container_route(path: str) -> bool:
-    return path == CONTAINER_PREFIX or path.startswith(CONTAINER_PREFIX + "/")
+    return any(path == p or path.startswith(p + "/") for p in CONTAINER_PREFIXES)
 
 
 async def _refuse(send: ASGIApp, status: int) -> None:

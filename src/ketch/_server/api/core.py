@@ -137,6 +137,9 @@ def build_api(server: Server) -> FastAPI:
     from ketch._server.api.schedules import schedules_router
 
     app.include_router(schedules_router(server))  # ketch app run-now, schedules in status
+    from ketch._server.api.handles import handles_router
+
+    app.include_router(handles_router(server))  # App.lookup, update_autoscaler, stats
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -335,6 +338,9 @@ def build_api(server: Server) -> FastAPI:
     from ketch._server.api.images import image_router
 
     app.include_router(image_router(server))  # ketch image list | rm | prune
+    from ketch._server.api.sandboxes import sandbox_router
+
+    app.include_router(sandbox_router(server))  # ketch.Sandbox, ketch sandbox list | stop
     from ketch._server.dashboard import dashboard_router
 
     app.include_router(dashboard_router(server))  # /dashboard and its login links (O4)

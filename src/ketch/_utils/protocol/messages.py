@@ -62,6 +62,7 @@ STUCK: Final = "stuck"
 INPUT: Final = "input"
 BATCH: Final = "batch"
 STOP: Final = "stop"
+AGENT: Final = "agent"
 
 # What an input is: one call, or a generator whose items stream back.
 CallKind = Literal["call", "gen"]
@@ -415,6 +416,14 @@ class CancelInput(TypedDict):
     reason: str  # "timeout" or "cancelled"
 
 
+class StartAgent(TypedDict):
+    """Start the sandbox agent (`_runtime/agent.py`) in this container, connecting to
+    `socket` (`ketch container exec`, `ketch.forward`)."""
+
+    t: Literal["agent"]
+    socket: str
+
+
 class Stop(TypedDict):
     """Finish what runs and leave (also the first frame to a container nobody expects)."""
 
@@ -462,6 +471,7 @@ TO_CONTAINER: Final[Mapping[str, Any]] = {
     BATCH: Batch,
     CANCEL: CancelInput,
     STOP: Stop,
+    AGENT: StartAgent,
 }
 # The shape of an "obj" request, by its operation.
 OBJECT_OPS: Final[Mapping[str, Any]] = {

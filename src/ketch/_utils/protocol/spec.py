@@ -267,6 +267,35 @@ class FromRegistryStep(Contract):
     setup_dockerfile_commands: list[Text] = []
 
 
+class _BuildSecret(Contract):
+    name: Name
+    environment: Name | None = None
+    required_keys: list[Text] = []
+
+
+class _BuildVolume(Contract):
+    mount: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
+    name: Name | None = None
+    environment: Name | None = None
+    create_if_missing: bool = False
+    volume_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = None
+
+
+class RunFunctionStep(Contract):
+    """Image.run_function: a function pickled by value, run in the image being built;
+    secrets and volumes by reference, resolved by the server when the step runs."""
+
+    type: Literal["run_function"]
+    name: Text
+    function: Annotated[str, StringConstraints(pattern=_BASE64, min_length=1)]
+    args: Annotated[str, StringConstraints(pattern=_BASE64, min_length=1)]
+    env: dict[Annotated[str, StringConstraints(pattern=_IMAGE_ENV_KEY)], Text] = {}
+    secrets: list[_BuildSecret] = []
+    volumes: list[_BuildVolume] = []
+    timeout: Int = Field(default=3600, ge=1, le=24 * 3600)
+    force: Text | None = None
+
+
 ImageStep = Annotated[
     PipInstallStep
     | UvPipInstallStep
@@ -275,7 +304,8 @@ ImageStep = Annotated[
     | RunCommandsStep
     | AptInstallStep
     | DockerfileCommandsStep
-    | FromRegistryStep,
+    | FromRegistryStep
+    | RunFunctionStep,
     Field(discriminator="type"),
 ]
 

@@ -37,7 +37,12 @@ def _state(row: dict[str, Any]) -> str:
 def list_sandboxes(
     environment: str, app_id: str | None, tags: tuple[str, ...], ended: bool, as_json: bool
 ) -> None:
-    """List running sandboxes (with --all, ended ones too)."""
+    """List running sandboxes (with --all, ended ones too).
+
+    \b
+    Example:
+      ketch sandbox list --tag team=data --json
+    """
     for tag in tags:
         if "=" not in tag:
             raise click.BadParameter(f"{tag!r} is not KEY=VALUE", param_hint="--tag")
@@ -65,7 +70,12 @@ def list_sandboxes(
 @click.argument("sandbox_id")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
 def logs(sandbox_id: str, tail: int | None) -> None:
-    """Print a sandbox's command's output and its events (started, ended)."""
+    """Print a sandbox's command's output and its events (started, ended).
+
+    \b
+    Example:
+      ketch sandbox logs sb-1a2b3c --tail 50
+    """
     params = {"tail": tail} if tail is not None else {}
     for entry in api("GET", f"/v1/sandboxes/{sandbox_id}/logs", params=params)["lines"]:
         prefix = "" if entry["stream"] in ("stdout", "stderr") else f"[{entry['stream']}] "
@@ -75,7 +85,12 @@ def logs(sandbox_id: str, tail: int | None) -> None:
 @sandbox.command()
 @click.argument("sandbox_ids", nargs=-1, required=True)
 def stop(sandbox_ids: tuple[str, ...]) -> None:
-    """Terminate sandboxes (their processes are killed; exit code 137)."""
+    """Terminate sandboxes (their processes are killed; exit code 137).
+
+    \b
+    Example:
+      ketch sandbox stop sb-1a2b3c sb-4d5e6f
+    """
     for sid in sandbox_ids:
         info = api("POST", f"/v1/sandboxes/{sid}/terminate")
         click.echo(f"{sid}: {_state(info)}")

@@ -309,3 +309,28 @@ def test_bad_input_is_refused_and_changes_nothing(app: ketch.App) -> None:
     with pytest.raises(InvalidError, match="app="):
         ketch.Sandbox.create()
     assert len(list(ketch.Sandbox.list(app_id=app.app_id))) == before
+
+
+@pytest.mark.spec("X1", "X2")
+def test_the_aio_forms(app: ketch.App) -> None:
+    import asyncio
+
+    async def main() -> tuple[list[str], int, list[str], int | None]:
+        box = await ketch.Sandbox.create.aio(app=app, tags={"aio": "yes"})
+        try:
+            proc = await box.exec.aio("sh", "-c", "echo a; echo b")
+            lines = [line async for line in proc.stdout]
+            code = await proc.wait.aio()
+            found = [s.object_id async for s in ketch.Sandbox.list.aio(tags={"aio": "yes"})]
+            with_file = await box.open.aio("/tmp/f", "w")
+            await with_file.write.aio("x")
+            await with_file.close.aio()
+            names = await box.ls.aio("/tmp")
+            assert box.object_id in found
+        finally:
+            await box.terminate.aio()
+        return lines, code, names, await box.poll.aio()
+
+    lines, code, names, polled = asyncio.run(main())
+    assert lines == ["a\n", "b\n"] and code == 0
+    assert "f" in names and polled == 137

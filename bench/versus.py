@@ -241,7 +241,7 @@ def gateway_round(tree: Path, duration: float, extra: dict[str, str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["remote", "gateway", "map", "web", "cold"])
+    ap.add_argument("what", choices=["remote", "gateway", "map", "web", "webcpu", "cold"])
     ap.add_argument("--baseline", type=Path, required=True, help="a copy of the older tree")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=2000)
@@ -264,7 +264,7 @@ def main() -> None:
         "this": both,
         "baseline": {**both, **dict(kv.split("=", 1) for kv in args.baseline_env)},
     }
-    if args.what in ("map", "web", "cold"):
+    if args.what in ("map", "web", "webcpu", "cold"):
         _children(args, sides)
         return
     got: dict[str, list[float]] = {name: [] for name in sides}
@@ -302,6 +302,10 @@ def _children(args: argparse.Namespace, sides: dict[str, Path]) -> None:
         script, argv, unit = _MAP, [str(args.n)], "inputs/s"
     elif args.what == "web":
         script, argv, unit = _WEB, [str(args.duration), args.concurrency], "req/s"
+    elif args.what == "webcpu":
+        # CPU per request (µs, smaller is better) besides the rate, at one concurrency.
+        script = (BENCH / "versus_webcpu_child.py").read_text()
+        argv, unit = [str(args.duration), args.concurrency.split(",")[-1]], ""
     else:
         script, argv, unit = _COLD, [str(args.samples)], "s"
     got: dict[str, dict[str, list[float]]] = {name: {} for name in sides}
@@ -314,7 +318,7 @@ def _children(args: argparse.Namespace, sides: dict[str, Path]) -> None:
             print(f"round {r + 1} {name:8} {shown}", flush=True)
     for key in got["this"]:
         this, base = statistics.median(got["this"][key]), statistics.median(got["baseline"][key])
-        ratio = base / this if args.what == "cold" else this / base
+        ratio = base / this if args.what == "cold" or key.endswith("_us") else this / base
         print(
             f"{args.what} {key}: median this {this:,.4g}, baseline {base:,.4g} {unit}; "
             f"after/before speed {ratio:.3f}x"

@@ -66,4 +66,9 @@ def __getattr__(name: str) -> _typing.Any:
 
         deprecation_warning((2024, 4, 29), "ketch.Stub is deprecated; use ketch.App")
         return App
+    if name == "gpu":
+        # Modal's `modal.gpu.A10G(...)` after a bare `import modal`; deprecated, so not eager.
+        import ketch.gpu
+
+        return ketch.gpu
     raise AttributeError(f"module 'ketch' has no attribute {name!r}")

@@ -110,7 +110,6 @@ def options_spec(opts: Any) -> dict[str, Any]:
 
 def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[str, Any]:
     from ketch.cls import Cls, class_methods, declared_parameters
-    from ketch.image import Image
     from ketch.secret import Secret
     from ketch.volume import volume_mounts
 
@@ -118,7 +117,7 @@ def app_spec(app: App, *, name: str, environment: str, ephemeral: bool) -> dict[
     for tag, handle in app._handles().items():
         opts = handle._options
         raw = app._raw_objects()[tag]
-        image = opts.image or app._image or Image.debian_slim()
+        image = opts.image or app.image
         secrets = list(app._secrets) + list(opts.secrets)
         if opts.env:
             secrets.append(Secret.from_dict(opts.env))

@@ -18,6 +18,7 @@ __all__ = [
     "container_config",
     "imports",
     "pyproject_packages",
+    "refuse_build_gpu",
     "uv_export",
 ]
 
@@ -50,6 +51,19 @@ def check_build_only(method: str, secrets: Sequence[object], gpu: object) -> Non
     if gpu is not None:
         raise InvalidError(
             f"Image.{method}(gpu=...) is not supported: ketch builds images without a GPU"
+        )
+
+
+def refuse_build_gpu(method: str, gpu: object) -> None:
+    # Modal's build steps can take a GPU (compiling against the device); ketch's builds
+    # have none, and a step that quietly ran without one would fail or build the wrong code.
+    if gpu is not None:
+        raise InvalidError(
+            f"Image.{method}(gpu=...) is refused: image builds on ketch have no GPU. "
+            "Leave gpu= out if the step only needs CUDA's libraries and compilers (a CUDA "
+            "base image has them; set the target architecture, e.g. TORCH_CUDA_ARCH_LIST, "
+            "instead of detecting the device); do work that needs the device itself in an "
+            "@enter() method of an @app.cls(gpu=...) class, keeping its output on a Volume"
         )
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ketch._utils.decorator_kwargs import FunctionKwargs
+    from ketch.image import Image
 
 
 class FunctionDecorator(Protocol):
@@ -111,6 +112,14 @@ class App:
     @property
     def app_id(self) -> str | None:
         return self._app_id
+
+    @property
+    def image(self) -> Image:
+        """The image of functions that name none: `App(image=...)`, else the default
+        `Image.debian_slim()` (so `with app.image.imports():` works either way)."""
+        from ketch.image import Image
+
+        return self._image if self._image is not None else Image.debian_slim()
 
     @property
     def registered_functions(self) -> dict[str, Function[..., Any]]:

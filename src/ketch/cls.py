@@ -325,6 +325,14 @@ class Cls(PerHandleOptions, Generic[T]):
     def hydrate(self) -> Cls[T]:
         return Aio(self._hydrate)()
 
+    async def _flash_urls(self) -> list[str]:
+        from ketch.experimental import flash_urls
+
+        return await flash_urls(self)
+
+    # Modal's name for the URL of an `@experimental.http_server` class.
+    _experimental_get_flash_urls = aio_method(_flash_urls)
+
 
 class Obj:
     """An instance of a registered class with its parameters bound."""

@@ -23,6 +23,7 @@ from ketch._image_files import (
 )
 from ketch._image_files import resolve_python_source as _resolve_python_source
 from ketch._image_function import run_function as _run_function
+from ketch._image_helpers import refuse_build_gpu as _refuse_build_gpu
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -297,8 +298,9 @@ class Image:
             raise InvalidError(f"Image.workdir expects a non-empty string, got {path!r}")
         return self._with_step("workdir", {"path": path})
 
-    def run_commands(self, *commands: StrArgs) -> Image:
+    def run_commands(self, *commands: StrArgs, gpu: object = None) -> Image:
         """Run shell commands at build time, as root with network, one layer each."""
+        _refuse_build_gpu("run_commands", gpu)
         cmds = _flatten_strings(commands, "Image.run_commands")
         if not cmds:
             return self

@@ -32,6 +32,7 @@ import argparse
 import ast
 import collections
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -271,7 +272,10 @@ def _ketch_object(owner: str) -> Any:
         return ketch.exception
     if owner in SANDBOX_TYPES:
         return getattr(importlib.import_module("ketch.sandbox"), owner, None)
-    return getattr(ketch, owner, None)
+    found = getattr(ketch, owner, None)
+    if found is None and importlib.util.find_spec(f"ketch.{owner}") is not None:
+        found = importlib.import_module(f"ketch.{owner}")  # `import modal.<owner>` works too
+    return found
 
 
 def ketch_status(name: str) -> str:

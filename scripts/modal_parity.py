@@ -88,7 +88,12 @@ REASONS: dict[str, tuple[str, str]] = {
     "Server": (NOT_YET, f"`@app.server` long-lived HTTP servers (new in 1.6); {NO_ISSUE}"),
     "Workspace": (NOT_APPLICABLE, f"{CLOUD}: workspaces and their members"),
     "billing": (NOT_APPLICABLE, f"{CLOUD}: billing reports"),
-    "experimental": (NOT_APPLICABLE, "Modal's unstable APIs; none ported"),
+    "experimental": (
+        WORKS,
+        "only `http_server` (a class's own HTTP server, its URL from "
+        "`Cls._experimental_get_flash_urls()`; regions, `exit_grace_period` and `h2_enabled` "
+        "ignored); Modal's other unstable APIs are not ported",
+    ),
     "interact": (WORKS, 'locally; in a container it raises "is not available inside a container"'),
     "sessioned": (NOT_YET, f"session-affine inputs (new in 1.6); {NO_ISSUE}"),
     "types": (NOT_APPLICABLE, "typing helpers of Modal's client (AppInfo, AppStats, ...)"),
@@ -160,6 +165,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "Image.pipe": (NOT_YET, f"`image.pipe(fn)` recipe composition (new in 1.6); {NO_ISSUE}"),
     "Image.poetry_install_from_file": (NOT_YET, f"use `pip_install_from_pyproject`; {NO_ISSUE}"),
     "Image.publish": (NOT_YET, f"named, published images (with `from_name`); {NO_ISSUE}"),
+    "Image.run_commands": (
+        WORKS,
+        '`gpu=` is refused: "image builds on ketch have no GPU"',
+    ),
     "Image.shell": (NOT_YET, f"Dockerfile `SHELL` for later steps; {NO_ISSUE}"),
     # --- Secret ---
     "Secret.client": CLIENT,

@@ -50,7 +50,10 @@ def wrap(target: Any, decorator: str, **flags: Any) -> PartialFunction[..., Any]
 
 
 def concurrent(
-    _warn_parentheses_missing: Any = None, *, max_inputs: int, target_inputs: int | None = None
+    _warn_parentheses_missing: Any = None,
+    *,
+    max_inputs: int | None = None,
+    target_inputs: int | None = None,
 ) -> Callable[[Callable[P, R]], PartialFunction[P, R]]:
     """Let one container run up to `max_inputs` inputs at once (aiming at `target_inputs`)."""
     if _warn_parentheses_missing is not None:

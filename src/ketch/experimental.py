@@ -33,9 +33,9 @@ def http_server(
     (within `startup_timeout` seconds of the container starting).
 
     On ketch, `proxy_regions` must be given as on Modal but means nothing (there are no
-    regions); `exit_grace_period` is checked and ignored (a stopping container closes its
-    connections after the server's stop grace); `h2_enabled` is ignored (the gateway
-    talks HTTP/1.1 to the server)."""
+    regions); `exit_grace_period` is checked and ignored (a container is stopped only once
+    its in-flight requests are done); `h2_enabled` is ignored (the gateway talks HTTP/1.1
+    to the server)."""
     if port is None:
         raise InvalidError(
             "http_server takes the port its server listens on: "

@@ -30,6 +30,7 @@ PARTS: dict[str, str] = {
     "ketch._image_helpers": "values",
     "ketch._image_function": "values",
     "ketch.schedule": "values",
+    "ketch.gpu": "values",
     "ketch._utils": "_utils",
     # Root-filesystem images: the Dockerfile language and build contexts (which the SDK
     # checks and hashes where an image is defined) and the layered builder the server runs.
@@ -66,6 +67,7 @@ PARTS: dict[str, str] = {
     "ketch._sandbox_io": "sdk",
     "ketch._sandbox_fs": "sdk",
     "ketch._forward": "sdk",
+    "ketch.experimental": "sdk",
 }
 
 _BASE = frozenset({"exception", "values", "_utils"})

@@ -308,8 +308,15 @@ def _schedule(value: object) -> Any:
     return value
 
 
-def validate_concurrent(max_inputs: int, target_inputs: int | None) -> tuple[int, int | None]:
-    """Check the arguments of ``@concurrent``: ``1 <= target_inputs <= max_inputs <= 1000``."""
+def validate_concurrent(
+    max_inputs: int | None, target_inputs: int | None
+) -> tuple[int, int | None]:
+    """Check the arguments of ``@concurrent``: ``1 <= target_inputs <= max_inputs <= 1000``.
+    Without ``max_inputs`` (Modal allows it), the target is also the limit."""
+    if max_inputs is None:
+        if target_inputs is None:
+            raise InvalidError("@concurrent needs max_inputs=N (or target_inputs=N)")
+        max_inputs = target_inputs
     n = _int_in("@concurrent: max_inputs", max_inputs, 1, MAX_CONCURRENT_INPUTS)
     if target_inputs is None:
         return n, None

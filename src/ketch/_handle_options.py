@@ -4,6 +4,7 @@ of their own, with the overridden settings; the handle they are called on is unc
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, Self
 
@@ -16,7 +17,7 @@ from ketch._utils.options import (
 from ketch.exception import InvalidError
 
 
-class PerHandleOptions:
+class PerHandleOptions(abc.ABC):
     """Mixed into handle classes, which give `_derive`: a twin with more overrides."""
 
     _tag: str
@@ -27,8 +28,9 @@ class PerHandleOptions:
     def _label(self) -> str:
         return self._tag
 
+    @abc.abstractmethod
     def _derive(self, overrides: dict[str, Any]) -> Self:
-        raise NotImplementedError
+        """A twin of this handle with `overrides` on top of its own."""
 
     def _overridden(self, key: str) -> Any:
         return (self._overrides or {}).get(key, getattr(self._options, key))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -18,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ketch._server.api.auth import TokenGuard, token_auth
 from ketch._server.api.ops import build_ops_router
+from ketch._server.api.progress import error_body, stream_progress
 from ketch._server.api_models import (
     AppRef,
     DeployIn,
@@ -77,10 +76,6 @@ def _precise_keys(node: Any) -> None:
             _precise_keys(child)
 
 
-def _error_body(exc: Error) -> dict[str, Any]:
-    return {"error": {"type": type(exc).__name__, "message": str(exc)}}
-
-
 def build_api(server: Server) -> FastAPI:
     app = FastAPI(
         title="ketch management API", version="1", default_response_class=AsciiJSONResponse
@@ -100,7 +95,7 @@ def build_api(server: Server) -> FastAPI:
     @app.exception_handler(Error)
     async def on_error(request: Request, exc: Error) -> JSONResponse:
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
-        return AsciiJSONResponse(_error_body(exc), status_code=code)
+        return AsciiJSONResponse(error_body(exc), status_code=code)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -202,34 +197,9 @@ def build_api(server: Server) -> FastAPI:
     async def deploy(spec: DeployIn) -> StreamingResponse:
         # What needs no build is checked before the stream starts: it gets a status code.
         prepared = server.apps.prepare_deploy(spec)
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-        async def run() -> None:
-            try:
-                result = await server.apps.finish_deploy(
-                    prepared, lambda line: queue.put_nowait({"log": line})
-                )
-                queue.put_nowait({"result": result})
-            except Error as exc:
-                queue.put_nowait(_error_body(exc))
-            except Exception as exc:
-                # Not one of ketch's own errors: a bug, with its traceback in the log.
-                log.exception("deploy of %r failed", spec.name)
-                queue.put_nowait({"error": {"type": "Error", "message": repr(exc)}})
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.ensure_future(run())
-
-        async def lines() -> AsyncIterator[bytes]:
-            try:
-                while (item := await queue.get()) is not None:
-                    yield json.dumps(item).encode() + b"\n"
-            finally:
-                # The deploy goes on even if the client leaves; it must not be half-done.
-                await asyncio.shield(task)
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return stream_progress(
+            lambda say: server.apps.finish_deploy(prepared, say), f"deploy of {spec.name!r}"
+        )
 
     @app.get("/v1/apps", dependencies=[Depends(auth)])
     async def list_apps() -> list[dict[str, Any]]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -18,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ketch._server import sandbox_attach
 from ketch._server.api.auth import CallerAuth, check_environment
+from ketch._server.api.progress import Say, stream_progress
 from ketch._server.api_models import EnvQuery
 from ketch._server.credentials import Scope
 from ketch._server.sandbox_models import (
@@ -31,7 +30,7 @@ from ketch._server.sandbox_models import (
 )
 from ketch._server.sandbox_procs import read, wait_for
 from ketch._server.sandboxes import Sandbox, SandboxManager, SandboxOpError
-from ketch.exception import Error, InvalidError
+from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
     from ketch._server.main import Server
@@ -92,32 +91,12 @@ def sandbox_router(server: Server) -> APIRouter:
     )
     async def create(body: SandboxCreate, caller: Scope | None = caller_auth) -> StreamingResponse:
         """The image's build log, then the sandbox or an error: one JSON object per line."""
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        env = None if caller is None else caller.environment
 
-        async def run() -> None:
-            try:
-                env = None if caller is None else caller.environment
-                sb = await manager().create(body, lambda line: queue.put_nowait({"log": line}), env)
-                queue.put_nowait({"result": sb.info()})
-            except Error as exc:
-                queue.put_nowait({"error": {"type": type(exc).__name__, "message": str(exc)}})
-            except Exception as exc:
-                log.exception("sandbox create failed")
-                queue.put_nowait({"error": {"type": "Error", "message": repr(exc)}})
-            finally:
-                queue.put_nowait(None)
+        async def work(say: Say) -> dict[str, Any]:
+            return (await manager().create(body, say, env)).info()
 
-        task = asyncio.ensure_future(run())
-
-        async def lines() -> AsyncIterator[bytes]:
-            try:
-                while (item := await queue.get()) is not None:
-                    yield json.dumps(item).encode() + b"\n"
-            finally:
-                # A creator that leaves must not leave a half-started sandbox behind.
-                await asyncio.shield(task)
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return stream_progress(work, "sandbox create")
 
     def operator(caller: Scope | None, what: str) -> None:
         if caller is not None:

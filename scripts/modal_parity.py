@@ -167,7 +167,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "Image.publish": (NOT_YET, f"named, published images (with `from_name`); {NO_ISSUE}"),
     "Image.run_commands": (
         WORKS,
-        '`gpu=` is refused: "image builds on ketch have no GPU"',
+        "with `gpu=` the step holds matching GPUs of the server's host while it runs",
     ),
     "Image.shell": (NOT_YET, f"Dockerfile `SHELL` for later steps; {NO_ISSUE}"),
     # --- Secret ---

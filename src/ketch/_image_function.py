@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from ketch._image_helpers import build_gpu
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -120,11 +121,7 @@ def run_function_step(
 
     if not callable(fn):
         raise InvalidError(f"{_WHERE} expects a function, got {fn!r}")
-    if gpu is not None:
-        raise InvalidError(
-            f"{_WHERE}(gpu=...) is not supported: ketch builds images without a GPU; run "
-            "GPU work in a function, or leave gpu out if the step only downloads files"
-        )
+    request = build_gpu("run_function", gpu)
     if network_file_systems:
         raise InvalidError(
             f"{_WHERE}(network_file_systems=...) is not supported: ketch has no network file "
@@ -137,7 +134,7 @@ def run_function_step(
         arguments = cloudpickle.dumps((tuple(args), dict(kwargs)))
     except Exception as exc:
         raise InvalidError(f"{_WHERE}: cannot serialize {fn!r} or its arguments: {exc}") from exc
-    return {
+    step: dict[str, Any] = {
         "name": str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function")),
         "function": _b64(pickled),
         "args": _b64(arguments),
@@ -148,6 +145,9 @@ def run_function_step(
         # A fresh value at every definition: the step's hash never matches a cached one.
         "force": uuid.uuid4().hex if force_build else None,
     }
+    if request is not None:
+        step["gpu"] = request  # only then: steps without a GPU keep their hashes
+    return step
 
 
 def run_function(
@@ -175,7 +175,8 @@ def run_function(
     It runs with the image's Python, as root with network, `env` and the values of
     `secrets` (stored secrets, Secret.from_name) in its environment and `volumes` mounted.
     The step is cached by the function's code, the globals it uses and its arguments, so a
-    later build skips it until one of those changes. `cpu`, `memory`, `cloud`, `region`
+    later build skips it until one of those changes. With `gpu=` it runs holding matching
+    GPUs of the server's host, as a container would. `cpu`, `memory`, `cloud`, `region`
     and `include_source` are accepted for Modal compatibility: a build step runs on this
     machine, and the function travels pickled by value (modules it imports must be in the
     image). A root filesystem image, as `run_commands` makes one.

@@ -14,11 +14,11 @@ from ketch.exception import InvalidError
 
 __all__ = [
     "CONFIG_STEP_KINDS",
+    "build_gpu",
     "check_build_only",
     "container_config",
     "imports",
     "pyproject_packages",
-    "refuse_build_gpu",
     "uv_export",
 ]
 
@@ -50,21 +50,25 @@ def check_build_only(method: str, secrets: Sequence[object], gpu: object) -> Non
         )
     if gpu is not None:
         raise InvalidError(
-            f"Image.{method}(gpu=...) is not supported: ketch builds images without a GPU"
+            f"Image.{method}(gpu=...) is not supported: ketch's package steps run without a "
+            "GPU; install what must be built against the device with "
+            "Image.run_commands(..., gpu=...)"
         )
 
 
-def refuse_build_gpu(method: str, gpu: object) -> None:
-    # Modal's build steps can take a GPU (compiling against the device); ketch's builds
-    # have none, and a step that quietly ran without one would fail or build the wrong code.
-    if gpu is not None:
-        raise InvalidError(
-            f"Image.{method}(gpu=...) is refused: image builds on ketch have no GPU. "
-            "Leave gpu= out if the step only needs CUDA's libraries and compilers (a CUDA "
-            "base image has them; set the target architecture, e.g. TORCH_CUDA_ARCH_LIST, "
-            "instead of detecting the device); do work that needs the device itself in an "
-            "@enter() method of an @app.cls(gpu=...) class, keeping its output on a Volume"
-        )
+def build_gpu(method: str, gpu: object) -> str | list[str] | None:
+    """A build step's GPU request, spelled as a function's `gpu=` is. The server lends the
+    step matching GPUs of its host while it runs (or fails the build saying none fit)."""
+    from ketch._utils.options import parse_gpu
+
+    try:
+        request = parse_gpu(gpu)
+    except InvalidError as exc:
+        raise InvalidError(f"Image.{method}: {exc}") from None
+    # ketch.gpu objects are str subclasses; the spec holds plain JSON values.
+    if isinstance(request, list):
+        return [str(r) for r in request]
+    return None if request is None else str(request)
 
 
 def argv_list(value: object, method: str) -> list[str]:

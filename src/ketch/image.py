@@ -23,7 +23,7 @@ from ketch._image_files import (
 )
 from ketch._image_files import resolve_python_source as _resolve_python_source
 from ketch._image_function import run_function as _run_function
-from ketch._image_helpers import refuse_build_gpu as _refuse_build_gpu
+from ketch._image_helpers import build_gpu as _build_gpu
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -299,12 +299,17 @@ class Image:
         return self._with_step("workdir", {"path": path})
 
     def run_commands(self, *commands: StrArgs, gpu: object = None) -> Image:
-        """Run shell commands at build time, as root with network, one layer each."""
-        _refuse_build_gpu("run_commands", gpu)
+        """Run shell commands at build time, as root with network, one layer each. With
+        `gpu=` (as a function takes it) they run holding matching GPUs of the server's host,
+        which they see as a container does (CUDA_VISIBLE_DEVICES and the device files)."""
+        request = _build_gpu("run_commands", gpu)
         cmds = _flatten_strings(commands, "Image.run_commands")
         if not cmds:
             return self
-        return self._with_step("run_commands", {"commands": cmds})
+        params: dict[str, Any] = {"commands": cmds}
+        if request is not None:
+            params["gpu"] = request  # only then: images without a GPU keep their hashes
+        return self._with_step("run_commands", params)
 
     def apt_install(self, *packages: StrArgs) -> Image:
         """Install Debian packages at build time (`apt-get install --no-install-recommends`)."""

@@ -1,5 +1,5 @@
-"""Names Modal's examples use: `modal.gpu` objects, `App.image`, and the refusal of
-`Image.run_commands(gpu=)` (image builds have no GPU)."""
+"""Names Modal's examples use: `modal.gpu` objects, `App.image`, and
+`Image.run_commands(gpu=)` (build steps take a GPU request)."""
 
 from __future__ import annotations
 
@@ -73,12 +73,30 @@ def test_app_image_is_the_default_image_functions_get() -> None:
 
 
 @pytest.mark.spec("A9", "I1")
-def test_run_commands_with_a_gpu_is_refused_when_defined() -> None:
+def test_build_steps_take_a_gpu_request_spelled_as_functions_do() -> None:
     base = ketch.Image.debian_slim()
-    with pytest.raises(InvalidError, match="image builds on ketch have no GPU") as info:
-        base.run_commands("nvcc --version", gpu="T4")
-    assert "Leave gpu= out" in str(info.value) and "@enter()" in str(info.value)
+    step = base.run_commands("nvidia-smi", gpu="t4:2").spec()["steps"][-1]
+    assert step == {"type": "run_commands", "commands": ["nvidia-smi"], "gpu": "T4:2"}
+    listed = base.run_commands("true", gpu=["h100", "A100"]).spec()["steps"][-1]
+    assert listed["gpu"] == ["H100", "A100"]
+    with pytest.warns(DeprecationWarning):
+        as_object = base.run_commands("true", gpu=ketch.gpu.A10G())
+    got = as_object.spec()["steps"][-1]["gpu"]
+    assert got == "A10G" and type(got) is str  # a plain JSON value in the spec
+    # Without a GPU the step (and so the image's hash) is what it always was.
     assert base.run_commands("true", gpu=None).spec() == base.run_commands("true").spec()
+    assert "gpu" not in base.run_commands("true").spec()["steps"][-1]
+    with pytest.raises(InvalidError, match=r"Image.run_commands: invalid gpu 'T4:x'"):
+        base.run_commands("true", gpu="T4:x")
+
+    def warm() -> None:
+        pass
+
+    fn_step = base.run_function(warm, gpu="any").spec()["steps"][-1]
+    assert fn_step["gpu"] == "any"
+    assert "gpu" not in base.run_function(warm).spec()["steps"][-1]
+    with pytest.raises(InvalidError, match="Image.run_function: gpu must not be an empty list"):
+        base.run_function(warm, gpu=[])
 
 
 def test_concurrent_with_only_a_target_takes_the_target_as_its_limit() -> None:

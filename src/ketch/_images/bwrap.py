@@ -39,6 +39,8 @@ class Bind:
     source: Path
     target: str
     writable: bool = False
+    # A device file (a GPU lent to a build step), bound with its device access.
+    device: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def bwrap_argv(merged: Path, sandbox: Sandbox) -> list[str]:
         # apt drops privileges to _apt and needs a world-writable /tmp.
         argv += ["--perms", "1777", "--tmpfs", "/tmp"]
     for bind in sandbox.binds:
-        argv += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
+        flag = "--dev-bind" if bind.device else "--bind" if bind.writable else "--ro-bind"
+        argv += [flag, str(bind.source), bind.target]
     for key, value in sandbox.env.items():
         argv += ["--setenv", key, value]
     if sandbox.workdir != "/":

@@ -194,6 +194,8 @@ class Op:
     uv: bool = False
     # Lent only while the step runs, outside its key (a run_function step's secrets).
     extra: StepExtra | None = field(default=None, compare=False)
+    # The GPUs the step runs holding (a function's `gpu=` request), part of its key.
+    gpu: str | tuple[str, ...] | None = None
 
     def describe(self) -> str:
         shown = self.instruction.text or self.instruction.render()
@@ -372,12 +374,31 @@ def fold(config: ImageConfig, args: dict[str, str], instr: Instruction) -> Image
     return config
 
 
+# (a step's GPU request, the step in words, the build log) -> entered while the step runs:
+# the environment and device binds of the GPUs it holds.
+GpuLender = Callable[
+    [str | tuple[str, ...], str, LogFn],
+    contextlib.AbstractAsyncContextManager[tuple[dict[str, str], list[Bind]]],
+]
+
+
 class RootfsBuilder:
-    """Builds a base plus a list of `Op`s into layers under `cache`."""
+    """Builds a base plus a list of `Op`s into layers under `cache`; `gpus` lends the
+    host's GPUs to steps that ask for them (None: such a step fails)."""
 
     def __init__(self, cache: Path, uv_bin: str) -> None:
         self.cache = Path(cache)
         self.uv_bin = uv_bin
+        self.gpus: GpuLender | None = None
+
+    def _gpu_lease(
+        self, op: Op, log: LogFn
+    ) -> contextlib.AbstractAsyncContextManager[tuple[dict[str, str], list[Bind]]]:
+        if op.gpu is None:
+            return contextlib.nullcontext(({}, []))
+        if self.gpus is None:
+            raise ImageBuildError(op.describe(), "", "this server lends no GPU to image builds")
+        return self.gpus(op.gpu, op.describe(), log)
 
     async def build(
         self,
@@ -441,6 +462,8 @@ class RootfsBuilder:
             "uv": op.uv,
             "files": None if plan is None else plan.digest(),
         }
+        if op.gpu is not None:
+            payload["gpu"] = op.gpu  # only then: layers built without a GPU keep their keys
         key = hashlib.sha256(_canonical(payload).encode()).hexdigest()
         name = key[:_ID_LEN]
         final = self.cache / "layers" / name
@@ -461,7 +484,8 @@ class RootfsBuilder:
                 for sub in ("diff", "work", "merged", "in"):
                     (tmp / sub).mkdir()
                 started = time.monotonic()
-                await self._run_step(op, plan, config, args, lowers, tmp, log)
+                async with self._gpu_lease(op, log) as lent:
+                    await self._run_step(op, plan, config, args, lowers, tmp, log, lent)
                 # The overlay's work directory is only needed while mounted; /tmp/.ketch
                 # holds only the mount points of the step's inputs.
                 shutil.rmtree(tmp / "work", ignore_errors=True)
@@ -484,13 +508,15 @@ class RootfsBuilder:
         lowers: list[str],
         tmp: Path,
         log: LogFn,
+        lent_gpus: tuple[dict[str, str], list[Bind]],
     ) -> None:
         instr = op.instruction
         inputs = tmp / "in"
-        binds = [Bind(inputs, _IN)]
+        binds = [Bind(inputs, _IN), *lent_gpus[1]]
         for name, content in op.inputs:
             (inputs / name).write_text(content, encoding="utf-8")
         env = {"HOME": "/root", **args, **config.env}  # ENV shadows ARG, as in Docker
+        env.update(lent_gpus[0])
         if op.extra is not None:
             lent_env, lent_binds = await asyncio.to_thread(op.extra.prepare)
             env.update(lent_env)

@@ -11,6 +11,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,8 @@ def describe_step(step: Mapping[str, Any]) -> str:
     if kind in ("run_commands", "dockerfile_commands"):
         if step.get("dockerfile"):
             return describe_call("from_dockerfile", [step["dockerfile"]], {})
-        return describe_call(kind, step.get("commands", []), {})
+        shown = {"gpu": step["gpu"]} if step.get("gpu") else {}
+        return describe_call(kind, step.get("commands", []), shown)
     if kind == "apt_install":
         return describe_call(kind, step.get("packages", []), {})
     if kind == "from_registry":
@@ -87,7 +89,8 @@ def describe_step(step: Mapping[str, Any]) -> str:
     if kind == "workdir":
         return describe_call(kind, [step.get("path")], {})
     if kind == "run_function":
-        return f"run_function({step.get('name')})"
+        gpu = f", gpu={json.dumps(step['gpu'])}" if step.get("gpu") else ""
+        return f"run_function({step.get('name')}{gpu})"
     return kind
 
 
@@ -281,6 +284,11 @@ def _base_for(
     return factory({"type": "from_registry", "ref": ref.image, "python_version": version})
 
 
+def _gpu_request(step: Mapping[str, Any]) -> str | tuple[str, ...] | None:
+    gpu = step.get("gpu")
+    return tuple(gpu) if isinstance(gpu, list) else gpu
+
+
 def plan(
     spec: Mapping[str, Any],
     factories: Mapping[str, BaseFactory] | None = None,
@@ -323,7 +331,8 @@ def plan(
         elif kind == "apt_install":
             ops.append(Op(Run(command=_apt(step["packages"])), origin))
         elif kind == "run_commands":
-            ops.extend(Op(Run(command=c), origin) for c in step["commands"])
+            gpu = _gpu_request(step)
+            ops.extend(Op(Run(command=c), origin, gpu=gpu) for c in step["commands"])
         elif kind in ("pip_install", "uv_pip_install"):
             argv, inputs = _uv_pip(step, python)
             ops.append(Op(Run(argv=tuple(argv)), origin, inputs=tuple(inputs), uv=True))
@@ -337,7 +346,8 @@ def plan(
         elif kind == "run_function":
             if extras is None:
                 raise InvalidError(f"{origin}: this server cannot run functions in a build")
-            ops.append(function_op(step, python, origin, extras(step, origin)))
+            op = function_op(step, python, origin, extras(step, origin))
+            ops.append(replace(op, gpu=_gpu_request(step)))
         else:
             raise InvalidError(f"unknown image step type {kind!r}")
     if base is None:

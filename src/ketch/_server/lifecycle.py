@@ -278,9 +278,13 @@ class Lifecycle:
             s.pools.pop(c.pool.key, None)
 
     def _release_gpus(self, c: Container) -> None:
+        self.s.gpus.release(c.cid, c.gpus)
+        self.gpus_freed()
+
+    def gpus_freed(self) -> None:
+        """Pools waiting for a GPU may start a container now (a container or an image
+        build step gave some back)."""
         s = self.s
-        s.gpus.release(c.cid, c.gpus)
-        # Pools waiting for a GPU may start a container now.
         for pool in list(s.pools.values()):
             if pool.queue and pool.function.options.gpu and not pool.retired:
                 asyncio.get_running_loop().call_soon(self.reconcile, pool)

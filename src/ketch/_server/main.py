@@ -122,6 +122,12 @@ class Server:
             sockets_dir=self.sockets_dir,
             max_queue=cfg.max_queue,
         )
+        from ketch._server.build_gpus import BuildGpus
+
+        # Build steps that ask for a GPU take it from the containers' allocator.
+        self.builder.rootfs.gpus = BuildGpus(
+            self.scheduler.gpus, self.scheduler.lifecycle.gpus_freed
+        )
         from ketch._server.records import CallRecorder
 
         self.records = CallRecorder(self.store, cfg.call_records)

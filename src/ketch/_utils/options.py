@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_TIMEOUT",
     "FunctionOptions",
+    "parse_gpu",
     "validate_batched",
     "validate_concurrent",
     "validate_function_options",
@@ -205,7 +206,8 @@ def _gpu_one(value: object) -> str:
     return normalized if count is None else f"{normalized}:{int(count)}"
 
 
-def _gpu(value: object) -> str | list[str] | None:
+def parse_gpu(value: object) -> str | list[str] | None:
+    """A `gpu=` value checked and normalized (None: no GPU)."""
     if value is None:
         return None
     if isinstance(value, list | tuple):
@@ -492,7 +494,7 @@ def validate_function_options(
         image=_image(values.get("image")),
         secrets=_secrets(_given(values, "secrets", ())),
         env=env,
-        gpu=_gpu(values.get("gpu")),
+        gpu=parse_gpu(values.get("gpu")),
         cpu=_cpu(values.get("cpu")),
         memory=_memory(values.get("memory")),
         timeout=timeout,

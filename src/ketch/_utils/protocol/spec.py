@@ -233,9 +233,14 @@ class WorkdirStep(Contract):
     path: NonEmptyText
 
 
+# A build step's GPUs, requested as a function's are (run_commands/run_function(gpu=)).
+BuildGpu = Gpu | Annotated[list[Gpu], Field(min_length=1, max_length=16)] | None
+
+
 class RunCommandsStep(Contract):
     type: Literal["run_commands"]
     commands: list[Text]
+    gpu: BuildGpu = None
 
 
 class AptInstallStep(Contract):
@@ -294,6 +299,7 @@ class RunFunctionStep(Contract):
     volumes: list[_BuildVolume] = []
     timeout: Int = Field(default=3600, ge=1, le=24 * 3600)
     force: Text | None = None
+    gpu: BuildGpu = None
 
 
 ImageStep = Annotated[

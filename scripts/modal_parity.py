@@ -158,8 +158,14 @@ REASONS: dict[str, tuple[str, str]] = {
     "Image.hydrate": HYDRATE,
     "Image.inside_exceptions": (NOT_APPLICABLE, "internal state of Modal's `imports()`"),
     "Image.logs": OBJ_LOGS,
-    "Image.micromamba": (NOT_YET, f"conda environments; {NO_ISSUE}"),
-    "Image.micromamba_install": (NOT_YET, f"conda environments; {NO_ISSUE}"),
+    "Image.micromamba": (
+        WORKS,
+        "Python from conda-forge into /opt/conda, solved and installed with rattler",
+    ),
+    "Image.micromamba_install": (
+        WORKS,
+        "channels default to conda-forge; the server may mirror them (KETCH_CONDA_MIRRORS)",
+    ),
     "Image.object_id": OBJECT_ID,
     "Image.pip_install_private_repos": (NOT_YET, f"needs build-time secrets; {NO_ISSUE}"),
     "Image.pipe": (NOT_YET, f"`image.pipe(fn)` recipe composition (new in 1.6); {NO_ISSUE}"),

@@ -8,9 +8,13 @@ import subprocess
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch.exception import InvalidError
+
+if TYPE_CHECKING:
+    from ketch.image import Image
+    from ketch.secret import Secret
 
 __all__ = [
     "CONFIG_STEP_KINDS",
@@ -18,6 +22,7 @@ __all__ = [
     "check_build_only",
     "container_config",
     "imports",
+    "pip_install_from_pyproject",
     "pyproject_packages",
     "uv_export",
 ]
@@ -166,3 +171,36 @@ def uv_export(
         why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         raise InvalidError(f"Image.{method}: `uv export` failed in {str(project_dir)!r}: {why[0]}")
     return done.stdout
+
+
+def pip_install_from_pyproject(
+    self: Image,
+    pyproject_toml: str,
+    optional_dependencies: Sequence[str] = (),
+    *,
+    find_links: str | None = None,
+    index_url: str | None = None,
+    extra_index_url: str | None = None,
+    pre: bool = False,
+    extra_options: str = "",
+    force_build: bool = False,
+    secrets: Sequence[Secret] = (),
+    gpu: object = None,
+) -> Image:
+    """Install a local pyproject.toml's `[project] dependencies`, plus the named
+    optional-dependency groups (the project itself is not installed)."""
+    from ketch.image import _flatten_strings, _in_container
+
+    check_build_only("pip_install_from_pyproject", secrets, gpu)
+    if _in_container():
+        return self
+    groups = _flatten_strings(optional_dependencies, "optional_dependencies")
+    path = Path(pyproject_toml).expanduser().resolve()
+    return self.pip_install(
+        *pyproject_packages(path, groups),
+        index_url=index_url,
+        extra_index_url=extra_index_url,
+        find_links=find_links,
+        pre=pre,
+        extra_options=extra_options,
+    )

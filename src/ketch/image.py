@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ketch._image_conda import micromamba as _micromamba
+from ketch._image_conda import micromamba_install as _micromamba_install
 from ketch._image_files import LocalFiles as _LocalFiles
 from ketch._image_files import check_remote_path as _check_remote_path
 from ketch._image_files import (
@@ -24,6 +26,7 @@ from ketch._image_files import (
 from ketch._image_files import resolve_python_source as _resolve_python_source
 from ketch._image_function import run_function as _run_function
 from ketch._image_helpers import build_gpu as _build_gpu
+from ketch._image_helpers import pip_install_from_pyproject as _pip_install_from_pyproject
 from ketch.exception import InvalidError
 
 if TYPE_CHECKING:
@@ -46,7 +49,7 @@ _SPEC_FORMAT = 1
 # because such files are only mounted when a container starts, after the build is over.
 _BUILD_STEP_KINDS = frozenset(
     {"pip_install", "uv_pip_install", "run_commands", "apt_install", "dockerfile_commands"}
-    | {"run_function"}
+    | {"run_function", "micromamba_install"}
 )
 
 _PYTHON_VERSION_RE = re.compile(r"3\.\d+")
@@ -183,6 +186,9 @@ class Image:
         return cls(version)._with_step("from_registry", params)
 
     # -- building blocks -------------------------------------------------------------
+
+    def _has_step(self, kind: str) -> bool:
+        return any(isinstance(layer, _Step) and layer.kind == kind for layer in self._layers)
 
     def _has_mounted_files(self) -> bool:
         return any(isinstance(layer, _LocalFiles) and not layer.copy for layer in self._layers)
@@ -436,6 +442,9 @@ class Image:
         return image
 
     run_function = _run_function
+    micromamba = classmethod(_micromamba)
+    micromamba_install = _micromamba_install
+    pip_install_from_pyproject = _pip_install_from_pyproject
 
     # -- Modal's project and config helpers (logic in _image_helpers) -------------------
 
@@ -467,38 +476,6 @@ class Image:
             return self  # built already; the local file is not here
         return self.uv_pip_install(
             requirements=[requirements_txt],
-            index_url=index_url,
-            extra_index_url=extra_index_url,
-            find_links=find_links,
-            pre=pre,
-            extra_options=extra_options,
-        )
-
-    def pip_install_from_pyproject(
-        self,
-        pyproject_toml: str,
-        optional_dependencies: Sequence[str] = (),
-        *,
-        find_links: str | None = None,
-        index_url: str | None = None,
-        extra_index_url: str | None = None,
-        pre: bool = False,
-        extra_options: str = "",
-        force_build: bool = False,
-        secrets: Sequence[Secret] = (),
-        gpu: object = None,
-    ) -> Image:
-        """Install a local pyproject.toml's `[project] dependencies`, plus the named
-        optional-dependency groups (the project itself is not installed)."""
-        from ketch._image_helpers import check_build_only, pyproject_packages
-
-        check_build_only("pip_install_from_pyproject", secrets, gpu)
-        if _in_container():
-            return self
-        groups = _flatten_strings(optional_dependencies, "optional_dependencies")
-        path = Path(pyproject_toml).expanduser().resolve()
-        return self.pip_install(
-            *pyproject_packages(path, groups),
             index_url=index_url,
             extra_index_url=extra_index_url,
             find_links=find_links,

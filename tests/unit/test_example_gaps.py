@@ -95,7 +95,7 @@ def test_build_steps_take_a_gpu_request_spelled_as_functions_do() -> None:
     fn_step = base.run_function(warm, gpu="any").spec()["steps"][-1]
     assert fn_step["gpu"] == "any"
     assert "gpu" not in base.run_function(warm).spec()["steps"][-1]
-    with pytest.raises(InvalidError, match="Image.run_function: gpu must not be an empty list"):
+    with pytest.raises(InvalidError, match=r"Image\.run_function: gpu must not be an empty list"):
         base.run_function(warm, gpu=[])
 
 

@@ -106,7 +106,7 @@ def test_the_hash_is_the_same_in_another_process(tmp_path: Path) -> None:
     [
         ({"secrets": [Secret.from_dict({"A": "1"})]}, "Secret.from_name"),
         ({"secrets": ["hf"]}, "ketch.Secret"),
-        ({"gpu": "any"}, "gpu"),
+        ({"gpu": "T4:many"}, "invalid gpu"),
         ({"network_file_systems": {"/n": object()}}, "network_file_systems"),
         ({"volumes": {"/v": "not a volume"}}, "ketch.Volume"),
         ({"timeout": 0}, "timeout"),
@@ -207,7 +207,7 @@ def test_a_raised_exception_becomes_the_errors_detail() -> None:
         [
             "Traceback (most recent call last):",
             "ValueError: no weights",
-            "ketch: the function raised ValueError: no weights",
+            "ketch: the step raised ValueError: no weights",
         ]
     )
 
@@ -218,7 +218,7 @@ def test_a_raised_exception_becomes_the_errors_detail() -> None:
     with pytest.raises(ImageBuildError) as info:
         asyncio.run(extra.run(failing(), "RUN download()"))
     assert info.value.detail == "download raised ValueError: no weights"
-    assert "ketch: the function raised" not in info.value.log_tail
+    assert "ketch: the step raised" not in info.value.log_tail
     assert "Traceback" in info.value.log_tail
 
     async def never() -> None:

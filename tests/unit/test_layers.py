@@ -29,6 +29,7 @@ PARTS: dict[str, str] = {
     "ketch._image_files": "values",
     "ketch._image_helpers": "values",
     "ketch._image_function": "values",
+    "ketch._image_conda": "values",
     "ketch.schedule": "values",
     "ketch.gpu": "values",
     "ketch._utils": "_utils",

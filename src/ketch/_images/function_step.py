@@ -16,12 +16,12 @@ from ketch._images.dockerfile import Run
 from ketch._images.process import ImageBuildError
 from ketch._images.rootfs import Op
 
-__all__ = ["BOOTSTRAP", "FunctionResources", "StepExtra", "function_op"]
+__all__ = ["BOOTSTRAP", "RAISED", "FunctionResources", "StepExtra", "function_op"]
 
 _IN = "/tmp/.ketch/in"
 _RUNTIME = "/tmp/.ketch/runtime"
-# The bootstrap's last word on a raised exception, picked out of the log for the error.
-_RAISED = "ketch: the function raised "
+# A bootstrap's last word on a raised exception, picked out of the log for the error.
+RAISED = "ketch: the step raised "
 
 # Run by the image's own Python. Only ketch's runtime (ketch, cloudpickle, msgpack) is
 # added to its path, as in a container, so what the function imports is the image's.
@@ -39,7 +39,7 @@ try:
 except BaseException as exc:
     traceback.print_exc()
     sys.stderr.flush()
-    print({_RAISED!r} + type(exc).__name__ + (": " + str(exc) if str(exc) else ""), flush=True)
+    print({RAISED!r} + type(exc).__name__ + (": " + str(exc) if str(exc) else ""), flush=True)
     sys.exit(1)
 """
 
@@ -66,11 +66,11 @@ class StepExtra:
             ) from None
         except ImageBuildError as exc:
             lines = exc.log_tail.splitlines()
-            raised = [line for line in lines if line.startswith(_RAISED)]
+            raised = [line for line in lines if line.startswith(RAISED)]
             if not raised:
                 raise
-            tail = "\n".join(line for line in lines if not line.startswith(_RAISED))
-            what = raised[-1].removeprefix(_RAISED)
+            tail = "\n".join(line for line in lines if not line.startswith(RAISED))
+            what = raised[-1].removeprefix(RAISED)
             raise ImageBuildError(exc.step, tail, f"{self.name} raised {what}") from None
 
 

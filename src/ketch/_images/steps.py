@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ketch._images import conda
 from ketch._images.bwrap import DEFAULT_PATH
 from ketch._images.context import context_digest, local_entry_plan
 from ketch._images.dockerfile import Copy, Env, From, Instruction, Run, Workdir, parse
@@ -39,6 +40,7 @@ __all__ = [
 # Steps that need a root filesystem of their own (the rest also build as a uv venv).
 ROOTFS_STEPS = frozenset(
     {"apt_install", "run_commands", "dockerfile_commands", "from_registry", "run_function"}
+    | {"micromamba", "micromamba_install"}
 )
 # Debian releases ketch builds on, and the Python each one ships.
 DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
@@ -88,6 +90,11 @@ def describe_step(step: Mapping[str, Any]) -> str:
         return describe_call(kind, [step.get("vars", {})], {})
     if kind == "workdir":
         return describe_call(kind, [step.get("path")], {})
+    if kind == "micromamba":
+        return describe_call(kind, [], {"python_version": step.get("python_version")})
+    if kind == "micromamba_install":
+        shown = {"channels": step["channels"]} if step.get("channels") else {}
+        return describe_call(kind, step.get("specs", []), shown)
     if kind == "run_function":
         gpu = f", gpu={json.dumps(step['gpu'])}" if step.get("gpu") else ""
         return f"run_function({step.get('name')}{gpu})"
@@ -343,6 +350,15 @@ def plan(
             ops.append(Op(Workdir(path=step["path"]), origin))
         elif kind == "dockerfile_commands":
             base = _dockerfile_ops(step, env, ops, base, version, factories)
+        elif kind in ("micromamba", "micromamba_install"):
+            if extras is None:
+                raise InvalidError(f"{origin}: this server cannot install conda packages")
+            if kind == "micromamba":
+                if index != 0:
+                    raise InvalidError(f"{origin} must be the first step of an image")
+                python = conda.PYTHON
+                base = DebianBase(_PYTHONLESS_SUITE, python=conda.PYTHON)
+            ops.extend(conda.conda_ops(step, origin, extras(step, origin)))
         elif kind == "run_function":
             if extras is None:
                 raise InvalidError(f"{origin}: this server cannot run functions in a build")
@@ -365,7 +381,7 @@ def _added_python(version: str, steps: Sequence[Mapping[str, Any]]) -> str | Non
     have; None when Debian has it or the image brings its own base (a registry, FROM)."""
     if version in DEBIAN_PYTHON.values() or not steps:
         return None
-    if steps[0].get("type") == "from_registry":
+    if steps[0].get("type") in ("from_registry", "micromamba"):
         return None
     for step in steps:
         if step.get("type") == "dockerfile_commands" and any(

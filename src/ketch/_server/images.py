@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import uv
 
 from ketch._images import steps as rootfs_steps
-from ketch._images.function_step import FunctionResources, VolumeLookup
+from ketch._images.conda import CondaResources
+from ketch._images.function_step import FunctionResources, StepExtra, VolumeLookup
 from ketch._images.process import TAIL_LINES, ImageBuildError, LogFn, run_streaming
 from ketch._images.pythons import PythonNotFound, find_python
 from ketch._images.registry import RegistryBase
@@ -228,6 +229,14 @@ class ImageBuilder:
         self._secrets = secrets
         runtime = functools.partial(_runtime_core, self.cache_dir.parent)
         self._functions = FunctionResources(runtime, secrets, volumes)
+        self._conda = CondaResources(self.rootfs.cache / "conda-pkgs")
+
+    def _step_extra(self, step: Mapping[str, Any], origin: str, *, environment: str) -> StepExtra:
+        # What a step is lent while it runs: a conda step rattler and its package cache,
+        # a run_function step its secrets, volumes and ketch's runtime.
+        if step["type"] in ("micromamba", "micromamba_install"):
+            return self._conda.extra(step, origin)
+        return self._functions.extra(step, origin, environment=environment)
 
     def _registry_base(self, step: Mapping[str, Any], app_environment: str) -> RegistryBase:
         # A secret named without an environment is the deploying app's, as for functions.
@@ -279,7 +288,7 @@ class ImageBuilder:
             if rootfs:
                 # Checked before any log line, so a refused image reports only its refusal.
                 registry = functools.partial(self._registry_base, app_environment=environment)
-                extras = functools.partial(self._functions.extra, environment=environment)
+                extras = functools.partial(self._step_extra, environment=environment)
                 factories: dict[str, rootfs_steps.BaseFactory] = {
                     "from_registry": registry,
                     **self.bases,

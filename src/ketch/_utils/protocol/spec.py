@@ -272,6 +272,21 @@ class FromRegistryStep(Contract):
     setup_dockerfile_commands: list[Text] = []
 
 
+class MicromambaStep(Contract):
+    """Image.micromamba: the image's first step, a conda environment at /opt/conda."""
+
+    type: Literal["micromamba"]
+    python_version: Annotated[str, StringConstraints(pattern=r"^3\.[0-9]{1,3}$")]
+
+
+class MicromambaInstallStep(Contract):
+    """Image.micromamba_install: conda match specs, solved with what /opt/conda has."""
+
+    type: Literal["micromamba_install"]
+    specs: Annotated[list[NonEmptyText], Field(min_length=1)]
+    channels: list[NonEmptyText] = []
+
+
 class _BuildSecret(Contract):
     name: Name
     environment: Name | None = None
@@ -311,6 +326,8 @@ ImageStep = Annotated[
     | AptInstallStep
     | DockerfileCommandsStep
     | FromRegistryStep
+    | MicromambaStep
+    | MicromambaInstallStep
     | RunFunctionStep,
     Field(discriminator="type"),
 ]

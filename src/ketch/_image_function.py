@@ -37,16 +37,12 @@ def _secret_refs(secrets: object) -> list[dict[str, Any]]:
     for secret in secrets:
         if not isinstance(secret, Secret):
             raise InvalidError(f"{_WHERE}: secrets must be ketch.Secret objects, got {secret!r}")
-        if secret._kind != "named":
-            # Inline values would be stored in the image spec, which is hashed, kept with
-            # every app version and shown by `ketch image`; a stored secret's are read by
-            # the server only while the step runs.
-            raise InvalidError(
-                f"{_WHERE}: secrets must be stored secrets, Secret.from_name(...) (create one "
-                "with `ketch secret create NAME KEY=VALUE`); for values that are not secret, "
-                "pass env={...}"
-            )
         spec = secret.spec()
+        if spec["kind"] == "inline":
+            # Sent once to the server, which keeps the values encrypted and puts a keyed
+            # digest of them in the image spec in their place.
+            refs.append({"values": dict(spec["values"])})
+            continue
         refs.append(
             {
                 "name": spec["name"],

@@ -121,3 +121,65 @@ def test_a_raising_function_fails_the_deploy_with_its_error(server: Any, tmp_pat
     assert f"broken raised ValueError: no weights at {mark}" in done.stderr, done.stderr
     assert "run_function(broken)" in done.stderr, done.stderr
     assert "Traceback" in done.stderr and "about to fail" in done.stderr, done.stderr
+
+
+_INLINE = """
+import os
+
+import ketch
+
+
+def use_token():
+    import hashlib, os
+    os.makedirs("/opt/tok", exist_ok=True)
+    with open("/opt/tok/sha", "w") as f:
+        f.write(hashlib.sha256(os.environ["TOKEN"].encode()).hexdigest())
+    print("used the token {mark}")
+
+
+# From the deploying process's environment, so the value is not in the uploaded source.
+image = ketch.Image.debian_slim("3.11").run_function(
+    use_token, secrets=[ketch.Secret.from_dict({{"TOKEN": os.environ.get("RUNFN_TOKEN", "")}})]
+)
+app = ketch.App({name!r}, image=image)
+
+
+@app.function()
+def sha() -> str:
+    with open("/opt/tok/sha") as f:
+        return f.read()
+"""
+
+
+def test_inline_secrets_reach_the_step_and_are_kept_nowhere_in_plain(
+    server: Any, tmp_path: Path, rootfs_cache: Path
+) -> None:
+    import hashlib
+    import subprocess
+
+    name, mark = f"runfn-inline-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    app_file = tmp_path / "app.py"
+
+    def deploy(token: str) -> str:
+        app_file.write_text(_INLINE.format(name=name, mark=mark))
+        done = ketch(server.home, "deploy", str(app_file), timeout=400, RUNFN_TOKEN=token)
+        ok(done)
+        return done.stderr
+
+    token = f"tok-{uuid.uuid4().hex}"
+    first = deploy(token)
+    assert _runs_line(first) == [False] and f"used the token {mark}" in first, first
+    assert rootfs._call(server.home, name, "sha") == hashlib.sha256(token.encode()).hexdigest()
+    # The same values: the same sealed digest, so the same image and its cached layer.
+    assert _runs_line(deploy(token)) == [True]
+    # Other values: another digest, so the step runs again with them.
+    other = f"tok-{uuid.uuid4().hex}"
+    assert _runs_line(deploy(other)) == [False]
+    assert rootfs._call(server.home, name, "sha") == hashlib.sha256(other.encode()).hexdigest()
+    # Neither value is anywhere in the server's state or the layer cache in plain text.
+    for where in (server.home, rootfs_cache):
+        found = subprocess.run(
+            ["grep", "-rlF", "-e", token, "-e", other, str(where)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert found.returncode == 1, found.stdout  # 1: no file matched

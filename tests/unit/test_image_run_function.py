@@ -104,7 +104,6 @@ def test_the_hash_is_the_same_in_another_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"secrets": [Secret.from_dict({"A": "1"})]}, "Secret.from_name"),
         ({"secrets": ["hf"]}, "ketch.Secret"),
         ({"gpu": "T4:many"}, "invalid gpu"),
         ({"network_file_systems": {"/n": object()}}, "network_file_systems"),

@@ -15,6 +15,7 @@ from ketch._images.bwrap import Bind
 from ketch._images.dockerfile import Run
 from ketch._images.process import ImageBuildError
 from ketch._images.rootfs import Op
+from ketch.exception import NotFoundError
 
 __all__ = ["BOOTSTRAP", "RAISED", "FunctionResources", "StepExtra", "function_op"]
 
@@ -44,6 +45,8 @@ except BaseException as exc:
 """
 
 SecretLookup = Callable[[str | None, str], Mapping[str, str]]
+# The digest an inline secret was sealed under -> its values.
+SealedLookup = Callable[[str], Mapping[str, str]]
 # (the deploying app's environment, a volume reference of the step) -> its host directory
 VolumeLookup = Callable[[str, Mapping[str, Any]], Path]
 
@@ -81,6 +84,7 @@ class FunctionResources:
     runtime: Callable[[], Path]
     secrets: SecretLookup | None = None
     volumes: VolumeLookup | None = None
+    sealed: SealedLookup | None = None
     _runtime_dir: Path | None = field(default=None, repr=False)
 
     def extra(self, step: Mapping[str, Any], origin: str, *, environment: str) -> StepExtra:
@@ -101,6 +105,13 @@ class FunctionResources:
         return StepExtra(prepare, str(step.get("name", "function")), float(step["timeout"]))
 
     def _secret(self, ref: Mapping[str, Any], environment: str, origin: str) -> dict[str, str]:
+        if ref.get("digest"):
+            if self.sealed is None:
+                raise ImageBuildError(origin, "", "this server keeps no inline build secrets")
+            try:
+                return dict(self.sealed(str(ref["digest"])))
+            except NotFoundError as exc:
+                raise ImageBuildError(origin, "", str(exc)) from None
         if self.secrets is None:
             raise ImageBuildError(origin, "", "this server has no secrets to lend a build step")
         values = dict(self.secrets(ref.get("environment") or environment, str(ref["name"])))

@@ -212,6 +212,9 @@ class AppManager:
         for tag, fn in spec.functions.items():
             fspec = fn.model_dump(mode="json", by_alias=True, exclude_unset=True)
             fspec["secrets"] = [self._check_secret(spec.environment, s) for s in fn.secrets]
+            if self.builder.build_secrets is not None:
+                # Before the version is stored: inline build-step values never are.
+                fspec["image"] = self.builder.build_secrets.seal(fspec["image"])
             functions[tag] = fspec
         # Every volume checked (and only then any created) before anything else changes.
         self.volumes.attach(

@@ -41,6 +41,7 @@ from ketch.exception import InvalidError
 from ketch.image import hash_build_spec, hash_file, hash_file_set, iter_local_files
 
 if TYPE_CHECKING:
+    from ketch._server.build_secrets import BuildSecrets
     from ketch._server.volumes import VolumeManager
 
 __all__ = [
@@ -214,6 +215,7 @@ class ImageBuilder:
         bases: Mapping[str, rootfs_steps.BaseFactory] | None = None,
         secrets: SecretLookup | None = None,
         volumes: VolumeLookup | None = None,
+        build_secrets: BuildSecrets | None = None,
     ) -> None:
         # ketch's own runtime is not installed into images: containers get it on their
         # PYTHONPATH (see runtime_dist), so an image stays valid across ketch upgrades.
@@ -228,7 +230,9 @@ class ImageBuilder:
         # and run_function steps.
         self._secrets = secrets
         runtime = functools.partial(_runtime_core, self.cache_dir.parent)
-        self._functions = FunctionResources(runtime, secrets, volumes)
+        self.build_secrets = build_secrets
+        sealed = None if build_secrets is None else build_secrets.values
+        self._functions = FunctionResources(runtime, secrets, volumes, sealed)
         self._conda = CondaResources(self.rootfs.cache / "conda-pkgs")
 
     def _step_extra(self, step: Mapping[str, Any], origin: str, *, environment: str) -> StepExtra:
@@ -274,6 +278,8 @@ class ImageBuilder:
         for the same image share a single build.
         """
         self._check_supported(spec)
+        if self.build_secrets is not None:
+            spec = self.build_secrets.seal(spec)  # a deploy sealed them already; a sandbox not
         image_hash = hash_build_spec(spec)
         rootfs = rootfs_steps.needs_rootfs(spec)
         root = self.cache_dir / image_hash

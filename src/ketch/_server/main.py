@@ -24,6 +24,7 @@ from ketch._backends.base import load_backend
 from ketch._server import runtime_dist
 from ketch._server.apps import AppManager
 from ketch._server.calls import CallLimits, CallServer
+from ketch._server.build_secrets import BuildSecrets
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder, volume_dir
 from ketch._server.logs import LogHub
@@ -97,6 +98,7 @@ class Server:
             self.home / "images",
             secrets=lambda env, name: self.apps.secret_values(env or "main", name),
             volumes=lambda env, ref: volume_dir(self.apps.volumes, env, ref),
+            build_secrets=BuildSecrets(self.home / "build-secrets", self.box),
         )
         self.runtime_core, self.runtime_web = runtime_dist.install(self.home)
         self._stopping = asyncio.Event()

@@ -288,9 +288,20 @@ class MicromambaInstallStep(Contract):
 
 
 class _BuildSecret(Contract):
-    name: Name
+    """A build step's secret: stored (`name`), inline (`values`, as the SDK sends them), or
+    inline and sealed by the server (`digest`, as images are stored)."""
+
+    name: Name | None = None
     environment: Name | None = None
     required_keys: list[Text] = []
+    values: dict[Annotated[str, StringConstraints(pattern=_IMAGE_ENV_KEY)], Text] | None = None
+    digest: Sha256 | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _BuildSecret:
+        if sum(x is not None for x in (self.name, self.values, self.digest)) != 1:
+            raise ValueError("a build secret is a name, inline values or a digest")
+        return self
 
 
 class _BuildVolume(Contract):

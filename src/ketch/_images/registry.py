@@ -280,7 +280,8 @@ async def pull(
                 return _base(ref, key, final)
             _clean_stale(final)
             log(f"from_registry {ref}: pulling {digest[:19]}")
-            src = [f"--src-{a[2:]}" for a in [*tls, *login]]
+            # skopeo copy names the source's options --src-*; their values stay as they are.
+            src = [f"--src-{a[2:]}" if a.startswith("--") else a for a in [*tls, *login]]
             await _fetch((skopeo, umoci), ref, src, digest, final, env)
     return _base(ref, key, final)
 

@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What the tests do not (yet) show, per ID. Keep it honest: an ID without tests is "not yet".
 NOTES: dict[str, str] = {
+    "G1": "Ray backend, first increment (docs/ray.md): cpu, memory and the GPU count go to "
+    "Ray; no custom resource per GPU type yet; nodes still read the image, the runtime "
+    "and the app's source at the server's paths (one machine or a shared filesystem)",
+    "G2": "only the version refusal (a unit test); images built per node and the source "
+    "fetched from the server are not done",
+    "G4": "a node killed mid-map: every input returns once, its container processes are "
+    "gone; web requests in flight (502) and work for a joining node are not tested yet",
+    "G5": "no images-cached column yet",
     "A2": "cpu= and memory= (number or (request, limit): the limit is enforced) on the local "
     "backend, see S8; gpu= see S7",
     "A2b": "web_server containers get their own network namespace (slirp4netns, host "
@@ -45,6 +53,13 @@ NOTES: dict[str, str] = {
     "of a server killed with -9 are left behind",
     "D3": "Volume on the local backend (bind mount in a private mount namespace, symlink "
     "fallback); no Ray backend yet, so 'reachable from every node' is not built",
+    "M1": "modal run, deploy, app list, app stop (docs/modal-wire.md); not serve, app logs",
+    "M2": ".remote, .map (100), spawn + FunctionCall.from_id, 5 MiB argument and result, "
+    "exceptions keeping their type, retries=, timeout= (enforced by the front end, not "
+    "ketch's scheduler); not remote_gen, @app.cls, Dict, Queue, web endpoints",
+    "M3": "Modal's runtime in a ketch container started by the backend (bwrap sandbox); "
+    "placed and scaled by the front end itself, not ketch's scheduler",
+    "M4": "1.5.4 and 1.6.4 tested; wrong token, unsupported version and unimplemented RPC",
 }
 
 

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -203,3 +203,34 @@ def _close_client() -> None:
             with contextlib.suppress(Exception):
                 run_sync(client.close())
     Client.reset()
+
+
+def _plain_traceback(exc: BaseException) -> str:
+    """A failure's traceback without source lines, which never needs a frame's line."""
+    lines = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}')
+        tb = tb.tb_next
+    return "\n".join(["Traceback (most recent call last):", *lines, f"{type(exc).__name__}: {exc}"])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # CPython 3.11 can leave a traceback entry's tb_lineno None (an exception raised from a
+    # signal handler, as pytest-timeout's, at some instructions). pytest's formatting then
+    # raises, and the whole session ends in INTERNALERROR. Report such a failure plainly.
+    try:
+        return (yield)
+    except Exception as format_error:
+        if call.excinfo is None or call.when == "collect":
+            raise
+        text = _plain_traceback(call.excinfo.value)
+        text += f"\n(pytest could not format this failure: {format_error!r})"
+        return pytest.TestReport(
+            item.nodeid, item.location, {}, "failed", text, call.when, [], call.duration,
+            call.start, call.stop,
+        )  # fmt: skip

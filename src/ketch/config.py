@@ -30,6 +30,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_TLS_KEY": ("tls_key", str),
     "KETCH_FORK_SERVER": ("fork_server", bool),
     "KETCH_FORK_TEMPLATES": ("fork_templates", int),
+    "KETCH_FORK_DEPLOY_MB": ("fork_deploy_mb", int),
+    "KETCH_PREFETCH": ("prefetch", int),
+    "KETCH_PREFETCH_MS": ("prefetch_ms", float),
     "KETCH_REQUEST_TIMEOUT": ("request_timeout", float),
     "KETCH_MAX_QUEUE": ("max_queue", int),
     "KETCH_LOG_RETENTION_BYTES": ("log_retention_bytes", int),
@@ -42,13 +45,16 @@ _ENV: dict[str, tuple[str, type]] = {
     "KETCH_HELLO_TIMEOUT": ("hello_timeout", float),
     "KETCH_MAX_UNAUTHENTICATED": ("max_unauthenticated", int),
     "KETCH_OTEL_ENDPOINT": ("otel_endpoint", str),
+    "KETCH_BACKEND": ("backend", str),
+    "KETCH_RAY_ADDRESS": ("ray_address", str),
+    "KETCH_MODAL_WIRE": ("modal_wire", str),
 }
 
 # Room a message needs besides its largest value (the key, the envelope).
 _MESSAGE_ROOM = 1024 * 1024
 
 # Settings for which an empty value means "off".
-_MAY_BE_EMPTY = frozenset({"tls_cert", "tls_key", "otel_endpoint"})
+_MAY_BE_EMPTY = frozenset({"tls_cert", "tls_key", "otel_endpoint", "modal_wire", "ray_address"})
 _PATHS = frozenset({"tls_cert", "tls_key"})
 
 
@@ -78,6 +84,16 @@ class Config:
     # templates are kept, the least recently used going first.
     fork_server: bool = True
     fork_templates: int = 16
+    # Templates are started when a function is deployed (so that its first container is
+    # forked too) while the templates' memory stays within this many MiB; past it the least
+    # recently used go. 0: templates start with the first container, as before.
+    fork_deploy_mb: int = 2048
+    # Inputs of calls and maps the server keeps queued at each container beyond its free
+    # slots, so that it never waits a round trip between inputs (0: none). The window is
+    # sized to about `prefetch_ms` of work by the function's measured run time: slow
+    # functions get none, and their inputs go to whichever container frees up first.
+    prefetch: int = 16
+    prefetch_ms: float = 20.0
     # A web request with no response after this many seconds gets a 303 to its result URL.
     request_timeout: float = 150.0
     # Inputs (calls and web requests) that may wait in one function pool's queue; past it,
@@ -102,6 +118,13 @@ class Config:
     # OpenTelemetry (O5): the OTLP/HTTP collector traces go to (its base URL; the standard
     # OTEL_EXPORTER_OTLP_* variables refine it); empty: no tracing, nothing imported.
     otel_endpoint: str = ""
+    # What runs containers: `local` (processes on this machine) or `ray` (actors on a Ray
+    # cluster, at `ray_address`; empty: the cluster `ray start` made here). docs/ray.md.
+    backend: str = "local"
+    ray_address: str = ""
+    # Modal's wire protocol (docs/modal-wire.md): a TCP port on server_host (0: any free
+    # one, recorded in server.json) or unix:PATH for the official `modal` client; empty: off.
+    modal_wire: str = ""
 
     @classmethod
     def load(cls, profile: str | None = None) -> Config:
@@ -232,6 +255,8 @@ def _check(key: str, given: object, where: str) -> Any:
             f"{where}: the OTLP endpoint is an http:// or https:// URL (the collector's "
             f"OTLP/HTTP address, e.g. http://127.0.0.1:4318), got {value!r}"
         )
+    if key == "modal_wire" and value:
+        _check_modal_wire(str(value), where)
     if key in _PATHS and value and not os.path.isabs(os.path.expanduser(value)):
         # The server runs in its state directory: a relative path would name another file
         # there than where the command that started it was run.
@@ -241,6 +266,17 @@ def _check(key: str, given: object, where: str) -> Any:
     if float in kinds:
         return float(value)
     return value
+
+
+def _check_modal_wire(value: str, where: str) -> None:
+    if value.startswith("unix:"):
+        if not os.path.isabs(os.path.expanduser(value[5:])):
+            raise InvalidError(f"{where}: unix:PATH needs an absolute path, got {value!r}")
+        return
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise InvalidError(
+            f"{where}: the Modal front end listens on a port (0-65535) or unix:PATH, got {value!r}"
+        )
 
 
 def _tls_path(value: str) -> str:

@@ -60,6 +60,20 @@ def _in_app_container(app: App) -> bool:
     return app._in_container() or app.name is None
 
 
+class _RemoteAio(Aio[..., Any]):
+    """`.remote()`: a handle that knows its function, on a connected client, calls from
+    the caller's thread (`Client.call_blocking`), without a hand-off to the SDK loop."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        handle: Function[..., Any] = getattr(self._afn, "__self__")  # noqa: B009
+        fid = handle._function_id
+        client = Client._current
+        if fid is not None and client is not None and client.ready_for_blocking():
+            handle._refuse("remote")
+            return client.call_blocking(fid, handle._request(args, kwargs))
+        return super().__call__(*args, **kwargs)
+
+
 class Function(PerHandleOptions, Generic[P, R]):
     """A handle on a ketch function: call it remotely, locally, in bulk, or in background."""
 
@@ -493,7 +507,7 @@ class Function(PerHandleOptions, Generic[P, R]):
         @property
         def spawn_map(self) -> InputsAio: ...
     else:
-        remote = aio_method(_remote)
+        remote = aio_method(_remote, via=_RemoteAio)
         remote_gen = aio_iter_method(_remote_gen)
         spawn = aio_method(_spawn)
         map = aio_method(_map, via=MapAio)

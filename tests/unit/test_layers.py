@@ -39,6 +39,8 @@ PARTS: dict[str, str] = {
     "ketch._gateway": "_gateway",
     "ketch._backends": "_backends",
     "ketch._server": "_server",
+    # The gRPC front end for Modal's own client runs in the server process.
+    "ketch._modal_wire": "_server",
     "ketch._runtime": "_runtime",
     # The sandbox agent runs as a script on the standard library and msgpack alone; the
     # server shares its byte relay for tunnels.

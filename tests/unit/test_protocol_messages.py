@@ -75,6 +75,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         m.OUT: {"t": m.OUT, "iid": "in-1", "ok": True, "payload": b"\x80out"},
         m.ITEM: {"t": m.ITEM, "iid": "in-1", "payload": b"\x80item"},
         m.STUCK: {"t": m.STUCK, "iid": "in-1"},
+        m.STARTED: {"t": m.STARTED, "iid": "in-1"},
+        m.UNQUEUED: {"t": m.UNQUEUED, "iids": ["in-2", "in-3"]},
     },
     "server -> container": {
         m.INIT: {
@@ -100,6 +102,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         m.CANCEL: {"t": m.CANCEL, "iid": "in-1", "reason": "timeout"},
         m.AGENT: {"t": m.AGENT, "socket": "/tmp/w-1/a-1/agent.sock"},
         m.STOP: {"t": m.STOP},
+        m.UNQUEUE: {"t": m.UNQUEUE, "iids": ["in-2", "in-3"]},
     },
 }
 

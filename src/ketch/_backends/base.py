@@ -99,14 +99,50 @@ class Backend(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources at server shutdown."""
 
+    def prepare(self, spec: ContainerSpec) -> None:  # noqa: B027 - optional hook
+        """Containers like `spec` are wanted soon (their function was just deployed): get
+        ready to start them quickly (a fork-server template), or do nothing."""
+
     def retire(self, group: str) -> None:  # noqa: B027 - optional hook
         """Containers of `group` (see ForkSpec) will not be started again: let go of
         what was kept to start them quickly (a fork-server template)."""
+
+    def call_address(self, unix_path: str, host: str, port: int) -> str:
+        """Where containers reach the server's call port: on one machine its unix socket;
+        a backend whose containers run elsewhere gives a TCP address (`host` and `port`
+        are the call port's)."""
+        return f"unix:{unix_path}"
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The machines containers run on (`ketch node list`): this one, for a backend
+        that runs them here."""
+        import socket
+
+        cap = self.capacity()
+        gpus: dict[str, int] = {}
+        for name in cap.gpus:
+            gpus[name] = gpus.get(name, 0) + 1
+        return [
+            {
+                "node_id": LOCAL_NODE,
+                "address": socket.gethostname(),
+                "alive": True,
+                "cpus": cap.cpus,
+                "memory_mb": cap.memory_mb,
+                "gpus": gpus,
+                "resources": {},
+            }
+        ]
+
+
+# The node id of containers that a backend runs on the server's own machine.
+LOCAL_NODE = "local"
 
 
 # Backends by name, imported lazily so that only the chosen one is loaded (ray is heavy).
 BACKENDS = {
     "local": "ketch._backends.local:LocalBackend",
+    "ray": "ketch._backends.ray:RayBackend",
 }
 
 
@@ -120,6 +156,14 @@ def load_backend(name: str, config: Config | None = None) -> Backend:
     if target is None:
         raise InvalidError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
     module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise InvalidError(
+            "KETCH_BACKEND=ray needs Ray on the server: pip install 'ketch[ray]'"
+        ) from exc
+    cls = getattr(imported, attr)
     backend: Backend = cls(config)
     return backend

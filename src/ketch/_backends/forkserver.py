@@ -155,7 +155,7 @@ class Template:
         key: str,
         spec: ContainerSpec,
         env: dict[str, str],
-        log: LogSink,
+        log: LogSink | None,
         bwrap: str | None = None,
     ) -> None:
         assert spec.fork is not None
@@ -166,6 +166,7 @@ class Template:
         self.host_pid: int | None = None
         self.group = spec.fork.group
         self.state = "starting"  # starting | ready | failed | unsafe | closed
+        self.origin = "started by a container's start"  # or at deploy (ForkServer.prepare)
         self.why = ""
         self.failed_at = 0.0
         self.closed = False
@@ -240,9 +241,9 @@ class Template:
 
     def _output_line(self, line: str) -> None:
         # What the user's import printed shows once, in the log of the container whose start
-        # made the template; held back until then, and dropped when loading failed, since
-        # the plain start that follows prints it again with the error.
-        if self.state == "starting":
+        # made the template (its first, if started at deploy); held back until then, and
+        # dropped when loading failed, since the plain start then prints it again.
+        if self.state == "starting" or (self.state == "ready" and self._log is None):
             self._output.append(("stdout", line))
             del self._output[:-200]
         elif self.state == "ready" and self._log is not None:
@@ -257,12 +258,26 @@ class Template:
         self.why = why
         if state != "ready":
             self.failed_at = time.monotonic()
+            self._output.clear()
         elif self._log is not None:
-            for stream, line in self._output:
-                self._log(stream, line)
-        self._output.clear()
+            self.adopt(self._log)
         if not self.ready.done():
             self.ready.set_result(None)
+
+    def adopt(self, log: LogSink) -> None:
+        """Show what the template printed, and prints later, in `log` (a container's)."""
+        self._log = log
+        held, self._output = self._output, []
+        for stream, line in held:
+            log(stream, line)
+
+    def rss_mb(self) -> float:
+        """The template's resident memory in MiB (0 when it cannot be read)."""
+        pid = self.host_pid or (self.proc.pid if self.proc is not None else None)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            return int(status.split("VmRSS:", 1)[1].split()[0]) / 1024
+        return 0.0
 
     def retire(self) -> None:
         """No more forks; the template leaves once its children have."""
@@ -412,8 +427,11 @@ class ForkServer:
     """The templates of one backend, by what they load; at most `max_templates` of them are
     kept (the least recently used goes first; it comes back on its function's next start)."""
 
-    def __init__(self, max_templates: int = 16, bwrap: str | None = None) -> None:
+    def __init__(
+        self, max_templates: int = 16, bwrap: str | None = None, deploy_mb: int = 0
+    ) -> None:
         self.max_templates = max(1, max_templates)
+        self.deploy_mb = deploy_mb  # MiB all templates stay within when `prepare` starts one
         self.bwrap = bwrap  # templates of sandboxed containers run under it
         self.templates: collections.OrderedDict[str, Template] = collections.OrderedDict()
         self._told: set[tuple[str, str]] = set()
@@ -450,7 +468,27 @@ class ForkServer:
         proc = await tpl.fork(spec, env)
         if proc is None:
             self._tell(fork.group, tpl.why or "its template is not available", log)
+        else:
+            log("system", f"container forked from its function's template ({tpl.origin})")
         return proc
+
+    def prepare(self, spec: ContainerSpec, env: dict[str, str]) -> None:
+        """Start the template of containers like `spec` before the first (its function was
+        deployed); the least recently used go first, within max_templates and deploy_mb."""
+        fork = spec.fork
+        if self.deploy_mb <= 0 or fork is None or plain_start_reason(spec) is not None:
+            return
+        key = _key(spec, env)
+        if key is None or key in self.templates:
+            return
+        while self.templates and (
+            len(self.templates) >= self.max_templates
+            or sum(t.rss_mb() for t in self.templates.values()) >= self.deploy_mb
+        ):
+            _, old = self.templates.popitem(last=False)
+            old.retire()
+        tpl = self.templates[key] = Template(key, spec, env, None, self.bwrap)
+        tpl.origin = "started at deploy"
 
     def _tell(self, group: str, why: str, log: LogSink) -> None:
         if (group, why) not in self._told:
@@ -472,6 +510,8 @@ class ForkServer:
         ):
             self.templates.move_to_end(key)
             tpl.used = time.monotonic()
+            if tpl._log is None:
+                tpl.adopt(log)
             return tpl
         if tpl is not None:
             tpl.close()

@@ -347,7 +347,11 @@ class LocalBackend(Backend):
         # that `require` without it stops the server at its start, saying why.
         self._bwrap = sandbox.bwrap_path()
         self.sandboxed = self._bwrap is not None
-        self.forks = ForkServer(config.fork_templates, self._bwrap) if config.fork_server else None
+        self.forks = (
+            ForkServer(config.fork_templates, self._bwrap, config.fork_deploy_mb)
+            if config.fork_server
+            else None
+        )
 
     def _resolv_conf(self) -> Path | None:
         """The resolv.conf for isolated containers when the host's will not do (read each
@@ -370,6 +374,10 @@ class LocalBackend(Backend):
     def retire(self, group: str) -> None:
         if self.forks is not None:
             self.forks.retire(group)
+
+    def prepare(self, spec: ContainerSpec) -> None:
+        if self.forks is not None and spec.fork is not None:
+            self.forks.prepare(spec, _shared_env(spec))
 
     async def close(self) -> None:
         if self.forks is not None:

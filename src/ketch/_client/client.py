@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 
@@ -20,7 +21,8 @@ from ketch._client.discovery import ServerInfo, ensure_server, from_container_en
 from ketch._utils import payload
 from ketch._utils.ids import new_id
 from ketch._utils.protocol import messages as m
-from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge, open_channel
+from ketch._utils.threadwire import ThreadWriteChannel, open_thread_channel
+from ketch._utils.wire import Channel, ChannelClosed, MessageTooLarge
 from ketch.config import Config
 from ketch.exception import ConnectionError as KetchConnectionError
 from ketch.exception import InvalidError, RequestSizeError
@@ -69,6 +71,8 @@ class Client:
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
         self.broken: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         _open_clients.add(self)
 
     @classmethod
@@ -128,7 +132,7 @@ class Client:
             info = await asyncio.to_thread(ensure_server, self.config)
         delay = 0.05
         for attempt in range(_HELLO_TRIES):
-            ch = await open_channel(info.call_addr)
+            ch = await open_thread_channel(info.call_addr)
             hello: m.ClientHello = {
                 "t": m.HELLO,
                 "role": "client",
@@ -161,6 +165,9 @@ class Client:
         ch.max_message = limit if isinstance(limit, int) else None
         ch.on_refused = self._refused
         self.info, self.channel = info, ch
+        # The loop this client lives on, and its thread: `call_blocking` runs on others.
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.current_thread()
         self._reader = asyncio.ensure_future(self._read(ch))
         self._connected.set()
 
@@ -350,6 +357,47 @@ class Client:
 
         self.submit(fid, req, "call", done)
         return result_of(await fut)
+
+    def ready_for_blocking(self) -> bool:
+        """Whether `call_blocking` may be used now: connected, and not on the SDK loop."""
+        return (
+            self._connected.is_set()
+            and isinstance(self.channel, ThreadWriteChannel)
+            and not self._closed
+            and self.broken is None
+            and self._loop is not None
+            and threading.current_thread() is not self._loop_thread
+        )
+
+    def call_blocking(self, fid: str, req: dict[str, Any]) -> Any:
+        """`call`, from a thread other than the SDK loop's (after `ready_for_blocking`): the
+        caller's thread sends the call itself and sleeps on a lock that the loop's reader
+        releases with the result, so the loop is woken by the answer only. A call that
+        cannot be written at once (the connection is busy or gone) is sent by the loop, and
+        one in flight when the connection drops is sent again on reconnect, as `call`'s."""
+        loop = self._loop
+        assert loop is not None
+        answered = threading.Lock()
+        answered.acquire()
+        box: list[dict[str, Any]] = []
+
+        def done(msg: dict[str, Any]) -> None:
+            # Runs once, on the loop: the pending entry is popped before it is called.
+            box.append(msg)
+            answered.release()
+
+        iid = new_id("in")
+        msg = {"t": m.CALL, "iid": iid, "fid": fid, "req": req, "kind": "call"}
+        self.pending[iid] = _Pending(msg, done)
+        ch = self.channel
+        if not isinstance(ch, ThreadWriteChannel) or not ch.write_now(msg):
+            loop.call_soon_threadsafe(self.send, msg)
+        try:
+            answered.acquire()
+        except KeyboardInterrupt:
+            loop.call_soon_threadsafe(self.pending.pop, iid, None)
+            raise
+        return result_of(box[0])
 
     async def call_gen(self, fid: str, req: dict[str, Any]) -> AsyncIterator[Any]:
         await self._channel()

@@ -15,16 +15,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
 
 from ketch import _current as current
+from ketch._runtime import direct
 from ketch._runtime.loader import Preloaded, Target, add_sys_path
 from ketch._utils import payload, tracecontext
 from ketch._utils.protocol import messages as m
 from ketch._utils.protocol.container import ContainerFunction, ContainerWeb
+from ketch._utils.threadwire import open_thread_channel
 from ketch._utils.wire import (
     Channel,
     ChannelClosed,
     MessageTooLarge,
     heap_sized_reads,
-    open_channel,
 )
 
 
@@ -36,14 +37,28 @@ class Runtime:
         self.preloaded = preloaded
         # Decoded once, here: the rest of the runtime reads it as attributes.
         self.spec = ContainerFunction.from_wire(init["function"])
-        self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, self.spec.max_inputs), thread_name_prefix="ketch-input"
-        )
+        self.pool: concurrent.futures.Executor
+        if self.spec.max_inputs <= 1:
+            # One input at a time: sync calls run there with no thread hop (direct.py).
+            self.pool = direct.InputThread()
+        else:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.spec.max_inputs, thread_name_prefix="ketch-input"
+            )
+        # Sync calls handed to the input thread and not started yet, and counts of those
+        # handed over (written by the loop) and finished (by the thread): direct.py.
+        self.direct_waiting: dict[str, m.Input] = {}
+        self.direct_posted = 0
+        self.direct_done = 0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.helpers: list[asyncio.Future[Any]] = []  # agents started for the server
         self.sync_running: set[str] = set()
         self.sync_gens: set[str] = set()
         self.batches: dict[str, Any] = {}  # iid -> its @batched batch (see batch.py)
+        # Inputs run as tasks that hold one of the function's max_inputs slots, and those
+        # the server sent ahead of a free slot (its prefetch window), waiting in order.
+        self.running: set[str] = set()
+        self.waiting: dict[str, m.Input] = {}
         self.target: Target | None = None
         self.stopping = asyncio.Event()
         self.web_server: Any = None
@@ -147,7 +162,65 @@ class Runtime:
 
     # -- server messages, by kind -------------------------------------------------------
     def _on_input(self, msg: m.Input) -> None:
-        self.tasks[msg["iid"]] = asyncio.ensure_future(self.run_input(msg))
+        # Behind an input of the other kind (a task's), a sync call waits its turn here.
+        if not self.running and not self.waiting and direct.take(self, msg):
+            return
+        self._slot_input(msg)
+
+    # -- the prefetch window (server side: _server/prefetch.py) --------------------------
+    def _slot_input(self, msg: m.Input) -> None:
+        if self.waiting or self._busy() >= self.spec.max_inputs:
+            self.waiting[msg["iid"]] = msg
+            if self.direct_posted != self.direct_done and isinstance(self.pool, direct.InputThread):
+                # The input thread's calls hold the slot: it says when they are done.
+                loop = asyncio.get_running_loop()
+
+                def wake() -> None:
+                    loop.call_soon_threadsafe(self._start_waiting)
+
+                self.pool.post(wake)
+        else:
+            self._start_input(msg)
+
+    def _busy(self) -> int:
+        """Slots taken: by tasks, and by sync calls handed to the input thread."""
+        return len(self.running) + self.direct_posted - self.direct_done
+
+    def _start_input(self, msg: m.Input) -> None:
+        iid = msg["iid"]
+        self.running.add(iid)
+        if msg.get("prefetched"):
+            # Its timeout counts from now, not from when the server sent it.
+            started: m.Started = {"t": m.STARTED, "iid": iid}
+            self.ch.send(started)
+        self.tasks[iid] = asyncio.ensure_future(self._in_slot(msg))
+
+    async def _in_slot(self, msg: m.Input) -> None:
+        try:
+            await self.run_input(msg)
+        finally:
+            # The next one starts here, so that its Started shares the result's frame.
+            self.running.discard(msg["iid"])
+            self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        # None starts once the container is stopping: the server runs them elsewhere.
+        while self.waiting and self._busy() < self.spec.max_inputs:
+            if self.stopping.is_set():
+                return
+            iid = next(iter(self.waiting))
+            self._start_input(self.waiting.pop(iid))
+
+    def _on_unqueue(self, msg: m.Unqueue) -> None:
+        back = [iid for iid in msg["iids"] if self._take_back(iid)]
+        unqueued: m.Unqueued = {"t": m.UNQUEUED, "iids": back}
+        self.ch.send(unqueued)
+
+    def _take_back(self, iid: str) -> bool:
+        """Whether `iid` was waiting and now never runs here."""
+        if self.waiting.pop(iid, None) is not None:
+            return True
+        return iid in self.direct_waiting and direct.unqueue(self, iid)
 
     def _on_batch(self, msg: m.Batch) -> None:
         from ketch._runtime import batch as batching
@@ -178,6 +251,7 @@ class Runtime:
         m.CANCEL: _on_cancel,
         m.STOP: _on_stop,
         m.AGENT: _on_agent,
+        m.UNQUEUE: _on_unqueue,
     }
 
     def refused(self, msg: Mapping[str, Any], exc: Exception) -> None:
@@ -207,6 +281,10 @@ class Runtime:
             self.cancel(iid)  # the caller has its answer: the generator stops
 
     def cancel(self, iid: str) -> None:
+        if self.waiting.pop(iid, None) is not None:
+            return  # sent ahead of a free slot, it never started
+        if iid in self.direct_waiting and direct.unqueue(self, iid):
+            return  # it had not started: it never will
         if iid in self.batches:
             from ketch._runtime import batch as batching
 
@@ -296,6 +374,7 @@ class Runtime:
         return payload.exception_payload(exc, module)
 
     async def shutdown(self) -> None:
+        await direct.drain(self)
         if self.web_server is not None:
             await self.web_server.stop()  # runs the app's lifespan shutdown
         if self.target is not None:
@@ -313,7 +392,7 @@ async def _connect() -> tuple[Channel, dict[str, Any]]:
     for a while."""
     delay = 0.05
     for attempt in range(8):
-        ch = await open_channel(os.environ["KETCH_CALL_ADDR"])
+        ch = await open_thread_channel(os.environ["KETCH_CALL_ADDR"])
         hello: m.ContainerHello = {
             "t": m.HELLO,
             "role": "container",

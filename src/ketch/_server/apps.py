@@ -447,7 +447,9 @@ class AppManager:
                 volumes=self.volumes.host_mounts(typed[tag].volumes),
             )
             # Settings update_autoscaler gave this version outlive a restart.
-            self.scheduler.register(autoscaler_overrides.restore(self.store, fdef))
+            self.scheduler.register(
+                autoscaler_overrides.restore(self.store, fdef), prepare=state == "deployed"
+            )
             ids[tag] = fid
         if old is not None:
             for fid in set(old["functions"].values()) - set(ids.values()):

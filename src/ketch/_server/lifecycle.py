@@ -12,16 +12,17 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ketch._server import launch, status_views
+from ketch._server import launch, prefetch, status_views
 from ketch._server.autoscaling import containers_to_retire, desired_containers
 from ketch._server.errors import error_payload
-from ketch._server.model import Container, Input, Pool, WebRequest, Work
+from ketch._server.model import Container, FunctionDef, Input, Pool, WebRequest, Work
 from ketch._server.pools import pool_view
 from ketch._utils.ids import new_id
 from ketch._utils.protocol import messages as m
 from ketch.exception import ExecutionError, FunctionTimeoutError, NotFoundError
 
 if TYPE_CHECKING:
+    from ketch._backends.base import ContainerSpec
     from ketch._server.scheduler import Scheduler
     from ketch._utils.wire import Channel
 
@@ -109,25 +110,54 @@ class Lifecycle:
     async def start(self, c: Container) -> None:
         s, fdef, cid = self.s, c.pool.function, c.cid
         s.counters["cold_starts"] += 1
+        # Its own credential, never the server token: user code runs in there (SPEC I4).
+        credential = s.credentials.issue(cid, fdef.app_id, fdef.environment)
         try:
-            env = launch.user_env(fdef, s.secret_env(fdef))
-            from ketch._server.volumes import container_mounts
-
-            volumes = container_mounts(fdef.volumes, fdef.spec.volumes)
+            spec, note = self.container_spec(fdef, cid, credential, c.gpus, c.pool.params)
         except Exception as exc:
             self.startup_failed(c, error_payload(exc))
             self.forget(c)
             return
-        # Its own credential, never the server token: user code runs in there (SPEC I4).
-        credential = s.credentials.issue(cid, fdef.app_id, fdef.environment)
-        env.update(
-            launch.runtime_env(
-                fdef, cid, call_addr=s.call_addr, token=credential, runtime_core=s.runtime_core
-            )
-        )
-        gpu_env, note = s.gpus.env(c.gpus)
         if note is not None:
             s.event(c, note)
+
+        def sink(stream: str, line: str) -> None:
+            c.log_tail.append(line)
+            s.logs.emit(fdef.app_id, fdef.tag, cid, stream, line)
+
+        try:
+            c.handle = await s.backend.start(spec, sink)
+        except Exception as exc:
+            err = ExecutionError(f"container failed to start: {exc}")
+            self.startup_failed(c, error_payload(err))
+            self.forget(c)
+            return
+        startup = float(fdef.options.effective_startup_timeout)
+        s.clock.call_later(startup, self._check_started, c, startup)
+        reason, code = await c.handle.wait()
+        self.exited(c, reason, code)
+
+    def container_spec(
+        self,
+        fdef: FunctionDef,
+        cid: str,
+        token: str,
+        gpus: tuple[int, ...] = (),
+        params: bytes | None = None,
+    ) -> tuple[ContainerSpec, str | None]:
+        """What a container of `fdef` starts as, and a note on its GPUs for its log; raises
+        what resolving its secrets or volumes raises."""
+        s = self.s
+        env = launch.user_env(fdef, s.secret_env(fdef))
+        from ketch._server.volumes import container_mounts
+
+        volumes = container_mounts(fdef.volumes, fdef.spec.volumes)
+        env.update(
+            launch.runtime_env(
+                fdef, cid, call_addr=s.call_addr, token=token, runtime_core=s.runtime_core
+            )
+        )
+        gpu_env, note = s.gpus.env(gpus)
         env.update(gpu_env)
         web_dir = launch.web_socket_dir(s.sockets_dir, fdef)
         # Unmade (a sockets directory gone), the container fails to start, saying where.
@@ -146,35 +176,32 @@ class Lifecycle:
             runtime_paths=(s.runtime_core, s.runtime_web),
             web_dir=web_dir,
             volumes=volumes,
-            gpus=c.gpus,
+            gpus=gpus,
         )
         spec = launch.container_spec(
             fdef,
             cid,
             env=env,
-            gpus=c.gpus,
+            gpus=gpus,
             volumes=volumes,
-            params=c.pool.params,
+            params=params,
             runtime_web=launch.web_runtime_for(fdef, s.functions.values(), s.runtime_web),
             sandbox=sandbox,
             at_root=launch.source_at_root(fdef, s.backend.sandboxed),
         )
+        return spec, note
 
-        def sink(stream: str, line: str) -> None:
-            c.log_tail.append(line)
-            s.logs.emit(fdef.app_id, fdef.tag, cid, stream, line)
-
+    def prepare(self, fdef: FunctionDef) -> None:
+        """Just deployed: the backend may get ready to start `fdef`'s containers quickly
+        (its fork-server template loads the function now, not at the first request)."""
+        snapshot = fdef.options.enable_memory_snapshot and fdef.spec.kind == "cls"
+        if self.s.functions.get(fdef.function_id) is not fdef or fdef.options.gpu or snapshot:
+            return  # never forked; a snapshot's template may need parameters unknown yet
         try:
-            c.handle = await s.backend.start(spec, sink)
-        except Exception as exc:
-            err = ExecutionError(f"container failed to start: {exc}")
-            self.startup_failed(c, error_payload(err))
-            self.forget(c)
-            return
-        startup = float(fdef.options.effective_startup_timeout)
-        s.clock.call_later(startup, self._check_started, c, startup)
-        reason, code = await c.handle.wait()
-        self.exited(c, reason, code)
+            spec, _ = self.container_spec(fdef, new_id("ta"), token="")
+            self.s.backend.prepare(spec)
+        except Exception:
+            log.debug("no template at deploy for %s", fdef.tag, exc_info=True)
 
     def _check_started(self, c: Container, limit: float) -> None:
         if c.state == "starting" and c.handle is not None:
@@ -227,25 +254,30 @@ class Lifecycle:
             if not deliberate:
                 s.counters["crashes"] += 1
                 pool.crash_times.append(s.clock.monotonic())
-            # Last first: each goes back to the front, so they keep the order they ran in.
-            for work in reversed(list(c.inflight.values())):
+            # They go back to the front together, in the order they were sent in.
+            again: list[Work] = []
+            for work in list(c.inflight.values()):
                 c.inflight.pop(work.iid)
                 work.deadline = None
                 work.container = None
                 if isinstance(work, Input):
                     # A web request is left alone: the gateway saw its connection fail.
-                    self._rerun(work, c, deliberate, reason, code)
+                    # One still waiting in the container's prefetch window never ran.
+                    never_ran, work.prefetched = work.prefetched, False
+                    if self._rerun(work, c, deliberate or never_ran, reason, code):
+                        again.append(work)
+            self.requeue_front(again)
         s.dispatch(pool)
 
     def _rerun(
         self, inp: Input, c: Container, deliberate: bool, reason: str, code: int | None
-    ) -> None:
-        """An input whose container died under it runs again, up to a limit."""
+    ) -> bool:
+        """Whether an input whose container died under it runs again (up to a limit); it
+        fails when it may not."""
         if not deliberate:
             inp.crashes += 1
         if inp.crashes <= MAX_CRASH_RERUNS:
-            self.s.enqueue(inp, front=True)
-            return
+            return True
         oom = "; it was killed for using more memory than its memory= limit"
         msg = (
             f"{inp.function.tag}: its container crashed {inp.crashes} times while "
@@ -254,6 +286,18 @@ class Lifecycle:
         )
         tail = "\n".join(list(c.log_tail)[-10:])
         self.s.finish(inp, ok=False, error=error_payload(ExecutionError(msg), tail))
+        return False
+
+    def requeue_front(self, works: list[Work]) -> None:
+        """Put `works` back at the front of their queues, in their order, then dispatch."""
+        pools: dict[str, Pool] = {}
+        for work in reversed(works):
+            pool = self.s.queue_of(work)
+            if pool is not None:
+                pool.queue.appendleft(work)
+                pools[pool.key] = pool
+        for pool in pools.values():
+            self.s.dispatch(pool)
 
     def startup_failed(self, c: Container, err: dict[str, Any]) -> None:
         pool = c.pool
@@ -296,6 +340,7 @@ class Lifecycle:
         c.stop_reason = reason
         c.state = "draining"
         if c.inflight:
+            prefetch.unqueue(c)  # what has not started there goes to other containers
             return
         if c.channel is not None:
             stop: m.Stop = {"t": m.STOP}

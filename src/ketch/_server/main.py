@@ -23,8 +23,8 @@ import ketch
 from ketch._backends.base import load_backend
 from ketch._server import runtime_dist
 from ketch._server.apps import AppManager
-from ketch._server.calls import CallLimits, CallServer
 from ketch._server.build_secrets import BuildSecrets
+from ketch._server.calls import CallLimits, CallServer
 from ketch._server.crypto import SecretBox
 from ketch._server.images import ImageBuilder, volume_dir
 from ketch._server.logs import LogHub
@@ -111,11 +111,13 @@ class Server:
         api_sock = _bind(cfg.server_host, cfg.api_port)
         call_port = call_sock.getsockname()[1]
         api_port = api_sock.getsockname()[1]
+        backend = load_backend(cfg.backend, cfg)
         self.scheduler = Scheduler(
-            backend=load_backend(os.environ.get("KETCH_BACKEND", "local"), cfg),
+            backend=backend,
             store=self.store,
             logs=self.logs,
-            call_addr=f"unix:{self.unix_path}",
+            # The unix socket locally; the call port over TCP for containers on other nodes.
+            call_addr=backend.call_address(str(self.unix_path), cfg.server_host, call_port),
             token=self.token,
             result_ttl=cfg.result_ttl,
             secret_env=lambda fdef: self.apps.function_env(fdef),
@@ -123,6 +125,8 @@ class Server:
             runtime_paths=(str(self.runtime_core), str(self.runtime_web)),
             sockets_dir=self.sockets_dir,
             max_queue=cfg.max_queue,
+            prefetch=cfg.prefetch,
+            prefetch_budget=cfg.prefetch_ms / 1000,
         )
         from ketch._server.build_gpus import BuildGpus
 
@@ -227,6 +231,12 @@ class Server:
 
         restored = await self.apps.restore(lambda line: log.info("%s", line))
         resumed = self.scheduler.resume_pending_calls()
+        modal_wire = None
+        if cfg.modal_wire:
+            from ketch._modal_wire.server import start as start_modal_wire
+
+            modal_wire, modal_wire_url = await start_modal_wire(self, cfg.modal_wire)
+            log.info("Modal front end: MODAL_SERVER_URL=%s", modal_wire_url)
         info = {
             "pid": os.getpid(),
             "host": cfg.server_host,
@@ -236,6 +246,8 @@ class Server:
             "started": self.started,
             "version": ketch.__version__,
         }
+        if modal_wire is not None:
+            info["modal_wire_url"] = modal_wire_url
         _write_json_atomic(cfg.server_file, info)
         log.info(
             "ketch server up: api %s, calls %s, %d apps restored, %d calls resumed",
@@ -259,6 +271,8 @@ class Server:
             with contextlib.suppress(Exception):
                 self.records.flush()
             await self.sandboxes.close()
+            if modal_wire is not None:
+                await modal_wire.close()
             await self.scheduler.shutdown()
             await self.scheduler.backend.close()  # fork-server templates, network helpers
             await self.web.close()

@@ -95,6 +95,9 @@ class Input(Work):
     spawned: bool = False
     attempts: int = 0  # attempts used from the retry budget (user failures, timeouts)
     crashes: int = 0  # runs lost to container deaths (not charged to the budget)
+    # Sent to its container ahead of a free slot (the prefetch window) and not yet reported
+    # started there: no deadline runs, and a crash of the container is not its crash.
+    prefetched: bool = False
 
     def pool_args(self) -> tuple[bytes | None, dict[str, Any] | None]:
         return self.request.get("params"), self.request.get("options")
@@ -158,6 +161,9 @@ class Pool:
     backoff_until: float = 0.0  # after a start-up failure, no automatic restarts until then
     reconcile_scheduled: bool = False
     batch_timer: TimerHandle | None = None  # @batched: dispatch when wait_ms is up
+    # The mean time an input of the pool runs (seconds, a moving average; 0: none seen yet),
+    # which sizes the prefetch window.
+    mean_run: float = 0.0
 
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state in ("starting", "ready")]

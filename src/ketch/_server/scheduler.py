@@ -4,7 +4,8 @@ scaling towards the autoscaling policy's target, retries, and the outcome of eac
 The parts it is built from: `pools` (which pool an input goes to), `lifecycle` (containers
 from start to end, and deadlines), `launch` (what a container starts with), `gpu_alloc`
 (who holds which GPU), `delivery` (results to their clients, spawned calls' records),
-`status_views` (what status and listings show). All time comes from an injected `Clock`
+`status_views` (what status and listings show), `prefetch` (inputs sent to a container
+ahead of a free slot). All time comes from an injected `Clock`
 and containers from a `Backend`, so that unit tests drive it with fakes of both.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from ketch._backends.base import Backend
-from ketch._server import launch, status_views
+from ketch._server import launch, prefetch, status_views
 from ketch._server.clock import Clock, SystemClock
 from ketch._server.credentials import CredentialStore
 from ketch._server.delivery import Delivery
@@ -71,6 +72,8 @@ class Scheduler:
         sockets_dir: Path | None = None,
         max_queue: int = 10_000,
         clock: Clock | None = None,
+        prefetch: int = 0,
+        prefetch_budget: float = 0.02,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self._now = self.clock.monotonic
@@ -88,6 +91,9 @@ class Scheduler:
         self.sockets_dir = sockets_dir or Path(tempfile.mkdtemp(prefix="ketch-sock-"))
         # Inputs that may wait in one pool's queue (S3): past it new ones are refused.
         self.max_queue = max(1, max_queue)
+        # The prefetch window (`prefetch.py`): its most inputs, and seconds of work.
+        self.prefetch = max(0, prefetch)
+        self.prefetch_budget = prefetch_budget
         self.gpus = GpuAllocator()
         self.delivery = Delivery(self.clock)
         self.lifecycle = Lifecycle(self)
@@ -117,8 +123,12 @@ class Scheduler:
         self.spawned.box = box
 
     # -- functions ----------------------------------------------------------------------
-    def register(self, fdef: FunctionDef) -> None:
-        """Make `fdef` the live version of its function; older pools drain and go."""
+    def register(self, fdef: FunctionDef, *, prepare: bool = False) -> None:
+        """Make `fdef` the live version of its function; older pools drain and go.
+        `prepare`: start its fork-server template now, not at its first container."""
+        old = self.functions.get(fdef.function_id)
+        if old is not None and old.version != fdef.version:
+            self.backend.retire(launch.fork_group(old))  # a template started at deploy too
         self.functions[fdef.function_id] = fdef
         for pool in list(self.pools.values()):
             # By version, not identity: a pool with per-handle overrides holds a copy.
@@ -127,13 +137,15 @@ class Scheduler:
                 and pool.function.version != fdef.version
             ):
                 self._retire_pool(pool)
+        if prepare:  # once the rest of its app is registered too (web_runtime_for)
+            asyncio.get_running_loop().call_soon(self.lifecycle.prepare, fdef)
         if fdef.options.min_containers > 0:
             # Warm containers are wanted before any traffic, so the pool must exist now.
             self.lifecycle.reconcile(self.pool_for(fdef, None))
 
     def unregister_app(self, app_id: str) -> None:
         for fid in [f for f, d in self.functions.items() if d.app_id == app_id]:
-            del self.functions[fid]
+            self.backend.retire(launch.fork_group(self.functions.pop(fid)))
         for pool in list(self.pools.values()):
             if pool.function.app_id == app_id:
                 err = error_payload(ExecutionError(f"app {pool.function.app_name!r} was stopped"))
@@ -159,6 +171,8 @@ class Scheduler:
         for c in list(pool.containers.values()):
             if not c.inflight:
                 self.lifecycle.stop(c, "retired")
+            else:
+                prefetch.unqueue(c)  # what has not started there runs on the new version
         if not pool.containers and not pool.queue:
             self.pools.pop(pool.key, None)  # nothing left of it (else `forget` removes it)
 
@@ -223,23 +237,30 @@ class Scheduler:
         self.enqueue(inp)
 
     def enqueue(self, work: Work, *, front: bool = False) -> None:
-        if work.done:
+        pool = self.queue_of(work)
+        if pool is None:
             return
-        pool = self.pools.get(work.pool_key)
-        if pool is None or pool.retired:
-            fdef = self.functions.get(work.function.function_id)
-            if fdef is None:
-                self.fail(work, error_payload(ExecutionError("the function's app is stopped")))
-                return
-            pool = self.pool_for(fdef, *work.pool_args())
-            work.function = pool.function
-            work.pool_key = pool.key
         if front:
             pool.queue.appendleft(work)
         else:
             work.queued_at = self._now()
             pool.queue.append(work)
         self.dispatch(pool)
+
+    def queue_of(self, work: Work) -> Pool | None:
+        """The pool `work` waits in (its live version's); None once it cannot run."""
+        if work.done:
+            return None
+        pool = self.pools.get(work.pool_key)
+        if pool is None or pool.retired:
+            fdef = self.functions.get(work.function.function_id)
+            if fdef is None:
+                self.fail(work, error_payload(ExecutionError("the function's app is stopped")))
+                return None
+            pool = self.pool_for(fdef, *work.pool_args())
+            work.function = pool.function
+            work.pool_key = pool.key
+        return pool
 
     def queue_full(self, pool: Pool) -> ResourceExhaustedError | None:
         """The refusal for a new input when its pool's queue is at the bound (S3)."""
@@ -254,12 +275,13 @@ class Scheduler:
 
     def dispatch(self, pool: Pool) -> None:
         while pool.queue and not pool.function.batch_size:
-            ready = [c for c in pool.containers.values() if c.state == "ready" and c.free_slots]
+            ready = [c for c in pool.containers.values() if c.state == "ready" and c.free_slots > 0]
             if not ready:
                 break
             c = max(ready, key=lambda c: c.free_slots)
             while pool.queue and c.free_slots > 0:
-                self._assign(pool.queue.popleft(), c)
+                self.assign(pool.queue.popleft(), c)
+        prefetch.fill(self, pool)
         if pool.function.batch_size:
             self._dispatch_batches(pool)
         # Scaling decisions are batched per loop turn: a burst of submits costs one.
@@ -289,7 +311,7 @@ class Scheduler:
             c = idle[0]
             batch = [pool.queue.popleft() for _ in range(min(size, len(pool.queue)))]
             for work in batch:
-                self._assign(work, c, send=False)
+                self.assign(work, c, send=False)
             assert c.channel is not None
             inputs = [
                 {"iid": w.iid, "args": w.request.get("args"), "method": w.request.get("method")}
@@ -302,14 +324,21 @@ class Scheduler:
         pool.batch_timer = None
         self.dispatch(pool)
 
-    def _assign(self, work: Work, c: Container, *, send: bool = True) -> None:
+    def assign(
+        self, work: Work, c: Container, *, send: bool = True, prefetched: bool = False
+    ) -> None:
+        """Hand `work` to `c`: into a free slot, or into its prefetch window (prefetch.py)."""
         assert c.channel is not None
         work.container = c
-        work.started = self._now()
         c.inflight[work.iid] = work
         c.assigned += 1
-        # A deadline, not a timer per input: one sweep a quarter second checks them all.
-        work.deadline = work.started + work.function.options.timeout
+        if prefetched:
+            assert isinstance(work, Input)
+            work.prefetched, work.started, work.deadline = True, None, None
+        else:
+            work.started = self._now()
+            # A deadline, not a timer per input: one sweep a quarter second checks them all.
+            work.deadline = work.started + work.function.options.timeout
         if self.tracing is not None:
             self.tracing.assigned(work, c)  # before the send: the input carries its context
         if isinstance(work, Input):
@@ -317,6 +346,8 @@ class Scheduler:
                 msg = {"t": m.INPUT, "iid": work.iid, "kind": work.kind, **work.request}
                 if work.spawned:
                     msg["call_id"] = work.iid  # a spawned call's input id is its call id
+                if prefetched:
+                    msg["prefetched"] = True
                 c.channel.send(msg)
         elif isinstance(work, WebRequest) and not work.future.done():
             work.future.set_result(c.web_addr or "")
@@ -353,8 +384,11 @@ class Scheduler:
         if not isinstance(inp, Input):
             return  # an input we already timed out or cancelled (or not one of its inputs)
         del c.inflight[inp.iid]
+        now = self._now()
         if not c.inflight:
-            c.idle_since = self._now()
+            c.idle_since = now
+        if inp.started is not None:
+            prefetch.ran(c.pool, now - inp.started)
         if msg["ok"]:
             self.finish(inp, ok=True, payload=msg.get("payload"))
         else:
@@ -404,6 +438,8 @@ class Scheduler:
         m.READY: _on_ready,
         m.STARTUP_FAILED: _on_startup_failed,
         m.STUCK: _on_stuck,
+        m.STARTED: prefetch.on_started,
+        m.UNQUEUED: prefetch.on_unqueued,
     }
 
     # -- outcomes -----------------------------------------------------------------------

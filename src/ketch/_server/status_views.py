@@ -81,6 +81,8 @@ def container_rows(
                 "inflight": len(c.inflight),
                 "started": now_wall - (now - c.started),
                 "pid": getattr(c.handle, "pid", None),
+                # The cluster node it runs on (Ray: None until placed); "local" on this machine.
+                "node": getattr(c.handle, "node", "local"),
             }
         )
     return sorted(rows, key=lambda r: r["started"])

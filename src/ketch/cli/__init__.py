@@ -93,6 +93,7 @@ def register_commands() -> click.Group:
         containers,
         dashboard,
         images,
+        nodes,
         objects,
         run,
         sandboxes,

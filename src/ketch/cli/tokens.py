@@ -22,17 +22,28 @@ def token() -> None:
 
 
 @token.command()
+@click.option(
+    "--modal",
+    "for_modal",
+    is_flag=True,
+    help="A token pair for the official `modal` client (the server's --modal-wire front end).",
+)
 @json_option
-def create(as_json: bool) -> None:
+def create(for_modal: bool, as_json: bool) -> None:
     """Create a token; its secret is shown once and stored only as a hash.
 
     \b
     Example:
       ketch token create
       curl -H "Ketch-Key: wk-..." -H "Ketch-Secret: ws-..." "$URL"
+      ketch token create --modal
     """
     from ketch._client.deploy import ApiClient
     from ketch._utils.aio import run_sync
+
+    if for_modal:
+        _create_modal_pair(as_json)
+        return
 
     out = run_sync(ApiClient().call("POST", "/v1/tokens"))
     if as_json:
@@ -82,3 +93,19 @@ def revoke(token_id: str) -> None:
 
     run_sync(ApiClient().call("DELETE", f"/v1/tokens/{token_id}"))
     click.echo(f"Revoked {token_id}.")
+
+
+def _create_modal_pair(as_json: bool) -> None:
+    from ketch._utils.modal_tokens import new_pair
+    from ketch.config import Config
+
+    # Derived from the server token (docs/modal-wire.md), so only its holder can make one.
+    path = Config.load().home / "token"
+    if not path.is_file():
+        raise click.ClickException(f"no server token at {path}: start the server first")
+    token_id, secret = new_pair(path.read_text().strip())
+    if as_json:
+        click.echo(json.dumps({"token_id": token_id, "token_secret": secret}))
+        return
+    click.echo(f"export MODAL_TOKEN_ID={token_id}")
+    click.echo(f"export MODAL_TOKEN_SECRET={secret}")

@@ -311,6 +311,9 @@ def build_api(server: Server) -> FastAPI:
     from ketch._server.api.sandboxes import sandbox_router
 
     app.include_router(sandbox_router(server))  # ketch.Sandbox, ketch sandbox list | stop
+    from ketch._server.api.nodes import node_router
+
+    app.include_router(node_router(server))  # ketch node list
     from ketch._server.dashboard import dashboard_router
 
     app.include_router(dashboard_router(server))  # /dashboard and its login links (O4)

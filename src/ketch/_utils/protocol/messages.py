@@ -58,11 +58,14 @@ READY: Final = "ready"
 STARTUP_FAILED: Final = "startup_failed"
 OUT: Final = "out"
 STUCK: Final = "stuck"
+STARTED: Final = "started"
+UNQUEUED: Final = "unqueued"
 # To containers.
 INPUT: Final = "input"
 BATCH: Final = "batch"
 STOP: Final = "stop"
 AGENT: Final = "agent"
+UNQUEUE: Final = "unqueue"
 
 # What an input is: one call, or a generator whose items stream back.
 CallKind = Literal["call", "gen"]
@@ -388,12 +391,39 @@ class Stuck(TypedDict):
     iid: str
 
 
+class Started(TypedDict):
+    """An input sent ahead of a free slot (`Input.prefetched`) has started: its timeout
+    counts from now."""
+
+    t: Literal["started"]
+    iid: str
+
+
+class Unqueued(TypedDict):
+    """The answer to `Unqueue`: the inputs handed back, never started here (the others had
+    started, and their `Started` came first)."""
+
+    t: Literal["unqueued"]
+    iids: list[str]
+
+
 # -- server -> container -----------------------------------------------------------------
 class Input(Request):
     t: Literal["input"]
     iid: str
     kind: CallKind
     call_id: NotRequired[str]  # a spawned call's id (`current_function_call_id()`)
+    # Sent ahead of a free slot (the server's prefetch window): it waits in the container,
+    # in order, and the container says when it starts (`Started`).
+    prefetched: NotRequired[bool]
+
+
+class Unqueue(TypedDict):
+    """Hand back these inputs if they have not started (the container drains or its
+    version is replaced): answered with `Unqueued`."""
+
+    t: Literal["unqueue"]
+    iids: list[str]
 
 
 class BatchInput(TypedDict):
@@ -463,6 +493,8 @@ FROM_CONTAINER: Final[Mapping[str, Any]] = {
     OUT: Out,
     ITEM: Item,
     STUCK: Stuck,
+    STARTED: Started,
+    UNQUEUED: Unqueued,
 }
 TO_CONTAINER: Final[Mapping[str, Any]] = {
     INIT: Init,
@@ -472,6 +504,7 @@ TO_CONTAINER: Final[Mapping[str, Any]] = {
     CANCEL: CancelInput,
     STOP: Stop,
     AGENT: StartAgent,
+    UNQUEUE: Unqueue,
 }
 # The shape of an "obj" request, by its operation.
 OBJECT_OPS: Final[Mapping[str, Any]] = {

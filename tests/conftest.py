@@ -143,6 +143,22 @@ def _sandbox_share(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def reaper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers run detached from the session; if the session is killed before it can stop
+    them, a reaper process kills what it left (tests/supports/reaper.py)."""
+    basetemp = str(tmp_path_factory.getbasetemp())
+    script = Path(__file__).parent / "supports" / "reaper.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(os.getpid()), basetemp],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield
+    proc.terminate()  # the session ended itself and stopped its servers
+    proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def rootfs_cache() -> Path:
     """One root-filesystem cache for every test run on this machine: the Debian base takes
     half a minute to make, and its layers are keyed by content, so it is left for the next

@@ -18,7 +18,8 @@ KILLED = "killed"
 OOM = "oom"
 STARTUP_FAILED = "startup_failed"
 
-LogSink = Callable[[str, str], None]  # (stream name, line)
+# (stream: stdout, stderr, system, or "event" for a platform note kept out of run output, line)
+LogSink = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)

@@ -469,7 +469,7 @@ class ForkServer:
         if proc is None:
             self._tell(fork.group, tpl.why or "its template is not available", log)
         else:
-            log("system", f"container forked from its function's template ({tpl.origin})")
+            log("event", f"container forked from its function's template ({tpl.origin})")
         return proc
 
     def prepare(self, spec: ContainerSpec, env: dict[str, str]) -> None:

@@ -122,6 +122,11 @@ class Lifecycle:
             s.event(c, note)
 
         def sink(stream: str, line: str) -> None:
+            if stream == "event":
+                # A platform note about the container (how it started): stored and followed
+                # in `app logs`, never mixed into a `ketch run`'s output.
+                s.logs.event(fdef.app_id, fdef.tag, cid, line)
+                return
             c.log_tail.append(line)
             s.logs.emit(fdef.app_id, fdef.tag, cid, stream, line)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from supports import procs
+
 ROOT = Path(__file__).resolve().parent.parent
 # Test servers must not compete for the default gateway port (8000) with each other or
 # with a server the developer runs.
@@ -109,14 +111,7 @@ def _kill_containers(home: Path) -> None:
     server process still running for this state directory."""
     marker = str(home)
     own_home = f"KETCH_HOME={home}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
+    for pid, cmdline, environ in procs.processes():
         runs = b"ketch._runtime" in cmdline or b"_runtime/agent.py" in cmdline  # sandboxes'
         container = runs and marker.encode() in cmdline + environ
         # A second server for this home (one a reconnecting client started after the test
@@ -124,7 +119,7 @@ def _kill_containers(home: Path) -> None:
         server = b"ketch._server" in cmdline and own_home in environ.split(b"\0")
         if container or server:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def _use_home(home: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from cli_support import deployed, ketch, ok, write
 
 import ketch as ketch_sdk
+from supports import procs
 from supports.web_helpers import app_log, wait_for
 
 _APP = """
@@ -29,16 +30,10 @@ _APP = """
 def _templates_of(app_id: str) -> list[int]:
     """Pids of the fork-server templates that load a function of `app_id`."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"ketch._runtime.template" in cmdline and f"KETCH_APP_ID={app_id}".encode() in environ:
-            found.append(int(entry.name))
+    needle = f"KETCH_APP_ID={app_id}".encode()
+    for pid, cmdline, environ in procs.processes():
+        if b"ketch._runtime.template" in cmdline and needle in environ.split(b"\0"):
+            found.append(pid)
     return found
 
 

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from supports import procs
+
 ROOT = Path(__file__).resolve().parents[2]
 # The client versions the front end supports and tests (ketch._modal_wire.proto).
 VERSIONS = ("1.6.4", "1.5.4")
@@ -170,18 +172,11 @@ def stop(home: Path) -> None:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
     marker = str(home).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
+    for pid, cmdline, environ in procs.processes():
         ours = b"modal._container_entrypoint" in cmdline or b"ketch._server" in cmdline
         if ours and marker in cmdline + environ:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
@@ -198,15 +193,8 @@ def _alive(pid: int) -> bool:
 def running_containers(home: Path) -> list[int]:
     """Pids of Modal container runtimes this home's server started."""
     marker = str(home).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"modal._container_entrypoint" in cmdline and marker in environ:
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, cmdline, environ in procs.processes()
+        if b"modal._container_entrypoint" in cmdline and marker in environ
+    ]

@@ -15,19 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+# Run as a program: its own folder is on the path, so the helper is imported by its name.
+sys.path.insert(0, str(Path(__file__).parent))
+from procs import processes
+
 
 def _leftovers(marker: bytes) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in seen:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline, environ in processes() if marker in cmdline + environ]
 
 
 def main(session: int, basetemp: str) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from supports import procs
+
 
 def api(method: str, path: str) -> Any:
     from ketch._client.deploy import ApiClient
@@ -90,19 +92,13 @@ def endpoints_of(app_id: str) -> dict[str, dict[str, Any]]:
 def runtime_pids(app_id: str) -> list[int]:
     """Container processes of an app still alive on this machine, by their environment."""
     needle = f"KETCH_APP_ID={app_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"ketch._runtime" in cmdline and needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, cmdline, environ in procs.processes()
+        if b"ketch._runtime" in cmdline
+        and needle in environ.split(b"\0")
+        and procs.state(pid) not in ("Z", None)
+    ]
 
 
 def wait_for(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,3 +169,17 @@ def load_backend(name: str, config: Config | None = None) -> Backend:
     cls = getattr(imported, attr)
     backend: Backend = cls(config)
     return backend
+
+
+async def pump_lines(stream: asyncio.StreamReader | None, name: str, log: LogSink) -> None:
+    """Pass a process's output to `log` line by line until it ends."""
+    if stream is None:
+        return
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line past the reader's limit: take what is there
+            line = await stream.read(2**16)
+        if not line:
+            return
+        log(name, line.decode(errors="replace").rstrip("\n"))

@@ -35,6 +35,7 @@ from ketch._backends.base import (
     ContainerHandle,
     ContainerSpec,
     LogSink,
+    pump_lines,
 )
 from ketch._backends.forkserver import ForkedProcess, ForkServer
 from ketch.config import Config
@@ -114,8 +115,8 @@ class LocalContainer(ContainerHandle):
         self._log = log
         self._killed = False
         self._pumps = [
-            asyncio.ensure_future(_pump(proc.stdout, "stdout", log)),
-            asyncio.ensure_future(_pump(proc.stderr, "stderr", log)),
+            asyncio.ensure_future(pump_lines(proc.stdout, "stdout", log)),
+            asyncio.ensure_future(pump_lines(proc.stderr, "stderr", log)),
         ]
 
     @property
@@ -173,19 +174,6 @@ class LocalContainer(ContainerHandle):
                 )
             self.limits.cleanup()
         return reason, code
-
-
-async def _pump(stream: asyncio.StreamReader | None, name: str, log: LogSink) -> None:
-    if stream is None:
-        return
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line past the reader's limit: take what is there
-            line = await stream.read(2**16)
-        if not line:
-            return
-        log(name, line.decode(errors="replace").rstrip("\n"))
 
 
 def _new_netns_prefix(mounts: bool = False) -> list[str]:

@@ -16,6 +16,8 @@ import signal
 import sys
 from typing import Any
 
+from ketch._backends.base import pump_lines
+
 # A batch of output lines is sent once this many are waiting, or at once when fewer are.
 _LOG_BATCH = 500
 
@@ -82,24 +84,15 @@ class ContainerActor:
         )
         info["pid"] = self._proc.pid
         self._pumps = [
-            asyncio.ensure_future(self._pump(self._proc.stdout, "stdout")),
-            asyncio.ensure_future(self._pump(self._proc.stderr, "stderr")),
+            asyncio.ensure_future(pump_lines(self._proc.stdout, "stdout", self._line)),
+            asyncio.ensure_future(pump_lines(self._proc.stderr, "stderr", self._line)),
         ]
         self._reaper = asyncio.ensure_future(self._reap())
         return info
 
-    async def _pump(self, stream: asyncio.StreamReader | None, name: str) -> None:
-        if stream is None:
-            return
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line past the reader's limit: take what is there
-                line = await stream.read(2**16)
-            if not line:
-                return
-            self._lines.append((name, line.decode(errors="replace").rstrip("\n")))
-            self._more.set()
+    def _line(self, name: str, line: str) -> None:
+        self._lines.append((name, line))
+        self._more.set()
 
     async def _reap(self) -> None:
         assert self._proc is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 import zoneinfo
 from typing import Any
@@ -14,12 +15,12 @@ __all__ = ["Cron", "Period", "Schedule"]
 MIN_PERIOD_SECONDS = 1.0
 
 
-class Schedule:
+class Schedule(abc.ABC):
     """What `schedule=` takes: a `Period` or a `Cron`."""
 
+    @abc.abstractmethod
     def spec(self) -> dict[str, Any]:
         """The schedule as the function's stored spec carries it."""
-        raise NotImplementedError
 
 
 class Period(Schedule):

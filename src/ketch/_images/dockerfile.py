@@ -8,6 +8,7 @@ ARG and USER. RUN, CMD and ENTRYPOINT are left to the shell that runs them, as i
 
 from __future__ import annotations
 
+import abc
 import json
 import re
 from collections.abc import Mapping
@@ -53,7 +54,7 @@ _FLAG_RE = re.compile(r"--([a-z-]+)(?:=(.*))?$")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Instruction:
+class Instruction(abc.ABC):
     """One Dockerfile instruction. `line` and `text` say where it came from, for messages;
     they take no part in equality, so an instruction equals its re-parsed rendering."""
 
@@ -69,9 +70,9 @@ class Instruction:
         data = {k: v for k, v in asdict(self).items() if k not in ("line", "text")}
         return {"instruction": self.keyword, **data}
 
+    @abc.abstractmethod
     def render(self) -> str:
         """Dockerfile text that parses back to an equal instruction."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         shown = self.text or self.render()

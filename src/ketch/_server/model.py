@@ -3,6 +3,7 @@ pools."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import functools
@@ -64,7 +65,7 @@ class FunctionDef:
 
 
 @dataclass(eq=False)
-class Work:
+class Work(abc.ABC):
     """What waits in a pool's queue and holds a slot of a container: an `Input` or a
     `WebRequest`."""
 
@@ -80,9 +81,9 @@ class Work:
     created: float = 0.0  # the clock's time when it was made: for call records and latency
     trace: Any = None  # its spans while the server exports traces (_server/tracing.py)
 
+    @abc.abstractmethod
     def pool_args(self) -> tuple[bytes | None, dict[str, Any] | None]:
         """What picks its pool besides the function: class parameters and option overrides."""
-        raise NotImplementedError
 
 
 @dataclass(eq=False)
